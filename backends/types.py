@@ -1,0 +1,302 @@
+"""Typed values that flow between the layers: requests down, responses and chunks back up.
+
+These are the OpenAI wire shapes, as msgspec Structs: decoding validates and names the bad
+field, encoding takes microseconds. Optional fields default to ``UNSET`` so that what a client
+did not send is not sent upstream either. Unknown top-level request fields are kept in
+``extra`` and passed through to the backend (SGLang accepts ``top_k``, ``regex``, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+JSONObject = dict[str, Any]
+# Bounds OpenAI documents; they also keep absurd numbers from reaching an upstream.
+PositiveInt = Annotated[int, Meta(ge=1, le=2**31 - 1)]
+Temperature = Annotated[float, Meta(ge=0, le=2)]
+Probability = Annotated[float, Meta(ge=0, le=1)]
+Penalty = Annotated[float, Meta(ge=-2, le=2)]
+Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+ChoiceCount = Annotated[int, Meta(ge=1, le=128)]
+
+
+class Wire(msgspec.Struct, forbid_unknown_fields=False):
+    """Base of every wire struct. ``UNSET`` fields are left out when encoding; ``None`` ones
+    are sent as ``null``, as OpenAI does (``"finish_reason": null``)."""
+
+
+# --- request ------------------------------------------------------------------------------
+
+
+class TextPart(Wire, tag="text", tag_field="type"):
+    text: str
+
+
+class ImageURL(Wire):
+    url: str
+    detail: str | UnsetType = UNSET
+
+
+class ImagePart(Wire, tag="image_url", tag_field="type"):
+    image_url: ImageURL
+
+
+class InputAudio(Wire):
+    data: str
+    format: str
+
+
+class AudioPart(Wire, tag="input_audio", tag_field="type"):
+    input_audio: InputAudio
+
+
+class FilePart(Wire, tag="file", tag_field="type"):
+    file: JSONObject
+
+
+class RefusalPart(Wire, tag="refusal", tag_field="type"):
+    refusal: str
+
+
+ContentPart = TextPart | ImagePart | AudioPart | FilePart | RefusalPart
+
+
+class FunctionCall(Wire):
+    name: str
+    arguments: str
+
+
+class ToolCall(Wire):
+    id: str
+    function: FunctionCall
+    type: Literal["function"] = "function"
+
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class Message(Wire):
+    """One chat message. ``content`` may be null only for an assistant turn with tool calls."""
+
+    role: Role
+    content: str | list[ContentPart] | None | UnsetType = UNSET
+    name: str | UnsetType = UNSET
+    tool_calls: list[ToolCall] | UnsetType = UNSET
+    tool_call_id: str | UnsetType = UNSET
+    refusal: str | None | UnsetType = UNSET
+
+    def text(self) -> str:
+        """The message's text parts joined; what token counting and moderation look at."""
+        if isinstance(self.content, str):
+            return self.content
+        if not isinstance(self.content, list):
+            return ""
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+
+class FunctionDef(Wire):
+    name: str
+    description: str | UnsetType = UNSET
+    parameters: JSONObject | UnsetType = UNSET
+    strict: bool | None | UnsetType = UNSET
+
+
+class Tool(Wire):
+    function: FunctionDef
+    type: Literal["function"] = "function"
+
+
+class StreamOptions(Wire):
+    include_usage: bool | UnsetType = UNSET
+
+
+Stop = str | list[str] | None
+
+
+class ChatParams(Wire):
+    """The fields of ``POST /v1/chat/completions`` that the gateway knows and validates."""
+
+    model: str
+    messages: Annotated[list[Message], Meta(min_length=1)]
+    stream: bool | UnsetType = UNSET
+    stream_options: StreamOptions | None | UnsetType = UNSET
+    max_tokens: PositiveInt | None | UnsetType = UNSET
+    max_completion_tokens: PositiveInt | None | UnsetType = UNSET
+    temperature: Temperature | None | UnsetType = UNSET
+    top_p: Probability | None | UnsetType = UNSET
+    n: ChoiceCount | None | UnsetType = UNSET
+    stop: Stop | UnsetType = UNSET
+    seed: Seed | None | UnsetType = UNSET
+    presence_penalty: Penalty | None | UnsetType = UNSET
+    frequency_penalty: Penalty | None | UnsetType = UNSET
+    logit_bias: dict[str, float] | None | UnsetType = UNSET
+    logprobs: bool | None | UnsetType = UNSET
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None | UnsetType = UNSET
+    tools: list[Tool] | None | UnsetType = UNSET
+    tool_choice: str | JSONObject | None | UnsetType = UNSET
+    parallel_tool_calls: bool | None | UnsetType = UNSET
+    response_format: JSONObject | None | UnsetType = UNSET
+    user: str | None | UnsetType = UNSET
+
+
+class TextParams(Wire):
+    """The fields of ``POST /v1/completions`` that the gateway knows and validates."""
+
+    model: str
+    prompt: str | list[Any]
+    """A string, or a list of strings, of token ids, or of token-id lists (checked by the edge)."""
+    stream: bool | UnsetType = UNSET
+    stream_options: StreamOptions | None | UnsetType = UNSET
+    max_tokens: PositiveInt | None | UnsetType = UNSET
+    temperature: Temperature | None | UnsetType = UNSET
+    top_p: Probability | None | UnsetType = UNSET
+    n: ChoiceCount | None | UnsetType = UNSET
+    stop: Stop | UnsetType = UNSET
+    seed: Seed | None | UnsetType = UNSET
+    presence_penalty: Penalty | None | UnsetType = UNSET
+    frequency_penalty: Penalty | None | UnsetType = UNSET
+    logit_bias: dict[str, float] | None | UnsetType = UNSET
+    logprobs: int | None | UnsetType = UNSET
+    echo: bool | None | UnsetType = UNSET
+    suffix: str | None | UnsetType = UNSET
+    best_of: ChoiceCount | None | UnsetType = UNSET
+    user: str | None | UnsetType = UNSET
+
+
+class ChatRequest(msgspec.Struct, frozen=True):
+    """A validated chat request as it flows down to a backend.
+
+    ``params.model`` is the public name the client asked for; the backend sends
+    ``upstream_model`` instead. ``extra`` holds unknown top-level fields, passed through.
+    """
+
+    params: ChatParams
+    extra: JSONObject
+    upstream_model: str = ""
+
+    @property
+    def is_stream(self) -> bool:
+        return self.params.stream is True
+
+
+class TextRequest(msgspec.Struct, frozen=True):
+    """A validated legacy text-completion request; see ``ChatRequest``."""
+
+    params: TextParams
+    extra: JSONObject
+    upstream_model: str = ""
+
+    @property
+    def is_stream(self) -> bool:
+        return self.params.stream is True
+
+
+# --- response -----------------------------------------------------------------------------
+
+
+class PromptTokensDetails(Wire):
+    cached_tokens: int | None = None
+
+
+class Usage(Wire):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None | UnsetType = UNSET
+
+    @property
+    def cached_tokens(self) -> int:
+        details = self.prompt_tokens_details
+        return (details.cached_tokens or 0) if isinstance(details, PromptTokensDetails) else 0
+
+
+class ToolCallDelta(Wire):
+    index: int
+    id: str | UnsetType = UNSET
+    type: Literal["function"] | UnsetType = UNSET
+    function: JSONObject | UnsetType = UNSET
+
+
+class ResponseMessage(Wire):
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+    tool_calls: list[ToolCall] | UnsetType = UNSET
+    refusal: str | None | UnsetType = UNSET
+
+
+class ChatChoice(Wire):
+    index: int
+    message: ResponseMessage
+    finish_reason: str | None = None
+    logprobs: JSONObject | None = None
+
+
+class ChatResponse(Wire):
+    """A complete ``chat.completion`` object."""
+
+    id: str
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    object: Literal["chat.completion"] = "chat.completion"
+    usage: Usage | None | UnsetType = UNSET
+    system_fingerprint: str | None | UnsetType = UNSET
+
+
+class Delta(Wire):
+    role: str | UnsetType = UNSET
+    content: str | None | UnsetType = UNSET
+    tool_calls: list[ToolCallDelta] | UnsetType = UNSET
+    refusal: str | None | UnsetType = UNSET
+
+
+class ChunkChoice(Wire):
+    index: int
+    delta: Delta
+    finish_reason: str | None = None
+    logprobs: JSONObject | None | UnsetType = UNSET
+
+
+class ChatChunk(Wire):
+    """One ``chat.completion.chunk`` of a stream. A usage-only chunk has no choices."""
+
+    id: str
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    usage: Usage | None | UnsetType = UNSET
+    system_fingerprint: str | None | UnsetType = UNSET
+
+
+class TextChoice(Wire):
+    index: int
+    text: str
+    finish_reason: str | None = None
+    logprobs: JSONObject | None = None
+
+
+class TextResponse(Wire):
+    """A ``text_completion`` object; streamed chunks have the same shape."""
+
+    id: str
+    created: int
+    model: str
+    choices: list[TextChoice]
+    object: Literal["text_completion"] = "text_completion"
+    usage: Usage | None | UnsetType = UNSET
+    system_fingerprint: str | None | UnsetType = UNSET
+
+
+class Health(msgspec.Struct, frozen=True):
+    """What a health check learned about one worker or provider."""
+
+    ok: bool
+    detail: str = ""
+    running: int = 0
+    """Requests the worker is decoding now (SGLang ``num_running_reqs``)."""
+    queued: int = 0
+    """Requests waiting in the worker's queue (SGLang ``num_queue_reqs``)."""

@@ -1,0 +1,125 @@
+"""The ``switchyard`` command: serve, demo, sim, policy check, keys."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.server import serve
+    from gateway.settings import Settings
+    from policies.loader import PolicyError, load_policy
+
+    try:
+        load_policy(args.policy)  # fail fast with the errors, before binding a port
+    except PolicyError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    settings = Settings(policy_path=Path(args.policy), max_body_bytes=args.max_body_bytes)
+    serve(settings, args.host, args.port, args.workers, args.log_level)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(turns=args.turns)
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from backends.sim import run_sim
+
+    return run_sim(args)
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from policies.loader import PolicyError, load_policy
+
+    try:
+        policy = load_policy(args.file)
+    except PolicyError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    print(f"{args.file}: valid policy, version {policy.version}")
+    for name, backend in policy.backends.items():
+        where = getattr(backend, "workers", None) or [getattr(backend, "base_url", "")]
+        print(f"  backend {name} ({backend.kind}): {', '.join(str(u) for u in where)}")
+    for name, model in policy.models.items():
+        route = " -> ".join(f"{d.backend}:{d.model}" for d in model.deployments)
+        print(f"  model {name}: {route}")
+    for name, tenant in policy.tenants.items():
+        print(f"  tenant {name}: {len(tenant.keys)} key(s), models {', '.join(tenant.models)}")
+    return 0
+
+
+def _keys_hash(args: argparse.Namespace) -> int:
+    from policies.keys import hash_key
+
+    key = args.key if args.key is not None else sys.stdin.readline().strip()
+    if not key:
+        print("no key given (argument or one line on stdin)", file=sys.stderr)
+        return 1
+    print(hash_key(key))
+    return 0
+
+
+def _keys_new(args: argparse.Namespace) -> int:
+    from policies.keys import hash_key, new_key
+
+    key = new_key()
+    print(f"key:    {key}\nsha256: {hash_key(key)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, separate from ``main`` so tests can inspect it."""
+    from backends.sim import add_sim_arguments
+
+    parser = argparse.ArgumentParser(prog="switchyard", description="An LLM gateway.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--policy", required=True, help="policy YAML file")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    serve.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=_serve)
+
+    demo = commands.add_parser("demo", help="run the gateway on simulated workers and show routing")
+    demo.add_argument("--turns", type=int, default=3, help="turns of the multi-turn conversation")
+    demo.set_defaults(func=_demo)
+
+    sim = commands.add_parser("sim", help="run a simulated SGLang worker or provider API")
+    add_sim_arguments(sim)
+    sim.set_defaults(func=_sim)
+
+    policy = commands.add_parser("policy", help="policy documents")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_commands.add_parser("check", help="validate a policy and summarise it")
+    check.add_argument("file")
+    check.set_defaults(func=_policy_check)
+
+    keys = commands.add_parser("keys", help="API keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    hash_ = keys_commands.add_parser("hash", help="print the sha256 to put in the policy")
+    hash_.add_argument("key", nargs="?", help="the plain key (else read from stdin)")
+    hash_.set_defaults(func=_keys_hash)
+    new = keys_commands.add_parser("new", help="make a new random key and its hash")
+    new.set_defaults(func=_keys_new)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``switchyard`` console script."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""``POST /v1/chat/completions`` and ``POST /v1/completions``: admit, route, call, relay."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.background_tasks import BackgroundTask
+from litestar.response import Stream
+
+from backends.base import Backend
+from backends.errors import ModelNotFoundError, PermissionDeniedError, SwitchyardError, UpstreamError
+from backends.pool import Worker
+from backends.types import ChatChunk, ChatRequest, ChatResponse, TextRequest, TextResponse
+from gateway.runtime import Runtime
+from gateway.sse import DONE, encode_error_event, encode_event
+from gateway.state import Gateway
+from gateway.wire import parse_chat, parse_text
+from policies.keys import Caller
+from router.base import RoutingRequest
+from router.decide import choose
+
+Req = TypeVar("Req", ChatRequest, TextRequest)
+Resp = TypeVar("Resp", ChatResponse, TextResponse)
+Chunk = TypeVar("Chunk", ChatChunk, TextResponse)
+
+_ENCODER = msgspec.json.Encoder()
+SESSION_HEADER = "x-switchyard-session"
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+@dataclass(frozen=True, slots=True)
+class Operation(Generic[Req, Resp, Chunk]):
+    """The backend calls behind one endpoint."""
+
+    name: str
+    """OpenTelemetry's ``gen_ai.operation.name``."""
+    parse: Callable[[bytes], Req]
+    complete: Callable[[Backend, Req], Awaitable[Resp]]
+    stream: Callable[[Backend, Req], AsyncIterator[Chunk]]
+
+
+CHAT: Operation[ChatRequest, ChatResponse, ChatChunk] = Operation(
+    "chat", parse_chat, lambda b, r: b.complete(r), lambda b, r: b.stream(r))
+TEXT: Operation[TextRequest, TextResponse, TextResponse] = Operation(
+    "text_completion", parse_text, lambda b, r: b.complete_text(r), lambda b, r: b.stream_text(r))
+
+
+class StreamLease:
+    """Holds a worker's in-flight slot and the upstream stream until the response ends.
+
+    Released from the relay's ``finally`` and again from the response's background task:
+    the second covers a client gone before the relay ever started, whose generator would
+    otherwise never run its ``finally`` and leave the upstream connection open.
+    """
+
+    def __init__(self, worker: Worker, upstream: AsyncIterator[Any]) -> None:
+        self._worker = worker
+        self._upstream = upstream
+        self._released = False
+
+    async def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        self._worker.in_flight -= 1
+        await self._upstream.aclose()  # type: ignore[attr-defined]
+
+
+def _authorize(runtime: Runtime, caller: Caller, model: str) -> None:
+    if model not in runtime.models:
+        raise ModelNotFoundError(f"The model '{model}' does not exist.", param="model")
+    if not caller.may_use(model):
+        raise PermissionDeniedError(f"Your API key may not use the model '{model}'.", param="model")
+
+
+async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp, Chunk]) -> Response[Any]:
+    """Admit the request, pick a worker, and answer from it (as JSON or as an SSE stream)."""
+    gateway: Gateway = request.app.state.gateway
+    runtime = gateway.runtime  # read once: the request finishes under this policy
+    caller = runtime.keyring.authenticate(request.headers.get("authorization"))
+    call = operation.parse(await request.body())
+    params = call.params
+    model = params.model
+    _authorize(runtime, caller, model)
+    user = params.user if isinstance(params.user, str) else None
+    routing = RoutingRequest(model=model, tenant=caller.tenant,
+                             sticky_key=request.headers.get(SESSION_HEADER) or user or caller.key_name)
+    choice = await choose(runtime.models[model], routing)
+    call = msgspec.structs.replace(call, upstream_model=choice.deployment.upstream_model)
+    worker = choice.worker
+    headers = {
+        "x-request-id": uuid.uuid4().hex,
+        "x-switchyard-model": model,
+        "x-switchyard-worker": worker.id,
+    }
+    if call.is_stream:
+        return await _stream(operation, worker, call, model, headers)
+    worker.in_flight += 1
+    try:
+        answer = await operation.complete(worker.backend, call)
+    finally:
+        worker.in_flight -= 1
+    answer.model = model
+    return Response(_ENCODER.encode(answer), media_type="application/json", headers=headers)
+
+
+async def _stream(operation: Operation[Req, Resp, Chunk], worker: Worker, call: Req, model: str,
+                  headers: dict[str, str]) -> Response[Any]:
+    worker.in_flight += 1
+    upstream = operation.stream(worker.backend, call)
+    lease = StreamLease(worker, upstream)
+    try:
+        # peek before answering 200: a failure before the first byte is still a proper HTTP error
+        first = await anext(upstream)
+    except StopAsyncIteration:
+        await lease.release()
+        raise UpstreamError(f"{worker.id} ended the stream before sending anything") from None
+    except BaseException:
+        await lease.release()
+        raise
+    options = call.params.stream_options
+    include_usage = bool(options and options.include_usage is True)
+    body = _relay(first, upstream, model, include_usage, lease)
+    return Stream(body, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers},
+                  background=BackgroundTask(lease.release))
+
+
+async def _relay(first: Chunk, upstream: AsyncIterator[Chunk], model: str, include_usage: bool,
+                 lease: StreamLease) -> AsyncIterator[bytes]:
+    """Re-emit upstream chunks under the public model name; usage only if the client asked."""
+    chunk = first
+    try:
+        while True:
+            if include_usage or chunk.choices:
+                if not include_usage:
+                    chunk.usage = msgspec.UNSET
+                chunk.model = model
+                yield encode_event(chunk)
+            try:
+                chunk = await anext(upstream)
+            except StopAsyncIteration:
+                break
+        yield DONE
+    except SwitchyardError as exc:
+        # after the first byte nothing can be retried: end with an error event the SDK raises
+        yield encode_error_event(exc)
+    finally:
+        await lease.release()
+
+
+@post("/v1/chat/completions", status_code=200)
+async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
+    """OpenAI's chat completions, streamed or not."""
+    return await serve(request, CHAT)
+
+
+@post("/v1/completions", status_code=200)
+async def text_completions(request: Request[Any, Any, Any]) -> Response[Any]:
+    """OpenAI's legacy text completions, streamed or not."""
+    return await serve(request, TEXT)

@@ -1,0 +1,78 @@
+"""The one place where errors become HTTP: every failure leaves in OpenAI's shape."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from backends.errors import (
+    InvalidRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+    RequestTooLargeError,
+    SwitchyardError,
+)
+
+log = logging.getLogger("switchyard.gateway")
+_ENCODER = msgspec.json.Encoder()
+
+# Litestar raises its own exceptions for routing and body limits; map them by status.
+_LITESTAR_STATUS: dict[int, type[SwitchyardError]] = {
+    404: NotFoundError,
+    405: MethodNotAllowedError,
+    413: RequestTooLargeError,
+}
+
+
+def error_payload(error: SwitchyardError) -> dict[str, dict[str, str | None]]:
+    """``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {
+        "message": error.message,
+        "type": error.error_type,
+        "param": error.param,
+        "code": error.code,
+    }}
+
+
+def error_body(error: SwitchyardError) -> bytes:
+    return _ENCODER.encode(error_payload(error))
+
+
+def error_response(error: SwitchyardError) -> Response[bytes]:
+    return Response(error_body(error), status_code=error.status_code,
+                    media_type="application/json", headers=error.headers)
+
+
+def handle_switchyard_error(_: Request[Any, Any, Any], exc: SwitchyardError) -> Response[bytes]:
+    if exc.status_code >= 500:
+        log.warning("request failed: %s (%s)", exc.message, exc.code)
+    return error_response(exc)
+
+
+def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    cls = _LITESTAR_STATUS.get(exc.status_code)
+    if cls is not None:
+        messages = {404: "Unknown route.", 405: "Method not allowed on this route.",
+                    413: "Request body is larger than the gateway accepts."}
+        return error_response(cls(messages[exc.status_code]))
+    if exc.status_code < 500:
+        return error_response(InvalidRequestError(str(exc.detail)))
+    log.error("unexpected HTTP exception: %s", exc.detail)
+    return error_response(SwitchyardError("The gateway failed; the error was logged."))
+
+
+def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # a bug of ours: log it in full, tell the client as little as possible
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(SwitchyardError("The gateway failed; the error was logged."))
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    SwitchyardError: handle_switchyard_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

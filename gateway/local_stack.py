@@ -1,0 +1,120 @@
+"""A whole Switchyard on one machine: simulated upstreams, a policy over them, the gateway.
+
+The demo runs on it, and so do the integration tests: real servers on 127.0.0.1, in the
+current event loop, with no Redis and no GPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+import yaml
+
+from backends.sim import RunningSim, SimConfig, start_sim
+from gateway.app import create_app
+from gateway.server import uvicorn_config
+from gateway.settings import Settings
+from policies.keys import hash_key
+
+DEMO_KEY = "sy-demo-key"
+"""Plain value of the demo tenant's key (it may use every model)."""
+TEAM_B_KEY = "sy-team-b-key"
+"""Plain value of a second tenant's key, limited to the local model."""
+UPSTREAM_OPENAI_KEY = "sim-openai-upstream-key"
+UPSTREAM_ANTHROPIC_KEY = "sim-anthropic-upstream-key"
+LOCAL_MODEL, OPENAI_MODEL, ANTHROPIC_MODEL = "llama-3.1-8b", "gpt-4o-mini", "claude-sonnet"
+
+
+def stack_policy(sglang_urls: list[str], openai_url: str, anthropic_url: str) -> dict[str, Any]:
+    """The demo policy over the given upstream URLs, as a plain document."""
+    return {
+        "version": "local-stack",
+        "backends": {
+            "local": {"kind": "sglang", "workers": sglang_urls, "health_interval_s": 1.0,
+                      "timeouts": {"connect_s": 2, "first_byte_s": 10, "idle_s": 10}},
+            "openai": {"kind": "openai", "base_url": openai_url + "/v1",
+                       "api_key_env": "SWITCHYARD_SIM_OPENAI_KEY", "health_interval_s": 5.0},
+            "claude": {"kind": "anthropic", "base_url": anthropic_url,
+                       "api_key_env": "SWITCHYARD_SIM_ANTHROPIC_KEY", "health_interval_s": 5.0},
+        },
+        "models": {
+            LOCAL_MODEL: {"deployments": [{"backend": "local", "model": "sim-llama"}]},
+            OPENAI_MODEL: {"deployments": [{"backend": "openai", "model": "sim-gpt"}]},
+            ANTHROPIC_MODEL: {"deployments": [{"backend": "claude", "model": "sim-claude"}]},
+        },
+        "tenants": {
+            "demo": {"models": ["*"], "keys": [{"name": "demo-key", "sha256": hash_key(DEMO_KEY)}]},
+            "team-b": {"models": [LOCAL_MODEL],
+                       "keys": [{"name": "team-b-key", "sha256": hash_key(TEAM_B_KEY)}]},
+        },
+    }
+
+
+@dataclass
+class LocalStack:
+    """Running simulators and gateway; ``url`` is the gateway's base (append ``/v1``)."""
+
+    url: str
+    policy_path: Path
+    sglang: list[RunningSim]
+    openai: RunningSim
+    anthropic: RunningSim
+    app: Any
+    server: uvicorn.Server
+    _task: asyncio.Task[None] = field(repr=False)
+
+    async def aclose(self) -> None:
+        self.server.should_exit = True
+        await asyncio.wait_for(self._task, timeout=10)
+        for sim in (*self.sglang, self.openai, self.anthropic):
+            await sim.aclose()
+
+
+async def start_local_stack(
+    workdir: Path,
+    *,
+    sglang_workers: int = 2,
+    sim: SimConfig | None = None,
+    policy_overrides: Mapping[str, Any] | None = None,
+    settings_overrides: Mapping[str, Any] | None = None,
+) -> LocalStack:
+    """Start ``sglang_workers`` SGLang sims, an OpenAI and an Anthropic sim, and the gateway.
+
+    ``sim`` is the template for every simulator (latency model, cache size); the worker id,
+    kind and key are filled in per simulator. ``policy_overrides`` replaces top-level keys of
+    the generated policy.
+    """
+    base = sim or SimConfig(itl_ms=2.0, prefill_us_per_token=20.0)
+    sglang = [await start_sim(dataclasses.replace(base, kind="sglang", worker_id=f"local-{i}",
+                                                  model="sim-llama", port=0))
+              for i in range(sglang_workers)]
+    openai = await start_sim(dataclasses.replace(base, kind="openai", worker_id="openai-sim",
+                                                 model="sim-gpt", api_key=UPSTREAM_OPENAI_KEY, port=0))
+    anthropic = await start_sim(dataclasses.replace(base, kind="anthropic", worker_id="anthropic-sim",
+                                                    model="sim-claude", api_key=UPSTREAM_ANTHROPIC_KEY,
+                                                    port=0))
+    # the upstream keys reach the gateway the way operators pass them: through the environment
+    os.environ["SWITCHYARD_SIM_OPENAI_KEY"] = UPSTREAM_OPENAI_KEY
+    os.environ["SWITCHYARD_SIM_ANTHROPIC_KEY"] = UPSTREAM_ANTHROPIC_KEY
+    document = stack_policy([s.url for s in sglang], openai.url, anthropic.url)
+    document.update(policy_overrides or {})
+    policy_path = workdir / "policy.yaml"
+    policy_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    settings = Settings(policy_path=policy_path, **dict(settings_overrides or {}))
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # re-raise why the server could not start
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return LocalStack(f"http://127.0.0.1:{port}", policy_path, sglang, openai, anthropic, app,
+                      server, task)

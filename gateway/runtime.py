@@ -1,0 +1,162 @@
+"""The runtime: a policy document compiled into live objects (pools, routes, key ring).
+
+A new policy becomes a whole new ``Runtime``; the app swaps one reference, so a request
+finishes under the runtime it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+import httpx
+
+from backends.anthropic import AnthropicBackend
+from backends.http import Timeouts, open_session
+from backends.openai_compat import OpenAICompatBackend
+from backends.pool import WorkerPool
+from backends.sglang import SGLangBackend
+from policies.document import (
+    AnthropicBackendConfig,
+    BackendConfig,
+    OpenAIBackendConfig,
+    Policy,
+    SGLangBackendConfig,
+    TimeoutsConfig,
+)
+from policies.keys import KeyRing
+from policies.loader import PolicyError
+from router import build_policy
+from router.config import RoundRobinConfig
+from router.decide import Deployment, ModelRoute
+
+
+def _timeouts(config: TimeoutsConfig) -> Timeouts:
+    return Timeouts(connect=config.connect_s, first_byte=config.first_byte_s, idle=config.idle_s)
+
+
+def _api_key(name: str, env_var: str | None, environ: Mapping[str, str]) -> str | None:
+    if env_var is None:
+        return None
+    value = environ.get(env_var)
+    if not value:
+        raise PolicyError([(f"backends.{name}.api_key_env", f"environment variable {env_var} is not set")])
+    return value
+
+
+PoolBuilder = Callable[[str, BackendConfig, aiohttp.ClientSession, httpx.AsyncClient, Mapping[str, str]], WorkerPool]
+
+
+def _sglang_pool(name: str, config: BackendConfig, session: aiohttp.ClientSession,
+                 control: httpx.AsyncClient, environ: Mapping[str, str]) -> WorkerPool:
+    assert isinstance(config, SGLangBackendConfig)
+    key = _api_key(name, config.api_key_env, environ)
+    workers = [
+        SGLangBackend(f"{name}/{i}", str(url), session, control, _timeouts(config.timeouts), key,
+                      health_path=config.health_path)
+        for i, url in enumerate(config.workers)
+    ]
+    return WorkerPool(name, workers, config.health_interval_s)
+
+
+def _openai_pool(name: str, config: BackendConfig, session: aiohttp.ClientSession,
+                 control: httpx.AsyncClient, environ: Mapping[str, str]) -> WorkerPool:
+    assert isinstance(config, OpenAIBackendConfig)
+    key = _api_key(name, config.api_key_env, environ)
+    backend = OpenAICompatBackend(name, str(config.base_url), session, control, _timeouts(config.timeouts), key)
+    return WorkerPool(name, [backend], config.health_interval_s)
+
+
+def _anthropic_pool(name: str, config: BackendConfig, session: aiohttp.ClientSession,
+                    control: httpx.AsyncClient, environ: Mapping[str, str]) -> WorkerPool:
+    assert isinstance(config, AnthropicBackendConfig)
+    key = _api_key(name, config.api_key_env, environ)
+    backend = AnthropicBackend(name, str(config.base_url), session, control, _timeouts(config.timeouts),
+                               key, prompt_caching=config.prompt_caching)
+    return WorkerPool(name, [backend], config.health_interval_s)
+
+
+POOL_BUILDERS: dict[str, PoolBuilder] = {
+    "sglang": _sglang_pool,
+    "openai": _openai_pool,
+    "anthropic": _anthropic_pool,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    ready: bool
+    detail: str
+
+
+class Runtime:
+    """Everything one policy revision needs to serve requests.
+
+    Build it with ``Runtime.build`` inside a running event loop (it opens HTTP pools), then
+    ``await start()``; ``aclose()`` releases every pool and session.
+    """
+
+    def __init__(self, policy: Policy, pools: dict[str, WorkerPool], models: dict[str, ModelRoute],
+                 sessions: list[aiohttp.ClientSession], control: httpx.AsyncClient) -> None:
+        self.policy = policy
+        self.keyring = KeyRing(policy)
+        self.pools = pools
+        self.models = models
+        self._sessions = sessions
+        self._control = control
+
+    @classmethod
+    def build(cls, policy: Policy, *, max_connections: int = 0,
+              environ: Mapping[str, str] | None = None) -> Runtime:
+        """Compile ``policy``; raise ``PolicyError`` if it cannot run here (missing env var)."""
+        environ = os.environ if environ is None else environ
+        control = httpx.AsyncClient(timeout=httpx.Timeout(5.0), limits=httpx.Limits(max_connections=64))
+        pools: dict[str, WorkerPool] = {}
+        sessions: list[aiohttp.ClientSession] = []
+        try:
+            for name, config in policy.backends.items():
+                session = open_session(max_connections)
+                sessions.append(session)
+                pools[name] = POOL_BUILDERS[config.kind](name, config, session, control, environ)
+        except BaseException:
+            for session in sessions:
+                asyncio.get_running_loop().create_task(session.close())
+            asyncio.get_running_loop().create_task(control.aclose())
+            raise
+        selectors = {name: build_policy(_selection_config(policy.backends[name])) for name in pools}
+        models = {
+            model_name: ModelRoute(model_name, tuple(
+                Deployment(pools[d.backend], d.model, selectors[d.backend]) for d in model.deployments
+            ))
+            for model_name, model in policy.models.items()
+        }
+        return cls(policy, pools, models, sessions, control)
+
+    async def start(self) -> None:
+        """Check every worker once (so readiness is known), then keep checking in the background."""
+        await asyncio.gather(*(pool.check_health() for pool in self.pools.values()))
+        for pool in self.pools.values():
+            pool.start()
+
+    def readiness(self) -> Readiness:
+        """Ready when every model has at least one healthy worker in some deployment."""
+        missing = [
+            name for name, route in self.models.items()
+            if not any(d.pool.healthy_workers() for d in route.deployments)
+        ]
+        if missing:
+            return Readiness(False, "no healthy deployment for: " + ", ".join(sorted(missing)))
+        return Readiness(True, f"policy {self.policy.version}: {len(self.models)} models ready")
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(pool.aclose() for pool in self.pools.values()))
+        await asyncio.gather(*(session.close() for session in self._sessions))
+        await self._control.aclose()
+
+
+def _selection_config(config: BackendConfig) -> RoundRobinConfig:
+    # only SGLang pools have several workers to choose from; a provider is one "worker"
+    return config.selection if isinstance(config, SGLangBackendConfig) else RoundRobinConfig()

@@ -1,0 +1,33 @@
+"""Process settings: what is fixed for the life of one gateway process.
+
+Routing and limits live in the policy document (they change live); these do not.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Settings of one gateway process; each can come from a ``SWITCHYARD_*`` variable."""
+
+    policy_path: Path
+    """The policy YAML file."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """Larger request bodies get 413 before they are read in full."""
+    max_connections_per_backend: int = 0
+    """Cap on pooled upstream connections per policy backend; 0 = no cap."""
+
+    @classmethod
+    def from_env(cls, policy_path: str | Path | None = None) -> Settings:
+        """Read ``SWITCHYARD_POLICY`` and ``SWITCHYARD_MAX_BODY_BYTES``; arguments win."""
+        path = policy_path or os.environ.get("SWITCHYARD_POLICY")
+        if not path:
+            raise ValueError("no policy file: pass --policy or set SWITCHYARD_POLICY")
+        max_body = int(os.environ.get("SWITCHYARD_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+        return cls(policy_path=Path(path), max_body_bytes=max_body)

@@ -1,0 +1,39 @@
+"""The gateway's one mutable reference: the runtime currently serving requests."""
+
+from __future__ import annotations
+
+from backends.errors import ServiceUnavailableError
+from gateway.runtime import Runtime
+from gateway.settings import Settings
+
+
+class Gateway:
+    """Holds the active ``Runtime``; swapping it is one assignment, so readers never lock.
+
+    A request reads ``gateway.runtime`` once at its start and keeps that object, so it
+    finishes under the policy it started with even if a new one is swapped in meanwhile.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._runtime: Runtime | None = None
+        self.load_error: str | None = None
+        """Why no policy is active, shown by ``/readyz``."""
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            raise ServiceUnavailableError(
+                f"No valid policy is loaded: {self.load_error or 'starting up'}",
+                headers={"retry-after": "1"})
+        return self._runtime
+
+    @property
+    def has_runtime(self) -> bool:
+        return self._runtime is not None
+
+    def swap(self, runtime: Runtime) -> Runtime | None:
+        """Make ``runtime`` active; return the previous one for the caller to close."""
+        previous, self._runtime = self._runtime, runtime
+        self.load_error = None
+        return previous

@@ -1,0 +1,84 @@
+"""Request bodies in, typed requests out: JSON decoding and validation with OpenAI's errors."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+
+from backends.errors import InvalidJSONError, InvalidRequestError
+from backends.types import ChatParams, ChatRequest, TextParams, TextRequest
+
+P = TypeVar("P", ChatParams, TextParams)
+
+_OBJECT = msgspec.json.Decoder(dict[str, Any])
+_CHAT_FIELDS = frozenset(ChatParams.__struct_fields__)
+_TEXT_FIELDS = frozenset(TextParams.__struct_fields__)
+_PATH = re.compile(r" - at `\$\.?(.*)`$")
+
+
+def _decode_object(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise InvalidJSONError("The request body is empty; send a JSON object.")
+    try:
+        return _OBJECT.decode(body)
+    except UnicodeDecodeError:
+        raise InvalidJSONError("The request body is not valid UTF-8.") from None
+    except RecursionError:
+        raise InvalidJSONError("The request body is nested too deeply.") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidJSONError(f"The request body is not a JSON object: {exc}") from None
+
+
+def _convert(data: dict[str, Any], cls: type[P]) -> P:
+    try:
+        return msgspec.convert(data, cls)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        match = _PATH.search(text)
+        param = match.group(1) if match else None
+        message = _PATH.sub("", text)
+        raise InvalidRequestError(f"{param}: {message}" if param else message, param=param) from None
+
+
+def _check_messages(params: ChatParams) -> None:
+    """Rules the schema alone cannot say, as OpenAI enforces them."""
+    for index, message in enumerate(params.messages):
+        if (message.content is None or message.content is msgspec.UNSET) and not (message.role == "assistant" and message.tool_calls):
+            raise InvalidRequestError(
+                f"messages[{index}].content: null content is only allowed for an assistant "
+                "message with tool_calls", param=f"messages[{index}].content")
+        if message.role == "tool" and not message.tool_call_id:
+            raise InvalidRequestError(
+                f"messages[{index}].tool_call_id: a tool message must name the call it answers",
+                param=f"messages[{index}].tool_call_id")
+
+
+def parse_chat(body: bytes) -> ChatRequest:
+    """Validate a ``/v1/chat/completions`` body; unknown top-level fields are kept as extras."""
+    data = _decode_object(body)
+    params = _convert(data, ChatParams)
+    _check_messages(params)
+    # model and messages are required: a two-key body has no extras to look for
+    extra = {k: v for k, v in data.items() if k not in _CHAT_FIELDS} if len(data) > 2 else {}
+    return ChatRequest(params=params, extra=extra)
+
+
+def _is_prompt_list(prompt: list[Any]) -> bool:
+    kinds = {type(item) for item in prompt}
+    if kinds <= {str} or kinds <= {int}:
+        return True
+    return kinds == {list} and all(isinstance(t, int) for item in prompt for t in item)
+
+
+def parse_text(body: bytes) -> TextRequest:
+    """Validate a ``/v1/completions`` body; unknown top-level fields are kept as extras."""
+    data = _decode_object(body)
+    params = _convert(data, TextParams)
+    if isinstance(params.prompt, list) and not _is_prompt_list(params.prompt):
+        raise InvalidRequestError(
+            "prompt: must be a string, or a list of strings, of token ids or of token-id lists",
+            param="prompt")
+    extra = {k: v for k, v in data.items() if k not in _TEXT_FIELDS} if len(data) > 2 else {}
+    return TextRequest(params=params, extra=extra)

@@ -1,0 +1,152 @@
+"""The policy document: one YAML file declaring backends, models, tenants and keys.
+
+Every field is typed and strictly validated; its docstring is the operator documentation
+(``examples/policy.yaml`` repeats it field by field). Cross-references (a deployment naming
+a backend, a tenant naming a model) are checked by ``reference_problems`` after parsing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AnyHttpUrl, Field, field_validator
+
+from backends.config import StrictModel
+from router.config import RoundRobinConfig, SelectionConfig
+
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class TimeoutsConfig(StrictModel):
+    """Time limits for calls to one backend, in seconds."""
+
+    connect_s: Annotated[float, Field(gt=0)] = 5.0
+    """Opening a TCP connection."""
+    first_byte_s: Annotated[float, Field(gt=0)] = 60.0
+    """From sending the request to the response headers and, for a stream, its first event."""
+    idle_s: Annotated[float, Field(gt=0)] = 60.0
+    """Longest silence between two events of a running stream."""
+
+
+class SGLangBackendConfig(StrictModel):
+    """A pool of self-hosted SGLang workers serving the same model."""
+
+    kind: Literal["sglang"]
+    workers: Annotated[list[AnyHttpUrl], Field(min_length=1)]
+    """Base URLs of the workers, e.g. ``http://10.0.0.5:30000``."""
+    health_path: Literal["/health", "/health_generate"] = "/health"
+    """``/health_generate`` runs a one-token generation: slower, but catches a wedged scheduler."""
+    health_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    """Seconds between health checks (and ``/metrics`` load scrapes) of each worker."""
+    api_key_env: str | None = None
+    """Environment variable holding the workers' ``--api-key``, if they were started with one."""
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    selection: SelectionConfig = RoundRobinConfig()
+    """How a request picks one worker of the pool."""
+
+
+class OpenAIBackendConfig(StrictModel):
+    """Any OpenAI-compatible API: OpenAI, vLLM, hosted providers."""
+
+    kind: Literal["openai"]
+    base_url: AnyHttpUrl
+    """Root of the API, usually ending in ``/v1``."""
+    api_key_env: str | None = None
+    """Environment variable holding the provider key; the key itself never goes in this file."""
+    health_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+
+
+class AnthropicBackendConfig(StrictModel):
+    """Anthropic's Messages API; requests and streams are translated from and to OpenAI's."""
+
+    kind: Literal["anthropic"]
+    base_url: AnyHttpUrl = AnyHttpUrl("https://api.anthropic.com")
+    api_key_env: str | None = None
+    """Environment variable holding the Anthropic key."""
+    prompt_caching: bool = False
+    """Mark the system prompt and tools with ``cache_control`` when long enough to be cached."""
+    health_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+
+
+BackendConfig = Annotated[
+    SGLangBackendConfig | OpenAIBackendConfig | AnthropicBackendConfig,
+    Field(discriminator="kind"),
+]
+BACKEND_KINDS = ("sglang", "openai", "anthropic")
+
+
+class DeploymentConfig(StrictModel):
+    """Where a public model is served: a backend and the model name that backend knows."""
+
+    backend: str
+    """Name of an entry under ``backends``."""
+    model: str
+    """Model name sent upstream (SGLang's ``--served-model-name``, a provider's model id)."""
+
+
+class ModelConfig(StrictModel):
+    """A public model name clients ask for."""
+
+    deployments: Annotated[list[DeploymentConfig], Field(min_length=1)]
+    """Tried in order: the first with a healthy worker serves the request."""
+    description: str = ""
+
+
+class KeyConfig(StrictModel):
+    """An API key, stored only as its SHA-256 (``switchyard keys hash`` makes one)."""
+
+    name: str
+    """Shown in logs and usage reports instead of the key."""
+    sha256: str
+    """Lower-case hex SHA-256 of the key's plain value."""
+
+    @field_validator("sha256")
+    @classmethod
+    def _is_hex_digest(cls, value: str) -> str:
+        if not _SHA256_HEX.match(value):
+            raise ValueError("must be 64 lower-case hex characters (switchyard keys hash)")
+        return value
+
+
+class TenantConfig(StrictModel):
+    """A customer or team: its keys and the models they may use."""
+
+    models: list[str] = ["*"]
+    """Public model names this tenant may call; ``"*"`` allows every model."""
+    keys: list[KeyConfig] = []
+
+
+class Policy(StrictModel):
+    """The whole policy document."""
+
+    version: str = "1"
+    """A label for this revision, shown by ``policy check`` and in logs."""
+    backends: dict[str, BackendConfig]
+    models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
+    tenants: dict[str, TenantConfig] = {}
+
+
+def reference_problems(policy: Policy) -> list[tuple[str, str]]:
+    """(path, problem) for every name that points at nothing, and every duplicated key."""
+    problems: list[tuple[str, str]] = []
+    for model_name, model in policy.models.items():
+        for index, deployment in enumerate(model.deployments):
+            if deployment.backend not in policy.backends:
+                problems.append(
+                    (f"models.{model_name}.deployments[{index}].backend",
+                     f"no backend named {deployment.backend!r}")
+                )
+    seen: dict[str, str] = {}
+    for tenant_name, tenant in policy.tenants.items():
+        for model_name in tenant.models:
+            if model_name != "*" and model_name not in policy.models:
+                problems.append((f"tenants.{tenant_name}.models", f"no model named {model_name!r}"))
+        for index, key in enumerate(tenant.keys):
+            path = f"tenants.{tenant_name}.keys[{index}].sha256"
+            if key.sha256 in seen:
+                problems.append((path, f"the same key is already declared at {seen[key.sha256]}"))
+            seen.setdefault(key.sha256, path)
+    return problems
