@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -131,9 +132,10 @@ class OpenAICompatBackend:
 
     async def _post_json(self, path: str, body: bytes, cls: type[T]) -> T:
         try:
-            async with self._session.post(
-                self._api_url(path), data=body, headers=self._headers, timeout=self._client_timeout
-            ) as response:
+            # a non-streamed answer arrives whole: first_byte_s bounds the generation itself
+            async with asyncio.timeout(self._timeouts.first_byte):
+                response = await self._post(path, body)
+            async with response:
                 raw = b"".join([chunk async for chunk in iter_chunks(response, self._timeouts, self.name)])
                 if response.status >= 400:
                     raise self._status_error(response, raw)
@@ -149,9 +151,8 @@ class OpenAICompatBackend:
     async def _stream(self, path: str, body: bytes, cls: type[T]) -> AsyncIterator[T]:
         decoder = _DECODERS[cls]
         try:
-            response = await self._session.post(
-                self._api_url(path), data=body, headers=self._headers, timeout=self._client_timeout
-            )
+            async with asyncio.timeout(self._timeouts.first_byte):
+                response = await self._post(path, body)
         except Exception as exc:
             raise transport_error(exc, self.name) from exc
         try:
@@ -174,6 +175,11 @@ class OpenAICompatBackend:
         finally:
             # close, not release: a half-read stream must end upstream work at once
             response.close()
+
+    async def _post(self, path: str, body: bytes) -> aiohttp.ClientResponse:
+        return await self._session.post(
+            self._api_url(path), data=body, headers=self._headers, timeout=self._client_timeout
+        )
 
     def _decode_event(self, decoder: msgspec.json.Decoder[T], data: str) -> T:
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,14 +82,14 @@ async def start_local_stack(
     *,
     sglang_workers: int = 2,
     sim: SimConfig | None = None,
-    policy_overrides: Mapping[str, Any] | None = None,
+    edit_policy: Callable[[dict[str, Any]], None] | None = None,
     settings_overrides: Mapping[str, Any] | None = None,
 ) -> LocalStack:
     """Start ``sglang_workers`` SGLang sims, an OpenAI and an Anthropic sim, and the gateway.
 
     ``sim`` is the template for every simulator (latency model, cache size); the worker id,
-    kind and key are filled in per simulator. ``policy_overrides`` replaces top-level keys of
-    the generated policy.
+    kind and key are filled in per simulator. ``edit_policy`` may change the generated policy
+    document (it knows the simulators' URLs by then) before the gateway loads it.
     """
     base = sim or SimConfig(itl_ms=2.0, prefill_us_per_token=20.0)
     sglang = [await start_sim(dataclasses.replace(base, kind="sglang", worker_id=f"local-{i}",
@@ -104,7 +104,8 @@ async def start_local_stack(
     os.environ["SWITCHYARD_SIM_OPENAI_KEY"] = UPSTREAM_OPENAI_KEY
     os.environ["SWITCHYARD_SIM_ANTHROPIC_KEY"] = UPSTREAM_ANTHROPIC_KEY
     document = stack_policy([s.url for s in sglang], openai.url, anthropic.url)
-    document.update(policy_overrides or {})
+    if edit_policy is not None:
+        edit_policy(document)
     policy_path = workdir / "policy.yaml"
     policy_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     settings = Settings(policy_path=policy_path, **dict(settings_overrides or {}))

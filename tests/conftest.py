@@ -1,0 +1,57 @@
+"""Shared fixtures: a whole local stack (simulators + gateway) on real sockets.
+
+The stack runs in its own thread and event loop, so tests can drive it with the synchronous
+``openai`` client as well as the asynchronous one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from gateway.local_stack import LocalStack, start_local_stack
+
+T = TypeVar("T")
+
+
+class ThreadedStack:
+    """A ``LocalStack`` living in a background event loop."""
+
+    def __init__(self, workdir: Path, **options: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="stack", daemon=True)
+        self._thread.start()
+        self.stack: LocalStack = self.run(start_local_stack(workdir, **options))
+        self.url = self.stack.url
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run a coroutine on the stack's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def sim_stats(self, sim_url: str) -> dict[str, Any]:
+        return httpx.get(sim_url + "/sim/stats").json()  # type: ignore[no-any-return]
+
+    def sim_requests(self, sim_url: str) -> list[dict[str, Any]]:
+        return httpx.get(sim_url + "/sim/requests").json()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        try:
+            self.run(self.stack.aclose())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self.loop.close()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
+    """The default demo stack: 2 SGLang sims, OpenAI and Anthropic sims, the gateway."""
+    threaded = ThreadedStack(tmp_path_factory.mktemp("stack"))
+    yield threaded
+    threaded.close()
