@@ -1,0 +1,443 @@
+"""HTTP apps of a simulated SGLang worker and a simulated OpenAI-compatible provider.
+
+Both serve the OpenAI routes (``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``)
+with OpenAI's exact JSON and SSE shapes; the SGLang worker adds its native routes
+(``/generate``, ``/get_model_info``, ``/get_server_info``, ``/flush_cache``, ``/metrics``).
+Errors always use OpenAI's body, ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import msgspec
+from aiohttp import web
+
+from backends.sim.config import SimConfig
+from backends.sim.engine import Generation, SimEngine, SimFailure, SimHooks, SimRequest
+from backends.types import (
+    ChatChoice,
+    ChatChunk,
+    ChatParams,
+    ChatResponse,
+    ChunkChoice,
+    Delta,
+    PromptTokensDetails,
+    ResponseMessage,
+    StreamOptions,
+    TextChoice,
+    TextResponse,
+    Usage,
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+BodyHandler = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
+
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+_DONE = b"data: [DONE]\n\n"
+_ERROR_KINDS: dict[int, tuple[str, str | None]] = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", None),
+    404: ("not_found_error", None),
+    408: ("timeout_error", None),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    500: ("server_error", None),
+}
+
+
+class _TextBody(msgspec.Struct):
+    """The fields of ``POST /v1/completions`` the sim uses.
+
+    Not ``TextParams``: msgspec cannot decode its prompt union (several list types), so
+    ``_single_prompt`` checks the prompt's shape.
+    """
+
+    model: str
+    prompt: str | list[Any]
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    stop: str | list[str] | None = None
+
+
+class _SamplingParams(msgspec.Struct):
+    max_new_tokens: int | None = None
+    stop: str | list[str] | None = None
+
+
+class _GenerateBody(msgspec.Struct):
+    """SGLang ``POST /generate``: one prompt, as ``text`` or ``input_ids``."""
+
+    text: str | list[str] | None = None
+    input_ids: list[Any] | None = None
+    sampling_params: _SamplingParams | None = None
+    stream: bool = False
+    rid: str | None = None
+
+
+def build_sglang_app(config: SimConfig, engine: SimEngine) -> web.Application:
+    """A simulated SGLang worker: OpenAI routes plus SGLang's native ones."""
+    return _SimRoutes(config, engine).app(native=True)
+
+
+def build_openai_app(config: SimConfig, engine: SimEngine) -> web.Application:
+    """A simulated OpenAI-compatible provider: the ``/v1`` routes and health only."""
+    return _SimRoutes(config, engine).app(native=False)
+
+
+class _SimRoutes:
+    """Request handlers bound to one engine."""
+
+    def __init__(self, config: SimConfig, engine: SimEngine) -> None:
+        self.config = config
+        self.engine = engine
+        self._bearer = f"Bearer {config.api_key}" if config.api_key else None
+        self._chat_decoder = msgspec.json.Decoder(ChatParams)
+        self._text_decoder = msgspec.json.Decoder(_TextBody)
+        self._generate_decoder = msgspec.json.Decoder(_GenerateBody)
+
+    def app(self, *, native: bool) -> web.Application:
+        app = web.Application()
+        # health and metrics stay open, as SGLang leaves them outside its API key check
+        routes = [
+            web.post("/v1/chat/completions", self._guarded(self.chat)),
+            web.post("/v1/completions", self._guarded(self.completions)),
+            web.get("/v1/models", self._guarded(self.models)),
+            web.get("/health", self.health),
+            web.get("/health_generate", self.health),
+        ]
+        if native:
+            routes += [
+                web.post("/generate", self._guarded(self.generate)),
+                web.get("/get_model_info", self._guarded(self.model_info)),
+                web.get("/get_server_info", self._guarded(self.server_info)),
+                web.post("/flush_cache", self._guarded(self.flush_cache)),
+                web.get("/metrics", self.metrics),
+            ]
+        app.add_routes(routes)
+        return app
+
+    def _guarded(self, handler: BodyHandler) -> Handler:
+        """Record the request, check the API key, and render any ``SimFailure`` it raises."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            raw = await request.read() if request.can_read_body else b""
+            if request.method == "POST":
+                self.engine.record(request.path, raw, request.headers)
+            try:
+                bearer = self._bearer
+                if bearer is not None and request.headers.get("Authorization") != bearer:
+                    raise SimFailure(401, "Incorrect API key provided.")
+                return await handler(request, raw)
+            except SimFailure as failure:
+                if not failure.counted:
+                    self.engine.record_failure()
+                return _error(failure)
+
+        return guarded
+
+    # --- OpenAI routes ------------------------------------------------------------------
+
+    async def chat(self, request: web.Request, raw: bytes) -> web.StreamResponse:
+        params: ChatParams = _decode(self._chat_decoder, raw)
+        turns = [(m.role, m.text()) for m in params.messages]
+        gen = self.engine.admit(
+            SimRequest(
+                prompt=self.engine.render_chat(turns),
+                max_tokens=_first_int(params.max_completion_tokens, params.max_tokens),
+                stop=_stops(params.stop),
+                hooks=SimHooks.from_json(raw),
+            )
+        )
+        created = int(time.time())
+        if params.stream is True:
+            usage = _wants_usage(params.stream_options)
+            return await self._stream(request, gen, _ChatEvents(gen, params.model, created, usage))
+        async with gen:
+            text = await gen.complete()
+        choice = ChatChoice(0, ResponseMessage(content=text), gen.finish_reason)
+        body = ChatResponse(f"chatcmpl-{gen.id}", created, params.model, [choice])
+        body.usage = _usage(gen)
+        return _json(body)
+
+    async def completions(self, request: web.Request, raw: bytes) -> web.StreamResponse:
+        params: _TextBody = _decode(self._text_decoder, raw)
+        prompt, ids = _single_prompt(params.prompt)
+        hooks = SimHooks.from_json(raw)
+        stops = _stops(params.stop)
+        gen = self.engine.admit(SimRequest(prompt, params.max_tokens, stops, hooks, ids))
+        created = int(time.time())
+        if params.stream is True:
+            usage = _wants_usage(params.stream_options)
+            return await self._stream(request, gen, _TextEvents(gen, params.model, created, usage))
+        async with gen:
+            text = await gen.complete()
+        choice = TextChoice(0, text, gen.finish_reason)
+        body = TextResponse(f"cmpl-{gen.id}", created, params.model, [choice])
+        body.usage = _usage(gen)
+        return _json(body)
+
+    async def models(self, request: web.Request, raw: bytes) -> web.StreamResponse:
+        model = self.config.model
+        card = {"id": model, "object": "model", "created": 0, "owned_by": "sglang", "root": model}
+        return _json({"object": "list", "data": [card]})
+
+    async def health(self, request: web.Request) -> web.StreamResponse:
+        return web.Response()
+
+    # --- SGLang native routes -----------------------------------------------------------
+
+    async def generate(self, request: web.Request, raw: bytes) -> web.StreamResponse:
+        body: _GenerateBody = _decode(self._generate_decoder, raw)
+        text, ids = _native_prompt(body)
+        sampling = body.sampling_params or _SamplingParams()
+        stops, hooks = _stops(sampling.stop), SimHooks.from_json(raw)
+        gen = self.engine.admit(SimRequest(text, sampling.max_new_tokens, stops, hooks, ids))
+        if body.stream:
+            return await self._stream(request, gen, _NativeEvents(gen, body.rid))
+        async with gen:
+            output = await gen.complete()
+        return _json({"text": output, "meta_info": _meta_info(gen, body.rid, finished=True)})
+
+    async def model_info(self, request: web.Request, raw: bytes) -> web.StreamResponse:
+        model = self.config.model
+        return _json({"model_path": model, "tokenizer_path": model, "is_generation": True})
+
+    async def server_info(self, request: web.Request, raw: bytes) -> web.StreamResponse:
+        config, stats = self.config, self.engine.stats
+        states = {"num_running_reqs": stats.running, "num_queue_reqs": stats.queued}
+        info = {
+            "worker_id": config.worker_id,
+            "model_path": config.model,
+            "served_model_name": config.model,
+            "max_running_requests": config.max_running,
+            "max_total_num_tokens": config.capacity_tokens,
+            "version": "sim",
+            "internal_states": [states],
+        }
+        return _json(info)
+
+    async def flush_cache(self, request: web.Request, raw: bytes) -> web.StreamResponse:
+        self.engine.flush_cache()
+        return web.Response(text="Cache flushed.\n")
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text=_prometheus(self.config, self.engine), content_type="text/plain")
+
+    # --- streaming ----------------------------------------------------------------------
+
+    async def _stream(
+        self, request: web.Request, gen: Generation, events: _Events
+    ) -> web.StreamResponse:
+        """Send headers at once, then one SSE event per piece as the engine releases it."""
+        response = web.StreamResponse(headers=_SSE_HEADERS)
+        await response.prepare(request)
+        batch = self.config.zero_latency  # nothing to wait for: one write is far cheaper
+        buffer: list[bytes] = []
+        async with gen:
+            async for piece in gen.stream():
+                buffer.append(events.piece(piece))
+                if not batch:
+                    await response.write(b"".join(buffer))
+                    buffer.clear()
+            buffer.append(events.end())
+            await response.write(b"".join(buffer))
+        await response.write_eof()
+        return response
+
+
+# --- SSE events ---------------------------------------------------------------------------
+
+
+class _Events(Protocol):
+    """Encodes one stream's SSE events; ``end`` covers the finish, usage and ``[DONE]``."""
+
+    def piece(self, text: str) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+
+def _sse(payload: Any) -> bytes:
+    return b"data: " + msgspec.json.encode(payload) + b"\n\n"
+
+
+class _ChatEvents:
+    def __init__(self, gen: Generation, model: str, created: int, include_usage: bool) -> None:
+        self.gen, self.model, self.created, self.include_usage = gen, model, created, include_usage
+        self.id = f"chatcmpl-{gen.id}"
+        self.started = False
+
+    def _chunk(self, delta: Delta, finish: str | None = None) -> bytes:
+        choice = ChunkChoice(0, delta, finish)
+        return _sse(ChatChunk(self.id, self.created, self.model, [choice]))
+
+    def _opening(self) -> bytes:
+        # OpenAI opens with the role and empty content, at the first token's time
+        if self.started:
+            return b""
+        self.started = True
+        return self._chunk(Delta(role="assistant", content=""))
+
+    def piece(self, text: str) -> bytes:
+        return self._opening() + self._chunk(Delta(content=text))
+
+    def end(self) -> bytes:
+        out = self._opening() + self._chunk(Delta(), self.gen.finish_reason)
+        if self.include_usage:
+            last = ChatChunk(self.id, self.created, self.model, [], usage=_usage(self.gen))
+            out += _sse(last)
+        return out + _DONE
+
+
+class _TextEvents:
+    def __init__(self, gen: Generation, model: str, created: int, include_usage: bool) -> None:
+        self.gen, self.model, self.created, self.include_usage = gen, model, created, include_usage
+        self.id = f"cmpl-{gen.id}"
+
+    def _chunk(self, choices: list[TextChoice], usage: Usage | None = None) -> bytes:
+        chunk = TextResponse(self.id, self.created, self.model, choices)
+        if usage is not None:
+            chunk.usage = usage
+        return _sse(chunk)
+
+    def piece(self, text: str) -> bytes:
+        return self._chunk([TextChoice(0, text)])
+
+    def end(self) -> bytes:
+        out = self._chunk([TextChoice(0, "", self.gen.finish_reason)])
+        if self.include_usage:
+            out += self._chunk([], _usage(self.gen))
+        return out + _DONE
+
+
+class _NativeEvents:
+    """SGLang native streaming: each event carries the cumulative text so far."""
+
+    def __init__(self, gen: Generation, rid: str | None) -> None:
+        self.gen, self.rid = gen, rid
+        self.text = ""
+
+    def piece(self, text: str) -> bytes:
+        self.text += text
+        return _sse({"text": self.text, "meta_info": _meta_info(self.gen, self.rid), "index": 0})
+
+    def end(self) -> bytes:
+        meta = _meta_info(self.gen, self.rid, finished=True)
+        return _sse({"text": self.text, "meta_info": meta, "index": 0}) + _DONE
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
+    try:
+        return decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise SimFailure(400, str(exc), param=_error_param(str(exc))) from None
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    encoded = msgspec.json.encode(body)
+    return web.Response(body=encoded, status=status, content_type="application/json")
+
+
+def _error(failure: SimFailure) -> web.Response:
+    error_type, code = _ERROR_KINDS.get(failure.status, ("api_error", None))
+    body = {"message": failure.message, "type": error_type, "param": failure.param, "code": code}
+    response = _json({"error": body}, status=failure.status)
+    if failure.retry_after is not None:
+        response.headers["retry-after"] = str(failure.retry_after)
+    return response
+
+
+def _error_param(message: str) -> str | None:
+    """``$.messages[0].role`` in a msgspec error becomes ``messages``."""
+    _, found, path = message.partition("at `$.")
+    return path.split(".")[0].split("[")[0].rstrip("`") if found else None
+
+
+def _usage(gen: Generation) -> Usage:
+    usage = gen.usage()
+    details = PromptTokensDetails(cached_tokens=usage.cached_tokens)
+    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, details)
+
+
+def _wants_usage(options: StreamOptions | None | Any) -> bool:
+    return isinstance(options, StreamOptions) and options.include_usage is True
+
+
+def _first_int(*values: object) -> int | None:
+    return next((v for v in values if isinstance(v, int)), None)
+
+
+def _stops(stop: object) -> tuple[str, ...]:
+    if isinstance(stop, str):
+        return (stop,)
+    if isinstance(stop, list):
+        return tuple(s for s in stop if isinstance(s, str))
+    return ()
+
+
+def _single_prompt(prompt: object) -> tuple[str, list[int] | None]:
+    """The one prompt of a request, as text or token ids (batches are refused)."""
+    if isinstance(prompt, str):
+        return prompt, None
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
+        return _single_prompt(prompt[0])
+    if isinstance(prompt, list) and all(type(t) is int for t in prompt):
+        return " ".join(map(str, prompt)), prompt  # the ids seed the generated words
+    raise SimFailure(400, "the simulator takes one prompt (text or token ids)", param="prompt")
+
+
+def _native_prompt(body: _GenerateBody) -> tuple[str, list[int] | None]:
+    if body.text is not None:
+        return _single_prompt(body.text)
+    if body.input_ids is not None:
+        return _single_prompt(body.input_ids)
+    raise SimFailure(400, "Either text or input_ids should be provided.", param="text")
+
+
+def _meta_info(gen: Generation, rid: str | None, *, finished: bool = False) -> dict[str, Any]:
+    """SGLang's ``meta_info``; ``finish_reason`` is an object there, null until the end."""
+    usage = gen.usage()
+    finish: dict[str, Any] | None = None
+    if finished and gen.finish_reason == "length":
+        finish = {"type": "length", "length": usage.completion_tokens}
+    elif finished:
+        finish = {"type": gen.finish_reason, "matched": None}
+    return {
+        "id": rid or gen.id,
+        "finish_reason": finish,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cached_tokens": usage.cached_tokens,
+    }
+
+
+def _prometheus(config: SimConfig, engine: SimEngine) -> str:
+    """SGLang's metric names and ``model_name`` label, in Prometheus text format."""
+    stats, cache = engine.stats, engine.cache
+    label = '{model_name="' + config.model.replace("\\", "\\\\").replace('"', '\\"') + '"}'
+    usage = cache.total_tokens / config.capacity_tokens if config.capacity_tokens else 0.0
+    rows = [
+        ("num_running_reqs", "gauge", "The number of running requests.", stats.running),
+        ("num_queue_reqs", "gauge", "The number of requests in the waiting queue.", stats.queued),
+        ("cache_hit_rate", "gauge", "The prefix cache hit rate.", stats.cache_hit_rate),
+        ("token_usage", "gauge", "The token usage of the KV cache.", usage),
+        ("prompt_tokens", "counter", "Number of prefill tokens processed.", stats.prompt_tokens),
+        ("generation_tokens", "counter", "Number of generation tokens.", stats.generated_tokens),
+        ("cached_tokens", "counter", "Number of cached prompt tokens.", stats.cached_tokens),
+        ("num_requests", "counter", "Number of requests processed.", stats.requests_total),
+    ]
+    lines = []
+    for name, kind, help_text, value in rows:
+        # prometheus_client exports a counter's sample as <name>_total, as SGLang's does
+        sample = f"sglang:{name}_total" if kind == "counter" else f"sglang:{name}"
+        lines.append(f"# HELP sglang:{name} {help_text}")
+        lines.append(f"# TYPE sglang:{name} {kind}")
+        lines.append(f"{sample}{label} {float(value)}")
+    return "\n".join(lines) + "\n"
