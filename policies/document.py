@@ -2,13 +2,14 @@
 
 Every field is typed and strictly validated; its docstring is the operator documentation
 (``examples/policy.yaml`` repeats it field by field). Cross-references (a deployment naming
-a backend, a tenant naming a model) are checked by ``reference_problems`` after parsing.
+a backend, a tenant naming a model) are checked by ``reference_problems`` on the raw document.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, Field, field_validator
 
@@ -129,24 +130,38 @@ class Policy(StrictModel):
     tenants: dict[str, TenantConfig] = {}
 
 
-def reference_problems(policy: Policy) -> list[tuple[str, str]]:
-    """(path, problem) for every name that points at nothing, and every duplicated key."""
+def reference_problems(document: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(path, problem) for every name that points at nothing, and every duplicated key.
+
+    Works on the raw document, so these are reported alongside schema errors, not after.
+    """
+    backends, models, tenants = (_mapping(document.get(k)) for k in ("backends", "models", "tenants"))
     problems: list[tuple[str, str]] = []
-    for model_name, model in policy.models.items():
-        for index, deployment in enumerate(model.deployments):
-            if deployment.backend not in policy.backends:
-                problems.append(
-                    (f"models.{model_name}.deployments[{index}].backend",
-                     f"no backend named {deployment.backend!r}")
-                )
+    for model_name, model in models.items():
+        for index, deployment in enumerate(_list(_mapping(model).get("deployments"))):
+            backend = _mapping(deployment).get("backend")
+            if isinstance(backend, str) and backend not in backends:
+                problems.append((f"models.{model_name}.deployments[{index}].backend",
+                                 f"no backend named {backend!r}"))
     seen: dict[str, str] = {}
-    for tenant_name, tenant in policy.tenants.items():
-        for model_name in tenant.models:
-            if model_name != "*" and model_name not in policy.models:
+    for tenant_name, tenant in tenants.items():
+        for model_name in _list(_mapping(tenant).get("models")):
+            if isinstance(model_name, str) and model_name != "*" and model_name not in models:
                 problems.append((f"tenants.{tenant_name}.models", f"no model named {model_name!r}"))
-        for index, key in enumerate(tenant.keys):
+        for index, key in enumerate(_list(_mapping(tenant).get("keys"))):
+            digest = _mapping(key).get("sha256")
+            if not isinstance(digest, str):
+                continue
             path = f"tenants.{tenant_name}.keys[{index}].sha256"
-            if key.sha256 in seen:
-                problems.append((path, f"the same key is already declared at {seen[key.sha256]}"))
-            seen.setdefault(key.sha256, path)
+            if digest in seen:
+                problems.append((path, f"the same key is already declared at {seen[digest]}"))
+            seen.setdefault(digest, path)
     return problems
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []

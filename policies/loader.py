@@ -47,12 +47,12 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
         raise PolicyError([(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")], source) from None
     if not isinstance(data, dict):
         raise PolicyError([("(document)", "must be a mapping with backends and models")], source)
+    problems = reference_problems(data)
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        problems = [(format_location(e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]
-        raise PolicyError(problems, source) from None
-    problems = reference_problems(policy)
+        schema = [(format_location(e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]
+        raise PolicyError(schema + problems, source) from None
     if problems:
         raise PolicyError(problems, source)
     return policy
