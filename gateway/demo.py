@@ -73,8 +73,8 @@ async def _stream(client: openai.AsyncOpenAI, label: str, model: str,
                   messages: list[dict[str, Any]]) -> Row:
     row = Row(label, model)
     start = time.perf_counter()
-    async with client.chat.completions.with_streaming_response.create(
-        model=model, messages=messages, max_tokens=24, stream=True,  # type: ignore[arg-type]
+    async with client.chat.completions.with_streaming_response.create(  # type: ignore[call-overload]
+        model=model, messages=messages, max_tokens=24, stream=True,
         stream_options={"include_usage": True},
     ) as response:
         row.worker = response.headers.get("x-switchyard-worker", "-")

@@ -71,7 +71,7 @@ def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[byt
     return error_response(SwitchyardError("The gateway failed; the error was logged."))
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     SwitchyardError: handle_switchyard_error,
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,
