@@ -127,7 +127,8 @@ class AnthropicBackend:
         prompt_caching: bool = False,
     ) -> None:
         self.name = name
-        self._url = base_url.rstrip("/") + "/v1/messages"
+        self.address = base_url.rstrip("/")
+        self._url = self.address + "/v1/messages"
         self._session = session
         self._control = control
         self._timeouts = timeouts

@@ -21,6 +21,8 @@ class Backend(Protocol):
     """The provider name as OpenTelemetry's ``gen_ai.provider.name`` spells it."""
     name: str
     """Stable identifier of this remote, e.g. ``local-llama/0``; shown in headers and traces."""
+    address: str
+    """The remote's base URL: its identity when routing hashes onto workers."""
 
     async def complete(self, request: ChatRequest) -> ChatResponse: ...
 

@@ -87,7 +87,7 @@ class OpenAICompatBackend:
         api_key: str | None = None,
     ) -> None:
         self.name = name
-        self.base_url = base_url.rstrip("/")
+        self.base_url = self.address = base_url.rstrip("/")
         self._session = session
         self._control = control
         self._timeouts = timeouts

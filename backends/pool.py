@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from backends.base import Backend
@@ -29,6 +29,14 @@ class Worker:
         return self.backend.name
 
     @property
+    def address(self) -> str:
+        return self.backend.address
+
+    @property
+    def capacity_tokens(self) -> int:
+        return self.last_health.capacity_tokens
+
+    @property
     def load(self) -> int:
         # our own in-flight count reacts at once; the worker's queue covers other gateways
         return self.in_flight + self.last_health.queued
@@ -48,6 +56,11 @@ class WorkerPool:
         self.workers = [Worker(backend) for backend in workers]
         self._interval = health_interval_s
         self._task: asyncio.Task[None] | None = None
+        self._on_removed: list[Callable[[str], None]] = []
+
+    def on_worker_removed(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(worker_id)`` whenever a worker leaves the selection set."""
+        self._on_removed.append(callback)
 
     def healthy_workers(self) -> list[Worker]:
         return [worker for worker in self.workers if worker.healthy]
@@ -63,6 +76,9 @@ class WorkerPool:
                 level = logging.INFO if health.ok else logging.WARNING
                 log.log(level, "worker %s is %s (%s)", worker.id,
                         "healthy" if health.ok else "unhealthy", health.detail)
+            if worker.healthy and not health.ok:
+                for callback in self._on_removed:
+                    callback(worker.id)
             worker.healthy = health.ok
             worker.last_health = health
 

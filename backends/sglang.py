@@ -52,6 +52,7 @@ class SGLangBackend(OpenAICompatBackend):
     ) -> None:
         super().__init__(name, base_url, session, control, timeouts, api_key)
         self._health_path = health_path
+        self._capacity_tokens = 0
 
     async def health(self) -> Health:
         try:
@@ -63,11 +64,24 @@ class SGLangBackend(OpenAICompatBackend):
             scrape = await self._control.get(self.base_url + "/metrics", timeout=self._timeouts.connect)
         except httpx.HTTPError as exc:
             return Health(ok=False, detail=f"unreachable ({type(exc).__name__})")
+        if not self._capacity_tokens:
+            self._capacity_tokens = await self._read_capacity()
         if scrape.status_code != 200:
             # metrics are optional (--enable-metrics); a healthy worker without them is still healthy
-            return Health(ok=True, detail="no /metrics")
+            return Health(ok=True, detail="no /metrics", capacity_tokens=self._capacity_tokens)
         running, queued = parse_load(scrape.text)
-        return Health(ok=True, detail="ok", running=running, queued=queued)
+        return Health(ok=True, detail="ok", running=running, queued=queued,
+                      capacity_tokens=self._capacity_tokens)
+
+    async def _read_capacity(self) -> int:
+        """KV-cache size in tokens from ``/get_server_info``; 0 if the worker does not say."""
+        try:
+            response = await self._control.get(self.base_url + "/get_server_info",
+                                               timeout=self._timeouts.connect)
+            value = response.json().get("max_total_num_tokens", 0) if response.status_code == 200 else 0
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return 0
+        return int(value) if isinstance(value, int) else 0
 
     async def model_info(self) -> dict[str, Any]:
         """``GET /get_model_info``: the model path the worker serves."""

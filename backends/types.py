@@ -300,3 +300,5 @@ class Health(msgspec.Struct, frozen=True):
     """Requests the worker is decoding now (SGLang ``num_running_reqs``)."""
     queued: int = 0
     """Requests waiting in the worker's queue (SGLang ``num_queue_reqs``)."""
+    capacity_tokens: int = 0
+    """KV-cache capacity (SGLang ``max_total_num_tokens``); 0 when the remote does not say."""

@@ -15,14 +15,15 @@ from litestar.response import Stream
 from backends.base import Backend
 from backends.errors import ModelNotFoundError, PermissionDeniedError, SwitchyardError, UpstreamError
 from backends.pool import Worker
-from backends.types import ChatChunk, ChatRequest, ChatResponse, TextRequest, TextResponse
+from backends.types import ChatChoice, ChatChunk, ChatRequest, ChatResponse, TextRequest, TextResponse
 from gateway.runtime import Runtime
 from gateway.sse import DONE, encode_error_event, encode_event
 from gateway.state import Gateway
 from gateway.wire import parse_chat, parse_text
 from policies.keys import Caller
-from router.base import RoutingRequest
+from router.base import RoutingRequest, Selection
 from router.decide import choose
+from router.prompt_text import render_chat, render_text
 
 Req = TypeVar("Req", ChatRequest, TextRequest)
 Resp = TypeVar("Resp", ChatResponse, TextResponse)
@@ -35,19 +36,37 @@ _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 @dataclass(frozen=True, slots=True)
 class Operation(Generic[Req, Resp, Chunk]):
-    """The backend calls behind one endpoint."""
+    """What differs between the two endpoints: parsing, rendering, the backend calls."""
 
     name: str
     """OpenTelemetry's ``gen_ai.operation.name``."""
     parse: Callable[[bytes], Req]
+    render: Callable[[Req], tuple[str, int]]
+    """The prompt as routing sees it, and its head length (``router.prompt_text``)."""
     complete: Callable[[Backend, Req], Awaitable[Resp]]
     stream: Callable[[Backend, Req], AsyncIterator[Chunk]]
+    text: Callable[[Resp | Chunk], str]
+    """The first choice's generated text in a response or chunk."""
+
+
+def _chat_text(answer: ChatResponse | ChatChunk) -> str:
+    if not answer.choices:
+        return ""
+    choice = answer.choices[0]
+    content = choice.message.content if isinstance(choice, ChatChoice) else choice.delta.content
+    return content if isinstance(content, str) else ""
+
+
+def _completion_text(answer: TextResponse) -> str:
+    return answer.choices[0].text if answer.choices else ""
 
 
 CHAT: Operation[ChatRequest, ChatResponse, ChatChunk] = Operation(
-    "chat", parse_chat, lambda b, r: b.complete(r), lambda b, r: b.stream(r))
+    "chat", parse_chat, lambda r: render_chat(r.params.messages),
+    lambda b, r: b.complete(r), lambda b, r: b.stream(r), _chat_text)
 TEXT: Operation[TextRequest, TextResponse, TextResponse] = Operation(
-    "text_completion", parse_text, lambda b, r: b.complete_text(r), lambda b, r: b.stream_text(r))
+    "text_completion", parse_text, lambda r: render_text(r.params.prompt),
+    lambda b, r: b.complete_text(r), lambda b, r: b.stream_text(r), _completion_text)
 
 
 class StreamLease:
@@ -88,8 +107,10 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
     model = params.model
     _authorize(runtime, caller, model)
     user = params.user if isinstance(params.user, str) else None
+    prompt, head_chars = operation.render(call)
     routing = RoutingRequest(model=model, tenant=caller.tenant,
-                             sticky_key=request.headers.get(SESSION_HEADER) or user or caller.key_name)
+                             sticky_key=request.headers.get(SESSION_HEADER) or user or caller.key_name,
+                             prompt=prompt, head_chars=head_chars)
     choice = await choose(runtime.models[model], routing)
     call = msgspec.structs.replace(call, upstream_model=choice.deployment.upstream_model)
     worker = choice.worker
@@ -98,19 +119,30 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
         "x-switchyard-model": model,
         "x-switchyard-worker": worker.id,
     }
+    selector = choice.deployment.selector
+    if selector.debug_header:
+        headers["x-switchyard-route"] = route_header(choice.selection)
     if call.is_stream:
-        return await _stream(operation, worker, call, model, headers)
+        return await _stream(operation, worker, call, model, headers,
+                             lambda text: selector.on_outcome(worker.id, routing, text))
     worker.in_flight += 1
     try:
         answer = await operation.complete(worker.backend, call)
     finally:
         worker.in_flight -= 1
+    selector.on_outcome(worker.id, routing, operation.text(answer))
     answer.model = model
     return Response(_ENCODER.encode(answer), media_type="application/json", headers=headers)
 
 
+def route_header(selection: Selection) -> str:
+    """``reason; worker=score, ...``: why the router picked this worker."""
+    scores = ", ".join(f"{k}={v:.3g}" for k, v in selection.scores.items())
+    return f"{selection.reason}; {scores}" if scores else selection.reason
+
+
 async def _stream(operation: Operation[Req, Resp, Chunk], worker: Worker, call: Req, model: str,
-                  headers: dict[str, str]) -> Response[Any]:
+                  headers: dict[str, str], on_done: Callable[[str], None]) -> Response[Any]:
     worker.in_flight += 1
     upstream = operation.stream(worker.backend, call)
     lease = StreamLease(worker, upstream)
@@ -125,17 +157,24 @@ async def _stream(operation: Operation[Req, Resp, Chunk], worker: Worker, call: 
         raise
     options = call.params.stream_options
     include_usage = bool(options and options.include_usage is True)
-    body = _relay(first, upstream, model, include_usage, lease)
+    body = _relay(first, upstream, model, include_usage, lease, operation.text, on_done)
     return Stream(body, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers},
                   background=BackgroundTask(lease.release))
 
 
 async def _relay(first: Chunk, upstream: AsyncIterator[Chunk], model: str, include_usage: bool,
-                 lease: StreamLease) -> AsyncIterator[bytes]:
-    """Re-emit upstream chunks under the public model name; usage only if the client asked."""
+                 lease: StreamLease, text_of: Callable[[Chunk], str],
+                 on_done: Callable[[str], None]) -> AsyncIterator[bytes]:
+    """Re-emit upstream chunks under the public model name; usage only if the client asked.
+
+    The generated text is collected for ``on_done`` (cache-aware routing learns that the
+    worker now holds prompt + answer).
+    """
     chunk = first
+    generated: list[str] = []
     try:
         while True:
+            generated.append(text_of(chunk))
             if include_usage or chunk.choices:
                 if not include_usage:
                     chunk.usage = msgspec.UNSET
@@ -145,6 +184,7 @@ async def _relay(first: Chunk, upstream: AsyncIterator[Chunk], model: str, inclu
                 chunk = await anext(upstream)
             except StopAsyncIteration:
                 break
+        on_done("".join(generated))
         yield DONE
     except SwitchyardError as exc:
         # after the first byte nothing can be retried: end with an error event the SDK raises

@@ -30,7 +30,7 @@ from policies.document import (
 from policies.keys import KeyRing
 from policies.loader import PolicyError
 from router import build_policy
-from router.config import RoundRobinConfig
+from router.config import RoundRobinConfig, SelectionConfig
 from router.decide import Deployment, ModelRoute
 
 
@@ -127,6 +127,8 @@ class Runtime:
             asyncio.get_running_loop().create_task(control.aclose())
             raise
         selectors = {name: build_policy(_selection_config(policy.backends[name])) for name in pools}
+        for name, selector in selectors.items():
+            pools[name].on_worker_removed(selector.on_worker_removed)
         models = {
             model_name: ModelRoute(model_name, tuple(
                 Deployment(pools[d.backend], d.model, selectors[d.backend]) for d in model.deployments
@@ -157,6 +159,6 @@ class Runtime:
         await self._control.aclose()
 
 
-def _selection_config(config: BackendConfig) -> RoundRobinConfig:
+def _selection_config(config: BackendConfig) -> SelectionConfig:
     # only SGLang pools have several workers to choose from; a provider is one "worker"
     return config.selection if isinstance(config, SGLangBackendConfig) else RoundRobinConfig()

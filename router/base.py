@@ -11,11 +11,23 @@ class WorkerView(Protocol):
     """What a selection policy may know about a worker."""
 
     @property
-    def id(self) -> str: ...
+    def id(self) -> str:
+        """``pool/index``: shown in headers, traces and metrics."""
+        ...
+
+    @property
+    def address(self) -> str:
+        """The worker's URL: its identity for hashing, stable when the list changes."""
+        ...
 
     @property
     def load(self) -> int:
         """Requests in flight from this gateway plus the worker's own reported queue."""
+        ...
+
+    @property
+    def capacity_tokens(self) -> int:
+        """KV-cache capacity the worker reports (SGLang ``max_total_num_tokens``), 0 if unknown."""
         ...
 
 
@@ -26,8 +38,16 @@ class RoutingRequest:
     model: str
     """The public model name asked for."""
     tenant: str
-    sticky_key: str | None = None
+    sticky_key: str
     """Session header, else the ``user`` field, else the API key's name."""
+    prompt: str = ""
+    """The prompt rendered canonically (``router.prompt_text``), for prefix matching."""
+    head_chars: int = 0
+    """Length of the prompt's head (through the first user turn): a conversation's identity."""
+
+    @property
+    def head(self) -> str:
+        return self.prompt[:self.head_chars]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +63,25 @@ class SelectionPolicy(Protocol):
     """Picks one worker from a non-empty list of healthy ones."""
 
     name: str
+    debug_header: bool
 
     async def select(self, request: RoutingRequest, workers: Sequence[WorkerView]) -> Selection: ...
+
+    def on_outcome(self, worker_id: str, request: RoutingRequest, completion: str) -> None:
+        """The request finished on ``worker_id`` having generated ``completion``."""
+
+    def on_worker_removed(self, worker_id: str) -> None:
+        """The worker left the pool or turned unhealthy."""
 
 
 class BasePolicy:
     """No-op event hooks, so a policy overrides only the events it cares about."""
 
     name = "base"
+    debug_header = False
+
+    def on_outcome(self, worker_id: str, request: RoutingRequest, completion: str) -> None:
+        """A request finished: policies that learn from traffic record it."""
 
     def on_worker_removed(self, worker_id: str) -> None:
-        """A worker left the pool: forget what was known about it."""
+        """A worker left: forget what was known about it."""

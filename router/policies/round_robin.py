@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Sequence
 
 from router.base import BasePolicy, RoutingRequest, Selection, WorkerView
@@ -14,7 +15,8 @@ class RoundRobin(BasePolicy):
 
     name = "round_robin"
 
-    def __init__(self, config: RoundRobinConfig) -> None:
+    def __init__(self, config: RoundRobinConfig, rng: random.Random | None = None) -> None:
+        self.debug_header = config.debug_header
         self._counter = itertools.count()
 
     async def select(self, request: RoutingRequest, workers: Sequence[WorkerView]) -> Selection:

@@ -34,8 +34,8 @@ def test_disconnect_mid_stream_cancels_upstream(stack: ThreadedStack) -> None:
             "POST", stack.url + "/v1/chat/completions", json=body,
             headers={"authorization": f"Bearer {DEMO_KEY}"}) as response:
         assert response.status_code == 200
-        first = next(response.iter_raw())
-        assert first.startswith(b"data: ")
+        chunks = response.iter_raw()  # keep a reference: a dropped generator closes the response
+        assert next(chunks).startswith(b"data: ")
         assert in_flight(stack) == 1
         started = time.monotonic()
     # leaving the block closes the connection; the simulator must see its request cancelled
