@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis.asyncio as redis
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 
@@ -30,9 +31,11 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        redis_client = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
         try:
             runtime = Runtime.build(load_policy(settings.policy_path),
-                                    max_connections=settings.max_connections_per_backend)
+                                    max_connections=settings.max_connections_per_backend,
+                                    redis_client=redis_client)
         except PolicyError as exc:
             gateway.load_error = exc.message
             log.error("%s", exc.message)
@@ -45,6 +48,8 @@ def create_app(settings: Settings) -> Litestar:
         finally:
             if gateway.has_runtime:
                 await gateway.runtime.aclose()
+            if redis_client is not None:
+                await redis_client.aclose()
 
     app = Litestar(
         route_handlers=[chat_completions, text_completions, list_models, healthz, readyz],

@@ -16,6 +16,7 @@ from backends.base import Backend
 from backends.errors import ModelNotFoundError, PermissionDeniedError, SwitchyardError, UpstreamError
 from backends.pool import Worker
 from backends.types import ChatChoice, ChatChunk, ChatRequest, ChatResponse, TextRequest, TextResponse
+from gateway.response_cache import CacheLookup, replay
 from gateway.runtime import Runtime
 from gateway.sse import DONE, encode_error_event, encode_event
 from gateway.state import Gateway
@@ -106,6 +107,14 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
     params = call.params
     model = params.model
     _authorize(runtime, caller, model)
+    headers = {"x-request-id": uuid.uuid4().hex, "x-switchyard-model": model}
+    cached = CacheLookup.start(runtime.response_caches.get(model), caller.tenant, call, request.headers)
+    hit = await cached.get()
+    if cached.state:
+        headers["x-switchyard-cache"] = cached.state
+    if hit is not None:
+        return _from_cache(hit, call, model, headers)
+
     user = params.user if isinstance(params.user, str) else None
     prompt, head_chars = operation.render(call)
     routing = RoutingRequest(model=model, tenant=caller.tenant,
@@ -113,18 +122,17 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
                              prompt=prompt, head_chars=head_chars)
     choice = await choose(runtime.models[model], routing)
     call = msgspec.structs.replace(call, upstream_model=choice.deployment.upstream_model)
-    worker = choice.worker
-    headers = {
-        "x-request-id": uuid.uuid4().hex,
-        "x-switchyard-model": model,
-        "x-switchyard-worker": worker.id,
-    }
-    selector = choice.deployment.selector
+    worker, selector = choice.worker, choice.deployment.selector
+    headers["x-switchyard-worker"] = worker.id
     if selector.debug_header:
         headers["x-switchyard-route"] = route_header(choice.selection)
+
+    async def on_done(chunks: list[Chunk]) -> None:
+        selector.on_outcome(worker.id, routing, "".join(operation.text(c) for c in chunks))
+        await cached.put_stream(chunks)
+
     if call.is_stream:
-        return await _stream(operation, worker, call, model, headers,
-                             lambda text: selector.on_outcome(worker.id, routing, text))
+        return await _stream(operation, worker, call, model, headers, on_done)
     worker.in_flight += 1
     try:
         answer = await operation.complete(worker.backend, call)
@@ -132,7 +140,8 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
         worker.in_flight -= 1
     selector.on_outcome(worker.id, routing, operation.text(answer))
     answer.model = model
-    return Response(_ENCODER.encode(answer), media_type="application/json", headers=headers)
+    return Response(_ENCODER.encode(answer), media_type="application/json", headers=headers,
+                    background=BackgroundTask(cached.put, answer) if cached.key else None)
 
 
 def route_header(selection: Selection) -> str:
@@ -141,8 +150,25 @@ def route_header(selection: Selection) -> str:
     return f"{selection.reason}; {scores}" if scores else selection.reason
 
 
+def _from_cache(hit: ChatResponse, call: ChatRequest | TextRequest, model: str,
+                headers: dict[str, str]) -> Response[Any]:
+    hit.model = model
+    if not call.is_stream:
+        return Response(_ENCODER.encode(hit), media_type="application/json", headers=headers)
+    options = call.params.stream_options
+    chunks = replay(hit, include_usage=bool(options and options.include_usage is True))
+
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield encode_event(chunk)
+        yield DONE
+
+    return Stream(body(), media_type="text/event-stream", headers={**_SSE_HEADERS, **headers})
+
+
 async def _stream(operation: Operation[Req, Resp, Chunk], worker: Worker, call: Req, model: str,
-                  headers: dict[str, str], on_done: Callable[[str], None]) -> Response[Any]:
+                  headers: dict[str, str],
+                  on_done: Callable[[list[Chunk]], Awaitable[None]]) -> Response[Any]:
     worker.in_flight += 1
     upstream = operation.stream(worker.backend, call)
     lease = StreamLease(worker, upstream)
@@ -157,24 +183,24 @@ async def _stream(operation: Operation[Req, Resp, Chunk], worker: Worker, call: 
         raise
     options = call.params.stream_options
     include_usage = bool(options and options.include_usage is True)
-    body = _relay(first, upstream, model, include_usage, lease, operation.text, on_done)
+    body = _relay(first, upstream, model, include_usage, lease, on_done)
     return Stream(body, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers},
                   background=BackgroundTask(lease.release))
 
 
 async def _relay(first: Chunk, upstream: AsyncIterator[Chunk], model: str, include_usage: bool,
-                 lease: StreamLease, text_of: Callable[[Chunk], str],
-                 on_done: Callable[[str], None]) -> AsyncIterator[bytes]:
+                 lease: StreamLease,
+                 on_done: Callable[[list[Chunk]], Awaitable[None]]) -> AsyncIterator[bytes]:
     """Re-emit upstream chunks under the public model name; usage only if the client asked.
 
-    The generated text is collected for ``on_done`` (cache-aware routing learns that the
-    worker now holds prompt + answer).
+    The chunks are kept for ``on_done``, which runs once the client has ``[DONE]``: routing
+    learns the worker now holds prompt + answer, and the response cache stores the answer.
     """
     chunk = first
-    generated: list[str] = []
+    received: list[Chunk] = []
     try:
         while True:
-            generated.append(text_of(chunk))
+            received.append(chunk)
             if include_usage or chunk.choices:
                 if not include_usage:
                     chunk.usage = msgspec.UNSET
@@ -184,8 +210,8 @@ async def _relay(first: Chunk, upstream: AsyncIterator[Chunk], model: str, inclu
                 chunk = await anext(upstream)
             except StopAsyncIteration:
                 break
-        on_done("".join(generated))
         yield DONE
+        await on_done(received)
     except SwitchyardError as exc:
         # after the first byte nothing can be retried: end with an error event the SDK raises
         yield encode_error_event(exc)

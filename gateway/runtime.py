@@ -7,21 +7,26 @@ finishes under the runtime it started with.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 import httpx
+import redis.asyncio as redis
 
 from backends.anthropic import AnthropicBackend
 from backends.http import Timeouts, open_session
 from backends.openai_compat import OpenAICompatBackend
 from backends.pool import WorkerPool
 from backends.sglang import SGLangBackend
+from gateway.response_cache import ResponseCache
+from gateway.stores import CacheStore, MemoryCacheStore, RedisCacheStore
 from policies.document import (
     AnthropicBackendConfig,
     BackendConfig,
+    ModelConfig,
     OpenAIBackendConfig,
     Policy,
     SGLangBackendConfig,
@@ -100,18 +105,24 @@ class Runtime:
     """
 
     def __init__(self, policy: Policy, pools: dict[str, WorkerPool], models: dict[str, ModelRoute],
-                 sessions: list[aiohttp.ClientSession], control: httpx.AsyncClient) -> None:
+                 sessions: list[aiohttp.ClientSession], control: httpx.AsyncClient,
+                 response_caches: dict[str, ResponseCache] | None = None) -> None:
         self.policy = policy
         self.keyring = KeyRing(policy)
         self.pools = pools
         self.models = models
+        self.response_caches = response_caches or {}
+        """Per public model, for the models that enable ``response_cache``."""
         self._sessions = sessions
         self._control = control
 
     @classmethod
     def build(cls, policy: Policy, *, max_connections: int = 0,
-              environ: Mapping[str, str] | None = None) -> Runtime:
-        """Compile ``policy``; raise ``PolicyError`` if it cannot run here (missing env var)."""
+              environ: Mapping[str, str] | None = None, redis_client: redis.Redis | None = None) -> Runtime:
+        """Compile ``policy``; raise ``PolicyError`` if it cannot run here (missing env var).
+
+        ``redis_client`` makes shared state (the response cache) live in Redis.
+        """
         environ = os.environ if environ is None else environ
         control = httpx.AsyncClient(timeout=httpx.Timeout(5.0), limits=httpx.Limits(max_connections=64))
         pools: dict[str, WorkerPool] = {}
@@ -135,7 +146,9 @@ class Runtime:
             ))
             for model_name, model in policy.models.items()
         }
-        return cls(policy, pools, models, sessions, control)
+        caches = {name: _response_cache(name, model, redis_client)
+                   for name, model in policy.models.items() if model.response_cache.enabled}
+        return cls(policy, pools, models, sessions, control, caches)
 
     async def start(self) -> None:
         """Check every worker once (so readiness is known), then keep checking in the background."""
@@ -157,6 +170,15 @@ class Runtime:
         await asyncio.gather(*(pool.aclose() for pool in self.pools.values()))
         await asyncio.gather(*(session.close() for session in self._sessions))
         await self._control.aclose()
+
+
+def _response_cache(name: str, model: ModelConfig, client: redis.Redis | None) -> ResponseCache:
+    config = model.response_cache
+    # the deployments are the model's version: change them and old answers stop being served
+    version = hashlib.sha256(model.model_dump_json(include={"deployments"}).encode()).hexdigest()[:16]
+    store: CacheStore = (RedisCacheStore(client, f"switchyard:cache:{name}", config.max_entries)
+                         if client is not None else MemoryCacheStore(config.max_entries))
+    return ResponseCache(store, config.ttl_s, config.max_entry_bytes, f"{name}:{version}")
 
 
 def _selection_config(config: BackendConfig) -> SelectionConfig:

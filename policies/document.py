@@ -88,12 +88,30 @@ class DeploymentConfig(StrictModel):
     """Model name sent upstream (SGLang's ``--served-model-name``, a provider's model id)."""
 
 
+class ResponseCacheConfig(StrictModel):
+    """Exact cache of complete chat responses for deterministic requests.
+
+    Only requests with ``temperature: 0`` or a ``seed`` are cached; a client sending
+    ``cache-control: no-cache`` skips it. In Redis when the gateway has ``REDIS_URL``
+    (shared by all replicas), in memory otherwise. Tenants never see each other's entries.
+    """
+
+    enabled: bool = False
+    ttl_s: Annotated[float, Field(gt=0)] = 300.0
+    """Seconds an entry is served."""
+    max_entries: Annotated[int, Field(ge=1)] = 10_000
+    """Entries kept for this model (over all replicas with Redis); oldest go first."""
+    max_entry_bytes: Annotated[int, Field(ge=1)] = 1_048_576
+    """Responses larger than this are not stored."""
+
+
 class ModelConfig(StrictModel):
     """A public model name clients ask for."""
 
     deployments: Annotated[list[DeploymentConfig], Field(min_length=1)]
     """Tried in order: the first with a healthy worker serves the request."""
     description: str = ""
+    response_cache: ResponseCacheConfig = ResponseCacheConfig()
 
 
 class KeyConfig(StrictModel):
