@@ -384,7 +384,8 @@ def to_usage(usage: AnthropicUsage) -> Usage:
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=prompt + completion,
-        prompt_tokens_details=PromptTokensDetails(cached_tokens=read),
+        prompt_tokens_details=PromptTokensDetails(
+            cached_tokens=read, cache_write_tokens=usage.cache_creation_input_tokens or 0),
     )
 
 

@@ -199,6 +199,9 @@ class TextRequest(msgspec.Struct, frozen=True):
 
 class PromptTokensDetails(Wire):
     cached_tokens: int | None = None
+    """Prompt tokens read from a prefix cache (SGLang RadixAttention, provider prompt caches)."""
+    cache_write_tokens: int | None | UnsetType = UNSET
+    """Prompt tokens written to a provider's prompt cache (Anthropic ``cache_creation``)."""
 
 
 class Usage(Wire):

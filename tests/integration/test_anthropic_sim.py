@@ -17,7 +17,13 @@ from backends.errors import UpstreamError
 from backends.http import Timeouts, open_session
 from backends.sim import RunningSim, SimConfig, start_sim
 from backends.sse import SSEDecoder
-from backends.types import ChatChunk, ChatParams, ChatRequest, Usage
+from backends.types import (
+    ChatChunk,
+    ChatParams,
+    ChatRequest,
+    PromptTokensDetails,
+    Usage,
+)
 
 API_KEY = "sk-ant-sim-key-0123456789"
 WEATHER = {
@@ -187,11 +193,13 @@ async def test_prompt_caching_reports_cache_writes_then_reads(
             },
             ChatParams,
         )
-        await backend.complete(ChatRequest(params=p, extra={}))
+        first = await backend.complete(ChatRequest(params=p, extra={}))
         sent = sim.engine.recent_requests()[-1]["body"]
         assert sent["system"][0]["cache_control"] == {"type": "ephemeral"}
         second = await backend.complete(ChatRequest(params=p, extra={}))
     assert isinstance(second.usage, Usage) and second.usage.cached_tokens > 1000
+    assert isinstance(first.usage, Usage) and isinstance(first.usage.prompt_tokens_details, PromptTokensDetails)
+    assert first.usage.prompt_tokens_details.cache_write_tokens > 1000, "the first call writes the cache"
 
 
 async def test_cancelling_a_stream_closes_the_connection(

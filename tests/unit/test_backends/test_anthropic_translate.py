@@ -24,7 +24,16 @@ from backends.anthropic_translate import (
     translate_messages,
 )
 from backends.errors import InvalidRequestError, UnsupportedError
-from backends.types import ChatChunk, ChatParams, ChatRequest, FunctionCall, Message, Role, ToolCall
+from backends.types import (
+    ChatChunk,
+    ChatParams,
+    ChatRequest,
+    FunctionCall,
+    Message,
+    PromptTokensDetails,
+    Role,
+    ToolCall,
+)
 
 
 def chat(
@@ -422,6 +431,8 @@ def test_usage_counts_cache_reads_and_writes_as_prompt_tokens() -> None:
         1217,
     )
     assert out.usage.cached_tokens == 1000
+    details = out.usage.prompt_tokens_details
+    assert isinstance(details, PromptTokensDetails) and details.cache_write_tokens == 200
 
 
 # --- stream -------------------------------------------------------------------------------
@@ -519,7 +530,7 @@ def test_stream_events_become_chunks() -> None:
         "prompt_tokens": 125,
         "completion_tokens": 42,
         "total_tokens": 167,
-        "prompt_tokens_details": {"cached_tokens": 100},
+        "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 0},
     }
 
 
