@@ -10,6 +10,8 @@ import redis.asyncio as redis
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 
+from gateway.accounting import limit_stores, limits_client
+from gateway.admin import admin_usage
 from gateway.completions import chat_completions, text_completions
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.probes import healthz, list_models, readyz
@@ -17,8 +19,18 @@ from gateway.runtime import Runtime
 from gateway.settings import Settings
 from gateway.state import Gateway
 from policies.loader import PolicyError, load_policy
+from router.difficulty import ClassifierError, DifficultyClassifier
 
 log = logging.getLogger("switchyard.gateway")
+
+
+def _load_classifier(settings: Settings) -> tuple[DifficultyClassifier | None, str]:
+    """The process's one classifier session, opened at start-up; its error if it cannot be."""
+    try:
+        return DifficultyClassifier.load(settings.classifier_path), ""
+    except ClassifierError as exc:
+        log.error("%s", exc.message)
+        return None, exc.message
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -28,14 +40,19 @@ def create_app(settings: Settings) -> Litestar:
     the reason and requests get 503, rather than the process crash-looping.
     """
     gateway = Gateway(settings)
+    scorer, scorer_error = _load_classifier(settings)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         redis_client = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+        limits_redis: redis.Redis | None = None
         try:
-            runtime = Runtime.build(load_policy(settings.policy_path),
-                                    max_connections=settings.max_connections_per_backend,
-                                    redis_client=redis_client)
+            policy = load_policy(settings.policy_path)
+            if settings.redis_url:
+                limits_redis = limits_client(settings.redis_url, policy.limits)
+            runtime = Runtime.build(policy, max_connections=settings.max_connections_per_backend,
+                                    redis_client=redis_client, scorer=scorer, scorer_error=scorer_error,
+                                    limit_stores=limit_stores(limits_redis, policy.limits))
         except PolicyError as exc:
             gateway.load_error = exc.message
             log.error("%s", exc.message)
@@ -48,11 +65,12 @@ def create_app(settings: Settings) -> Litestar:
         finally:
             if gateway.has_runtime:
                 await gateway.runtime.aclose()
-            if redis_client is not None:
-                await redis_client.aclose()
+            for client in (redis_client, limits_redis):
+                if client is not None:
+                    await client.aclose()
 
     app = Litestar(
-        route_handlers=[chat_completions, text_completions, list_models, healthz, readyz],
+        route_handlers=[chat_completions, text_completions, list_models, healthz, readyz, admin_usage],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,

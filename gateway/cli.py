@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,6 +75,41 @@ def _keys_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage(args: argparse.Namespace) -> int:
+    import httpx
+
+    params = {"tenant": args.tenant, "days": args.days, **({"key": args.key} if args.key else {})}
+    try:
+        response = httpx.get(args.url.rstrip("/") + "/admin/usage", params=params,
+                             headers={"authorization": f"Bearer {args.admin_key}"}, timeout=10)
+    except httpx.HTTPError as exc:
+        print(f"cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    body = response.json()
+    if response.status_code != 200:
+        print(f"HTTP {response.status_code}: {body.get('error', {}).get('message', body)}", file=sys.stderr)
+        return 1
+    print(f"{body['scope']}, last {body['days']} day(s): {body['total_tokens']} tokens, ${body['total_usd']:.4f}")
+    print(f"{'day':<12} {'model':<24} {'requests':>8} {'input':>10} {'cached':>10} {'output':>10} {'USD':>10}")
+    for row in body["rows"]:
+        print(f"{row['day']:<12} {row['model']:<24} {row['requests']:>8} {row['input_tokens']:>10} "
+              f"{row['cached_input_tokens']:>10} {row['output_tokens']:>10} {row['cost_usd']:>10.4f}")
+    return 0
+
+
+def _route_explain(args: argparse.Namespace) -> int:
+    from gateway.route_cli import explain
+
+    return explain(args.policy, args.prompt, route=args.route, classifier_path=args.classifier)
+
+
+def _route_calibrate(args: argparse.Namespace) -> int:
+    from gateway.route_cli import calibrate_share
+
+    return calibrate_share(args.policy, args.strong_share, sample=args.sample, route=args.route,
+                           classifier_path=args.classifier)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, separate from ``main`` so tests can inspect it."""
     from backends.sim import add_sim_arguments
@@ -103,6 +139,28 @@ def build_parser() -> argparse.ArgumentParser:
     check = policy_commands.add_parser("check", help="validate a policy and summarise it")
     check.add_argument("file")
     check.set_defaults(func=_policy_check)
+
+    route = commands.add_parser("route", help="the difficulty router")
+    route_commands = route.add_subparsers(dest="route_command", required=True)
+    explain = route_commands.add_parser("explain", help="score a prompt and show the tier it gets")
+    explain.add_argument("prompt")
+    calibrate = route_commands.add_parser("calibrate", help="threshold for a target strong-model share")
+    calibrate.add_argument("--strong-share", type=float, required=True)
+    calibrate.add_argument("--sample", help="JSONL of requests (messages / prompt); default: the dev split")
+    for sub, func in ((explain, _route_explain), (calibrate, _route_calibrate)):
+        sub.add_argument("--policy", required=True)
+        sub.add_argument("--route", help="one route (default: every route)")
+        sub.add_argument("--classifier", help="model file (default: the shipped one)")
+        sub.set_defaults(func=func)
+
+    usage = commands.add_parser("usage", help="usage and spend of a tenant, from a running gateway")
+    usage.add_argument("--tenant", required=True)
+    usage.add_argument("--key", help="one key's usage (its name)")
+    usage.add_argument("--days", type=int, default=7)
+    usage.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway")
+    usage.add_argument("--admin-key", default=os.environ.get("SWITCHYARD_ADMIN_KEY", ""),
+                       help="default: $SWITCHYARD_ADMIN_KEY")
+    usage.set_defaults(func=_usage)
 
     keys = commands.add_parser("keys", help="API keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)

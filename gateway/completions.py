@@ -15,7 +15,16 @@ from litestar.response import Stream
 from backends.base import Backend
 from backends.errors import ModelNotFoundError, PermissionDeniedError, SwitchyardError, UpstreamError
 from backends.pool import Worker
-from backends.types import ChatChoice, ChatChunk, ChatRequest, ChatResponse, TextRequest, TextResponse
+from backends.types import (
+    ChatChoice,
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    Message,
+    TextRequest,
+    TextResponse,
+    Usage,
+)
 from gateway.response_cache import CacheLookup, replay
 from gateway.runtime import Runtime
 from gateway.sse import DONE, encode_error_event, encode_event
@@ -78,21 +87,26 @@ class StreamLease:
     otherwise never run its ``finally`` and leave the upstream connection open.
     """
 
-    def __init__(self, worker: Worker, upstream: AsyncIterator[Any]) -> None:
+    def __init__(self, worker: Worker, upstream: AsyncIterator[Any],
+                 on_end: Callable[[list[Any]], None]) -> None:
         self._worker = worker
         self._upstream = upstream
+        self._on_end = on_end
         self._released = False
+        self.received: list[Any] = []
+        """Chunks relayed so far: what is charged if the stream is cut short."""
 
     async def release(self) -> None:
         if self._released:
             return
         self._released = True
         self._worker.in_flight -= 1
+        self._on_end(self.received)  # synchronous: a cancelled client cannot skip the charge
         await self._upstream.aclose()  # type: ignore[attr-defined]
 
 
 def _authorize(runtime: Runtime, caller: Caller, model: str) -> None:
-    if model not in runtime.models:
+    if model not in runtime.models and model not in runtime.routes:
         raise ModelNotFoundError(f"The model '{model}' does not exist.", param="model")
     if not caller.may_use(model):
         raise PermissionDeniedError(f"Your API key may not use the model '{model}'.", param="model")
@@ -107,12 +121,26 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
     params = call.params
     model = params.model
     _authorize(runtime, caller, model)
-    headers = {"x-request-id": uuid.uuid4().hex, "x-switchyard-model": model}
+    headers = {"x-request-id": uuid.uuid4().hex}
+    route = runtime.routes.get(model)
+    if route is not None:
+        # being allowed the route means being allowed both of its tiers
+        decision = route.decide(_messages(call), request.headers, caller.route_thresholds.get(model))
+        model = decision.model
+        headers["x-switchyard-tier"] = decision.tier
+        if decision.score is not None:
+            headers["x-switchyard-difficulty"] = f"{decision.score:.4f}"
+    headers["x-switchyard-model"] = model
+    admitted, ticket = await runtime.accounting.admit(runtime.policy, caller, model, call, headers["x-request-id"])
+    call = admitted  # type: ignore[assignment]  # the same kind of request, maybe trimmed
+    headers.update(ticket.headers)
+    settle = runtime.accounting.settle
     cached = CacheLookup.start(runtime.response_caches.get(model), caller.tenant, call, request.headers)
     hit = await cached.get()
     if cached.state:
         headers["x-switchyard-cache"] = cached.state
     if hit is not None:
+        settle(ticket, Usage())  # served without upstream tokens: refund the estimate
         return _from_cache(hit, call, model, headers)
 
     user = params.user if isinstance(params.user, str) else None
@@ -131,17 +159,33 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
         selector.on_outcome(worker.id, routing, "".join(operation.text(c) for c in chunks))
         await cached.put_stream(chunks)
 
+    def on_end(chunks: list[Chunk]) -> None:
+        usage = next((c.usage for c in reversed(chunks) if isinstance(c.usage, Usage)), None)
+        settle(ticket, usage, "".join(operation.text(c) for c in chunks))
+
     if call.is_stream:
-        return await _stream(operation, worker, call, model, headers, on_done)
+        return await _stream(operation, worker, call, model, headers, on_done, on_end)
     worker.in_flight += 1
     try:
         answer = await operation.complete(worker.backend, call)
+    except BaseException:
+        settle(ticket, Usage())  # failed before any output: nothing was generated
+        raise
     finally:
         worker.in_flight -= 1
+    settle(ticket, answer.usage if isinstance(answer.usage, Usage) else None, operation.text(answer))
     selector.on_outcome(worker.id, routing, operation.text(answer))
     answer.model = model
     return Response(_ENCODER.encode(answer), media_type="application/json", headers=headers,
                     background=BackgroundTask(cached.put, answer) if cached.key else None)
+
+
+def _messages(call: ChatRequest | TextRequest) -> list[Message]:
+    """What the difficulty classifier reads: the chat, or a text prompt as one user turn."""
+    if isinstance(call, ChatRequest):
+        return call.params.messages
+    prompt, _ = render_text(call.params.prompt)
+    return [Message(role="user", content=prompt)]
 
 
 def route_header(selection: Selection) -> str:
@@ -167,11 +211,11 @@ def _from_cache(hit: ChatResponse, call: ChatRequest | TextRequest, model: str,
 
 
 async def _stream(operation: Operation[Req, Resp, Chunk], worker: Worker, call: Req, model: str,
-                  headers: dict[str, str],
-                  on_done: Callable[[list[Chunk]], Awaitable[None]]) -> Response[Any]:
+                  headers: dict[str, str], on_done: Callable[[list[Chunk]], Awaitable[None]],
+                  on_end: Callable[[list[Chunk]], None]) -> Response[Any]:
     worker.in_flight += 1
     upstream = operation.stream(worker.backend, call)
-    lease = StreamLease(worker, upstream)
+    lease = StreamLease(worker, upstream, on_end)
     try:
         # peek before answering 200: a failure before the first byte is still a proper HTTP error
         first = await anext(upstream)
@@ -197,7 +241,7 @@ async def _relay(first: Chunk, upstream: AsyncIterator[Chunk], model: str, inclu
     learns the worker now holds prompt + answer, and the response cache stores the answer.
     """
     chunk = first
-    received: list[Chunk] = []
+    received: list[Chunk] = lease.received
     try:
         while True:
             received.append(chunk)

@@ -27,27 +27,40 @@ DEMO_KEY = "sy-demo-key"
 """Plain value of the demo tenant's key (it may use every model)."""
 TEAM_B_KEY = "sy-team-b-key"
 """Plain value of a second tenant's key, limited to the local model."""
+ADMIN_KEY = "sy-admin-key"
+"""Plain value of the admin key (``/admin/*``)."""
 UPSTREAM_OPENAI_KEY = "sim-openai-upstream-key"
 UPSTREAM_ANTHROPIC_KEY = "sim-anthropic-upstream-key"
 LOCAL_MODEL, OPENAI_MODEL, ANTHROPIC_MODEL = "llama-3.1-8b", "gpt-4o-mini", "claude-sonnet"
+AUTO_ROUTE = "auto"
+"""Difficulty route: easy prompts to the local model, hard ones to Claude."""
 
 
-def stack_policy(sglang_urls: list[str], openai_url: str, anthropic_url: str) -> dict[str, Any]:
+def stack_policy(sglang_urls: list[str], openai_url: str, anthropic_url: str,
+                 selection: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The demo policy over the given upstream URLs, as a plain document."""
     return {
         "version": "local-stack",
+        "admin_key_sha256": hash_key(ADMIN_KEY),
         "backends": {
             "local": {"kind": "sglang", "workers": sglang_urls, "health_interval_s": 1.0,
-                      "timeouts": {"connect_s": 2, "first_byte_s": 10, "idle_s": 10}},
+                      "timeouts": {"connect_s": 2, "first_byte_s": 10, "idle_s": 10},
+                      "selection": dict(selection or {"type": "round_robin"})},
             "openai": {"kind": "openai", "base_url": openai_url + "/v1",
                        "api_key_env": "SWITCHYARD_SIM_OPENAI_KEY", "health_interval_s": 5.0},
             "claude": {"kind": "anthropic", "base_url": anthropic_url,
                        "api_key_env": "SWITCHYARD_SIM_ANTHROPIC_KEY", "health_interval_s": 5.0},
         },
         "models": {
-            LOCAL_MODEL: {"deployments": [{"backend": "local", "model": "sim-llama"}]},
+            # calibrated to the simulator's ChatML template (docs/limits.md): never undercounts it
+            LOCAL_MODEL: {"deployments": [{"backend": "local", "model": "sim-llama"}],
+                          "tokens": {"tokens_per_message": 13, "safety_margin_tokens": 5}},
             OPENAI_MODEL: {"deployments": [{"backend": "openai", "model": "sim-gpt"}]},
             ANTHROPIC_MODEL: {"deployments": [{"backend": "claude", "model": "sim-claude"}]},
+        },
+        "routes": {
+            AUTO_ROUTE: {"cheap": LOCAL_MODEL, "strong": ANTHROPIC_MODEL, "threshold": 0.4,
+                         "allow_tier_header": True},
         },
         "tenants": {
             "demo": {"models": ["*"], "keys": [{"name": "demo-key", "sha256": hash_key(DEMO_KEY)}]},
@@ -82,13 +95,15 @@ async def start_local_stack(
     *,
     sglang_workers: int = 2,
     sim: SimConfig | None = None,
+    selection: Mapping[str, Any] | None = None,
     edit_policy: Callable[[dict[str, Any]], None] | None = None,
     settings_overrides: Mapping[str, Any] | None = None,
 ) -> LocalStack:
     """Start ``sglang_workers`` SGLang sims, an OpenAI and an Anthropic sim, and the gateway.
 
     ``sim`` is the template for every simulator (latency model, cache size); the worker id,
-    kind and key are filled in per simulator. ``edit_policy`` may change the generated policy
+    kind and key are filled in per simulator. ``selection`` is the SGLang pool's worker
+    selection (default round robin). ``edit_policy`` may change the generated policy
     document (it knows the simulators' URLs by then) before the gateway loads it.
     """
     base = sim or SimConfig(itl_ms=2.0, prefill_us_per_token=20.0)
@@ -103,7 +118,7 @@ async def start_local_stack(
     # the upstream keys reach the gateway the way operators pass them: through the environment
     os.environ["SWITCHYARD_SIM_OPENAI_KEY"] = UPSTREAM_OPENAI_KEY
     os.environ["SWITCHYARD_SIM_ANTHROPIC_KEY"] = UPSTREAM_ANTHROPIC_KEY
-    document = stack_policy([s.url for s in sglang], openai.url, anthropic.url)
+    document = stack_policy([s.url for s in sglang], openai.url, anthropic.url, selection)
     if edit_policy is not None:
         edit_policy(document)
     policy_path = workdir / "policy.yaml"

@@ -19,7 +19,7 @@ async def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
     caller = runtime.keyring.authenticate(request.headers.get("authorization"))
     return {"object": "list", "data": [
         {"id": name, "object": "model", "created": _STARTED, "owned_by": "switchyard"}
-        for name in runtime.models if caller.may_use(name)
+        for name in [*runtime.models, *runtime.routes] if caller.may_use(name)
     ]}
 
 

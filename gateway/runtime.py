@@ -21,6 +21,7 @@ from backends.http import Timeouts, open_session
 from backends.openai_compat import OpenAICompatBackend
 from backends.pool import WorkerPool
 from backends.sglang import SGLangBackend
+from gateway.accounting import Accounting
 from gateway.response_cache import ResponseCache
 from gateway.stores import CacheStore, MemoryCacheStore, RedisCacheStore
 from policies.document import (
@@ -33,10 +34,14 @@ from policies.document import (
     TimeoutsConfig,
 )
 from policies.keys import KeyRing
+from policies.rate_limit import MemoryRateLimiter, RateLimiter
+from policies.spend import MemoryUsageLedger, UsageLedger
+from policies.tokens import TokenCounter
 from policies.loader import PolicyError
 from router import build_policy
 from router.config import RoundRobinConfig, SelectionConfig
 from router.decide import Deployment, ModelRoute
+from router.tiering import DifficultyRoute, Scorer, share_threshold
 
 
 def _timeouts(config: TimeoutsConfig) -> Timeouts:
@@ -106,23 +111,39 @@ class Runtime:
 
     def __init__(self, policy: Policy, pools: dict[str, WorkerPool], models: dict[str, ModelRoute],
                  sessions: list[aiohttp.ClientSession], control: httpx.AsyncClient,
-                 response_caches: dict[str, ResponseCache] | None = None) -> None:
+                 response_caches: dict[str, ResponseCache] | None = None,
+                 routes: dict[str, DifficultyRoute] | None = None,
+                 accounting: Accounting | None = None) -> None:
         self.policy = policy
         self.keyring = KeyRing(policy)
         self.pools = pools
         self.models = models
         self.response_caches = response_caches or {}
         """Per public model, for the models that enable ``response_cache``."""
+        self.routes = routes or {}
+        """Difficulty routes by public name."""
+        self.accounting = accounting or Accounting(
+            TokenCounter.load(m.tokens.tokenizer for m in policy.models.values()),
+            MemoryRateLimiter(), MemoryUsageLedger())
+        """Admission and charging; the limiter and ledger outlive policy reloads."""
         self._sessions = sessions
         self._control = control
 
     @classmethod
     def build(cls, policy: Policy, *, max_connections: int = 0,
-              environ: Mapping[str, str] | None = None, redis_client: redis.Redis | None = None) -> Runtime:
-        """Compile ``policy``; raise ``PolicyError`` if it cannot run here (missing env var).
+              environ: Mapping[str, str] | None = None, redis_client: redis.Redis | None = None,
+              scorer: Scorer | None = None, scorer_error: str = "",
+              limit_stores: tuple[RateLimiter, UsageLedger] | None = None) -> Runtime:
+        """Compile ``policy``; raise ``PolicyError`` if it cannot run here (missing env var,
+        difficulty routes without a working classifier).
 
-        ``redis_client`` makes shared state (the response cache) live in Redis.
+        ``redis_client`` makes shared state (the response cache) live in Redis; ``scorer`` is
+        the process's difficulty classifier (``scorer_error`` says why there is none).
         """
+        routes = compile_routes(policy, scorer, scorer_error)
+        counter = TokenCounter.load(m.tokens.tokenizer for m in policy.models.values())
+        limiter, ledger = limit_stores or (MemoryRateLimiter(), MemoryUsageLedger())
+        accounting = Accounting(counter, limiter, ledger)
         environ = os.environ if environ is None else environ
         control = httpx.AsyncClient(timeout=httpx.Timeout(5.0), limits=httpx.Limits(max_connections=64))
         pools: dict[str, WorkerPool] = {}
@@ -148,7 +169,7 @@ class Runtime:
         }
         caches = {name: _response_cache(name, model, redis_client)
                    for name, model in policy.models.items() if model.response_cache.enabled}
-        return cls(policy, pools, models, sessions, control, caches)
+        return cls(policy, pools, models, sessions, control, caches, routes, accounting)
 
     async def start(self) -> None:
         """Check every worker once (so readiness is known), then keep checking in the background."""
@@ -167,9 +188,27 @@ class Runtime:
         return Readiness(True, f"policy {self.policy.version}: {len(self.models)} models ready")
 
     async def aclose(self) -> None:
+        await self.accounting.aclose()
         await asyncio.gather(*(pool.aclose() for pool in self.pools.values()))
         await asyncio.gather(*(session.close() for session in self._sessions))
         await self._control.aclose()
+
+
+def compile_routes(policy: Policy, scorer: Scorer | None, error: str = "") -> dict[str, DifficultyRoute]:
+    """The policy's difficulty routes, thresholds resolved; ``PolicyError`` if they cannot run."""
+    routes: dict[str, DifficultyRoute] = {}
+    for name, route in policy.routes.items():
+        if scorer is None:
+            raise PolicyError([(f"routes.{name}", f"needs the difficulty classifier, which failed to load: {error}")])
+        threshold = route.threshold
+        if threshold is None:
+            try:
+                threshold = share_threshold(scorer, route.strong_share or 0.0)
+            except ValueError as exc:
+                raise PolicyError([(f"routes.{name}.strong_share", str(exc))]) from None
+        routes[name] = DifficultyRoute(name, route.cheap, route.strong, threshold,
+                                       route.allow_tier_header, scorer)
+    return routes
 
 
 def _response_cache(name: str, model: ModelConfig, client: redis.Redis | None) -> ResponseCache:

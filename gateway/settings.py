@@ -22,15 +22,20 @@ class Settings:
     """Larger request bodies get 413 before they are read in full."""
     max_connections_per_backend: int = 0
     """Cap on pooled upstream connections per policy backend; 0 = no cap."""
+    classifier_path: Path | None = None
+    """The difficulty model for ``routes``; the shipped ``router/models/difficulty.onnx`` if unset."""
     redis_url: str | None = None
     """Shared state for several replicas (response cache, ...); in memory when unset."""
 
     @classmethod
     def from_env(cls, policy_path: str | Path | None = None) -> Settings:
-        """Read ``SWITCHYARD_POLICY``, ``SWITCHYARD_MAX_BODY_BYTES`` and ``REDIS_URL``."""
+        """Read ``SWITCHYARD_POLICY``, ``SWITCHYARD_MAX_BODY_BYTES``, ``SWITCHYARD_CLASSIFIER``
+        and ``REDIS_URL``."""
         path = policy_path or os.environ.get("SWITCHYARD_POLICY")
         if not path:
             raise ValueError("no policy file: pass --policy or set SWITCHYARD_POLICY")
         max_body = int(os.environ.get("SWITCHYARD_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+        classifier = os.environ.get("SWITCHYARD_CLASSIFIER")
         return cls(policy_path=Path(path), max_body_bytes=max_body,
+                   classifier_path=Path(classifier) if classifier else None,
                    redis_url=os.environ.get("REDIS_URL") or None)

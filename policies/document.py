@@ -11,9 +11,17 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, Field, field_validator
+from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 
 from backends.config import StrictModel
+from policies.limits_config import (
+    BudgetConfig,
+    ContextConfig,
+    LimitsStoreConfig,
+    PriceConfig,
+    RateLimitConfig,
+    TokenCountingConfig,
+)
 from router.config import RoundRobinConfig, SelectionConfig
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -112,6 +120,43 @@ class ModelConfig(StrictModel):
     """Tried in order: the first with a healthy worker serves the request."""
     description: str = ""
     response_cache: ResponseCacheConfig = ResponseCacheConfig()
+    tokens: TokenCountingConfig = TokenCountingConfig()
+    """How prompts are counted before the call (tokenizer, calibration for non-tiktoken models)."""
+    context: ContextConfig | None = None
+    """Context budget: window, output reserve, and what to do with a prompt that does not fit."""
+    prices: PriceConfig | None = None
+    """USD per million tokens, for spend accounting and money budgets."""
+
+
+Threshold = Annotated[float, Field(ge=0, le=1)]
+
+
+class DifficultyRouteConfig(StrictModel):
+    """A public name that sends each request to a cheap or a strong model by difficulty.
+
+    The difficulty classifier scores P(the strong model is needed) for the request (its last
+    user turn plus a little context); at or above the threshold the strong model answers.
+    Give either ``threshold`` or ``strong_share``.
+    """
+
+    cheap: str
+    """Public model name of the cheap tier (a key of ``models``)."""
+    strong: str
+    """Public model name of the strong tier (a key of ``models``)."""
+    threshold: Threshold | None = None
+    """Scores at or above this go to the strong model. Higher = cheaper, lower = safer."""
+    strong_share: Threshold | None = None
+    """Instead of a threshold: the share of traffic to send to the strong model. The gateway
+    turns it into a threshold with the score distribution recorded in the model file
+    (``switchyard route calibrate`` does the same on your own traffic sample)."""
+    allow_tier_header: bool = False
+    """Let clients force a tier with ``x-switchyard-tier: cheap|strong``."""
+
+    @model_validator(mode="after")
+    def _one_knob(self) -> DifficultyRouteConfig:
+        if (self.threshold is None) == (self.strong_share is None):
+            raise ValueError("give exactly one of threshold or strong_share")
+        return self
 
 
 class KeyConfig(StrictModel):
@@ -121,6 +166,12 @@ class KeyConfig(StrictModel):
     """Shown in logs and usage reports instead of the key."""
     sha256: str
     """Lower-case hex SHA-256 of the key's plain value."""
+    route_thresholds: dict[str, Threshold] = {}
+    """Per difficulty route, a threshold for this key (wins over the tenant's and the route's)."""
+    rate_limits: RateLimitConfig | None = None
+    """Requests and tokens per minute for this key alone (the tenant's limits apply too)."""
+    budgets: BudgetConfig | None = None
+    """Daily and monthly token and money caps for this key alone."""
 
     @field_validator("sha256")
     @classmethod
@@ -134,8 +185,15 @@ class TenantConfig(StrictModel):
     """A customer or team: its keys and the models they may use."""
 
     models: list[str] = ["*"]
-    """Public model names this tenant may call; ``"*"`` allows every model."""
+    """Public model and route names this tenant may call; ``"*"`` allows every one. A route
+    brings its two tiers with it."""
     keys: list[KeyConfig] = []
+    route_thresholds: dict[str, Threshold] = {}
+    """Per difficulty route, a threshold for this tenant (wins over the route's own)."""
+    rate_limits: RateLimitConfig | None = None
+    """Requests and tokens per minute shared by all of this tenant's keys."""
+    budgets: BudgetConfig | None = None
+    """Daily and monthly token and money caps for the whole tenant."""
 
 
 class Policy(StrictModel):
@@ -145,7 +203,20 @@ class Policy(StrictModel):
     """A label for this revision, shown by ``policy check`` and in logs."""
     backends: dict[str, BackendConfig]
     models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
+    routes: dict[str, DifficultyRouteConfig] = {}
+    """Public names routed by difficulty to one of two models."""
     tenants: dict[str, TenantConfig] = {}
+    limits: LimitsStoreConfig = LimitsStoreConfig()
+    """How rate limits and budgets use Redis (timeouts, outage handling, retention)."""
+    admin_key_sha256: str | None = None
+    """SHA-256 of the admin key for ``/admin/*``; with none set, the admin API is off (404)."""
+
+    @field_validator("admin_key_sha256")
+    @classmethod
+    def _admin_is_hex_digest(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256_HEX.match(value):
+            raise ValueError("must be 64 lower-case hex characters (switchyard keys hash)")
+        return value
 
 
 def reference_problems(document: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -153,8 +224,16 @@ def reference_problems(document: Mapping[str, Any]) -> list[tuple[str, str]]:
 
     Works on the raw document, so these are reported alongside schema errors, not after.
     """
-    backends, models, tenants = (_mapping(document.get(k)) for k in ("backends", "models", "tenants"))
+    backends, models, tenants, routes = (_mapping(document.get(k))
+                                         for k in ("backends", "models", "tenants", "routes"))
     problems: list[tuple[str, str]] = []
+    for route_name, route in routes.items():
+        if route_name in models:
+            problems.append((f"routes.{route_name}", "a route cannot have the name of a model"))
+        for tier in ("cheap", "strong"):
+            target = _mapping(route).get(tier)
+            if isinstance(target, str) and target not in models:
+                problems.append((f"routes.{route_name}.{tier}", f"no model named {target!r}"))
     for model_name, model in models.items():
         for index, deployment in enumerate(_list(_mapping(model).get("deployments"))):
             backend = _mapping(deployment).get("backend")
@@ -164,8 +243,9 @@ def reference_problems(document: Mapping[str, Any]) -> list[tuple[str, str]]:
     seen: dict[str, str] = {}
     for tenant_name, tenant in tenants.items():
         for model_name in _list(_mapping(tenant).get("models")):
-            if isinstance(model_name, str) and model_name != "*" and model_name not in models:
-                problems.append((f"tenants.{tenant_name}.models", f"no model named {model_name!r}"))
+            if isinstance(model_name, str) and model_name != "*" and model_name not in models \
+                    and model_name not in routes:
+                problems.append((f"tenants.{tenant_name}.models", f"no model or route named {model_name!r}"))
         for index, key in enumerate(_list(_mapping(tenant).get("keys"))):
             digest = _mapping(key).get("sha256")
             if not isinstance(digest, str):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from backends.errors import AuthenticationError
+from backends.errors import AuthenticationError, NotFoundError
 from policies.document import Policy
 
 
@@ -30,6 +31,8 @@ class Caller:
     key_hash: str
     models: frozenset[str]
     """Public model names allowed, or ``{"*"}`` for all."""
+    route_thresholds: Mapping[str, float] = field(default_factory=dict)
+    """Difficulty-route thresholds of this tenant, overridden by this key's."""
 
     def may_use(self, model: str) -> bool:
         return "*" in self.models or model in self.models
@@ -46,8 +49,18 @@ class KeyRing:
         self._callers: dict[bytes, Caller] = {}
         for tenant_name, tenant in policy.tenants.items():
             for key in tenant.keys:
-                caller = Caller(tenant_name, key.name, key.sha256, frozenset(tenant.models))
+                thresholds = {**tenant.route_thresholds, **key.route_thresholds}
+                caller = Caller(tenant_name, key.name, key.sha256, frozenset(tenant.models), thresholds)
                 self._callers[bytes.fromhex(key.sha256)] = caller
+
+    def check_admin(self, authorization: str | None, admin_sha256: str | None) -> None:
+        """Pass only the admin key; the admin API does not exist when no admin key is set."""
+        if admin_sha256 is None:
+            raise NotFoundError("Unknown route.")
+        scheme, _, key = (authorization or "").partition(" ")
+        digest = hashlib.sha256(key.strip().encode("utf-8")).digest()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(digest, bytes.fromhex(admin_sha256)):
+            raise AuthenticationError("The admin API needs the admin key as 'Authorization: Bearer <key>'.")
 
     def __len__(self) -> int:
         return len(self._callers)

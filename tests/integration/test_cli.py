@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -94,9 +95,39 @@ def test_demo_prints_its_table_and_exits_0() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("request"))
-    rows = [line for line in lines[header + 2:] if line.strip() and not line.startswith("worker =")]
-    assert len(rows) >= 8
-    assert any("local/0" in r for r in rows) and any("local/1" in r for r in rows)
-    assert "HTTP 403" in rows[-1]
-    conversation = [r for r in rows if r.startswith("conversation turn")]
-    assert int(conversation[-1].split()[6]) > 0, "a later turn hits the prefix cache"
+    rows = [line for line in lines[header + 2:] if line.strip() and line[0] != " " and ":" not in line[:12]
+            or line.startswith("auto:")]
+    by_label = {line[:22].strip(): line.split() for line in rows}
+    assert "HTTP 403" in result.stdout
+    def worker_and_why(cells: list[str]) -> tuple[str, str]:
+        at = next(i for i, cell in enumerate(cells) if cell.startswith("local/"))
+        return cells[at], cells[at + 1]
+
+    for user in "ABC":
+        worker, _ = worker_and_why(by_label[f"user {user}, turn 1"])
+        assert worker_and_why(by_label[f"user {user}, turn 3"]) == (worker, "home_hit"), \
+            "a conversation stays on its worker and finds its history cached"
+    assert "(cheap" in " ".join(by_label["auto: easy prompt"]) and "(strong" in " ".join(by_label["auto: hard prompt"])
+
+
+def test_route_explain_prints_score_tier_and_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["route", "explain", "--policy", str(EXAMPLE), "hi, how are you?"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("route auto: score ") and "-> cheap tier -> model llama-3.1-8b" in out
+
+
+def test_route_calibrate_on_a_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sample = tmp_path / "traffic.jsonl"
+    prompts = ["hi", "thanks!", "what time is it", "Prove Fermat's little theorem and use it to compute 3^100 mod 7.",
+               "Derive the closed form of the Fibonacci numbers with generating functions."]
+    sample.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": p}]}) for p in prompts))
+    assert main(["route", "calibrate", "--policy", str(EXAMPLE), "--strong-share", "0.4", "--sample", str(sample)]) == 0
+    out = capsys.readouterr().out
+    assert "sends 40.0% to the strong tier" in out and "routes.auto.threshold:" in out
+
+
+def test_route_commands_fail_clearly_on_a_policy_without_routes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(EXAMPLE.read_text()).items() if k != "routes"}))
+    assert main(["route", "explain", "--policy", str(plain), "x"]) == 1
+    assert "declares no difficulty route" in capsys.readouterr().err

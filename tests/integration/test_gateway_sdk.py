@@ -8,6 +8,7 @@ import pytest
 
 from gateway.local_stack import (
     ANTHROPIC_MODEL,
+    AUTO_ROUTE,
     DEMO_KEY,
     LOCAL_MODEL,
     OPENAI_MODEL,
@@ -121,7 +122,7 @@ def test_anthropic_tool_call_round_trip(client: openai.OpenAI) -> None:
 
 def test_models_list_follows_the_key(stack: ThreadedStack) -> None:
     everything = openai.OpenAI(base_url=stack.url + "/v1", api_key=DEMO_KEY).models.list()
-    assert {m.id for m in everything} == {LOCAL_MODEL, OPENAI_MODEL, ANTHROPIC_MODEL}
+    assert {m.id for m in everything} == {LOCAL_MODEL, OPENAI_MODEL, ANTHROPIC_MODEL, AUTO_ROUTE}
     limited = openai.OpenAI(base_url=stack.url + "/v1", api_key=TEAM_B_KEY).models.list()
     assert [m.id for m in limited] == [LOCAL_MODEL]
 

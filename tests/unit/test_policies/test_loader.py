@@ -69,7 +69,7 @@ def test_deployment_must_name_a_backend() -> None:
 
 
 def test_tenant_must_name_a_model() -> None:
-    assert problems(minimal(tenant_model="slow")) == [("tenants.t.models", "no model named 'slow'")]
+    assert problems(minimal(tenant_model="slow")) == [("tenants.t.models", "no model or route named 'slow'")]
 
 
 def test_key_hash_must_be_hex_digest() -> None:

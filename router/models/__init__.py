@@ -1,0 +1,1 @@
+"""Model files shipped with the router (the difficulty classifier's ``difficulty.onnx``)."""
