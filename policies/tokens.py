@@ -42,6 +42,7 @@ import json
 import logging
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,12 @@ def _load_one(name: str, cache_dir: str | None, strict: bool) -> tuple[tiktoken.
             EncodingSource(name, _OFFLINE_CL100K, "fallback"))
 
 
+_MEMO_MIN_CHARS = 256
+"""Shorter texts are counted afresh: hashing them costs about as much as encoding them."""
+_MEMO_ENTRIES = 100_000
+"""Remembered counts (about 100 bytes each)."""
+
+
 class TokenCounter:
     """Counts chat prompts per model; built once per process with the encodings the policy names.
 
@@ -152,6 +159,10 @@ class TokenCounter:
         self.sources = tuple(sources)
         self.offload_chars = offload_chars
         self._warned: set[str] = set()
+        # A conversation resends its whole history every turn: remember what each long text
+        # counted, so a turn pays only for its new messages. Keyed by (encoding, hash, length):
+        # memory stays small whatever the texts' size.
+        self._memo: OrderedDict[tuple[str, int, int], int] = OrderedDict()
 
     @classmethod
     def load(cls, tokenizers: Iterable[str], *, strict: bool = False,
@@ -192,8 +203,24 @@ class TokenCounter:
 
     def count_message(self, message: Message, config: TokenCountingConfig) -> int:
         """Calibrated tokens of one chat message, its per-message overhead included."""
-        raw = _message_tokens(self.encoding(config), message, config.tokens_per_message)
+        encoding = self.encoding(config)
+        raw = _message_tokens(lambda text: self._count_remembered(encoding, text), message,
+                              config.tokens_per_message)
         return _calibrated(raw, config)
+
+    def _count_remembered(self, encoding: tiktoken.Encoding, text: str) -> int:
+        if len(text) < _MEMO_MIN_CHARS:
+            return len(encoding.encode_ordinary(text))
+        key = (encoding.name, hash(text), len(text))
+        found = self._memo.get(key)
+        if found is not None:
+            self._memo.move_to_end(key)
+            return found
+        count = len(encoding.encode_ordinary(text))
+        self._memo[key] = count
+        if len(self._memo) > _MEMO_ENTRIES:
+            self._memo.popitem(last=False)
+        return count
 
     def count_fixed(self, tools: Sequence[Tool] | None, config: TokenCountingConfig) -> int:
         """Tokens of a request besides its messages: reply priming, tools, safety margin."""
@@ -234,10 +261,7 @@ def _calibrated(raw: int, config: TokenCountingConfig) -> int:
     return raw if config.calibration_factor == 1.0 else math.ceil(raw * config.calibration_factor)
 
 
-def _message_tokens(encoding: tiktoken.Encoding, message: Message, per_message: int) -> int:
-    def n(text: str) -> int:
-        return len(encoding.encode_ordinary(text))
-
+def _message_tokens(n: Callable[[str], int], message: Message, per_message: int) -> int:
     tokens = per_message + n(message.role)
     content = message.content
     if isinstance(content, str):

@@ -200,3 +200,21 @@ async def test_long_prompts_are_counted_off_the_loop(counter: TokenCounter) -> N
     await task
     assert tokens > 90_000
     assert ticks > 3, f"the loop did not run during {time.perf_counter() - started:.3f}s of counting"
+
+
+def test_resent_history_is_counted_from_memory_with_the_same_result() -> None:
+    from backends.types import Message
+    from policies.limits_config import TokenCountingConfig
+    from policies.tokens import TokenCounter
+
+    counter = TokenCounter.load(["cl100k_base"])
+    config = TokenCountingConfig()
+    history = [Message(role="user", content="a long question about caches " * 40),
+               Message(role="assistant", content="a long answer about radix trees " * 40)]
+    first = counter.count_chat(history, None, config)
+    remembered = len(counter._memo)
+    assert remembered == 2
+    assert counter.count_chat(history, None, config) == first
+    turn = [*history, Message(role="user", content="and one more question " * 20)]
+    assert counter.count_chat(turn, None, config) > first
+    assert len(counter._memo) == remembered + 1, "only the new message was encoded"

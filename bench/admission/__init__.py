@@ -1,0 +1,1 @@
+"""Admission cost: token counting, context fitting, rate limits and budgets, per request."""
