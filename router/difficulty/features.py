@@ -14,8 +14,8 @@ a few structural features:
   tokens, so any language and code get features, and the tokenizer is already a runtime dep);
 - structural features: length, lines, code, math, digits, question marks, answer options.
 
-Character 3- and 4-grams were measured too (spec draft): +0.004 mean dev APGR, within noise, for
-about a third more time per decision, so they are not in the spec (see ``docs/router-model.md``).
+Character 3- and 4-grams were measured too (a draft of this spec): +0.004 mean dev APGR, within
+noise, for +45 us per 500-token decision, so they are not in the spec (``docs/router-model.md``).
 
 Each hashed family's weights add up to one (a bag average), so a feature's value does not
 grow with the prompt's length; length has its own structural features. Hashing is a fixed
@@ -128,7 +128,9 @@ class FeatureExtractor:
     def extract(self, text: str) -> SparseFeatures:
         """The feature vector of one text; identical at training time and in the gateway."""
         text = clip_text(text)
-        ids = np.array(self._encoding.encode_ordinary(text.lower()), dtype=np.uint64)
+        # encode_to_numpy skips building a Python list; with no special token allowed or
+        # disallowed it is encode_ordinary: "<|endoftext|>" in user text is plain text
+        ids = self._encoding.encode_to_numpy(text.lower(), disallowed_special=()).astype(np.uint64)
         n = ids.size
         n_bi = max(n - 1, 0)
         # one key array, one hash pass: unigram keys are token ids (< 2**17), bigram keys

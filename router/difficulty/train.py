@@ -85,7 +85,7 @@ def training_matrix(examples: Sequence[D.Example], X: sp.csr_matrix,
     as negative (``1 - t``), each set's rows scaled to its ``shares`` of the total weight."""
     target = np.array([e.target for e in examples], dtype=np.float64)
     names = [e.dataset for e in examples]
-    counts = {n: names.count(n) for n in set(names)}
+    counts = {n: names.count(n) for n in sorted(set(names))}  # sorted: float sums in one order
     total = sum(shares[n] for n in counts)
     row_w = np.array([shares[n] / total * len(examples) / counts[n] for n in names])
     X2 = sp.vstack([X, X]).tocsr()
@@ -185,12 +185,22 @@ def train(data_dir: Path | None, out: Path, *, seed: int, C: float, own: Path | 
     metrics = dev_metrics(scores, dev)
     info = summary(train_rows, metrics, seed=seed, C=C,
                    shares={n: s for n, s in shares.items() if any(e.dataset == n for e in train_rows)})
+    info["dev_score_quantiles"] = score_quantiles(scores)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_model(build_model(layers, family="logistic", summary=info), str(out))
     sample = train_rows[:: max(1, len(train_rows) // 300)]
     _check_onnx(out, extractor, [e.text for e in sample], predict(layers, X[:: max(1, len(train_rows) // 300)]))
     log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); dev mean APGR {info['dev_mean_apgr']}")
     return info
+
+
+def score_quantiles(scores: dict[str, npt.NDArray[np.float64]]) -> list[float]:
+    """Percentiles 0..100 of the dev scores of the permissively licensed sets: what a route's
+    ``strong_share`` is turned into a threshold with, when no traffic sample is at hand."""
+    pooled = [s for n, s in scores.items() if "NC" not in (D.SETS[n].licence if n in D.SETS else "NC")]
+    if not pooled:
+        return []
+    return [round(float(q), 6) for q in np.quantile(np.concatenate(pooled), np.linspace(0.0, 1.0, 101))]
 
 
 def _check_onnx(path: Path, extractor: FeatureExtractor, texts: list[str],

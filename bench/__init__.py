@@ -1,0 +1,1 @@
+"""Benchmarks of Switchyard; each one runs as ``python -m bench.<name>``."""
