@@ -76,6 +76,15 @@ def test_serve_runs_the_gateway(stack: ThreadedStack, tmp_path: Path) -> None:
         client = openai.OpenAI(base_url=base + "/v1", api_key=DEMO_KEY, max_retries=0)
         reply = client.chat.completions.create(model=LOCAL_MODEL, messages=[{"role": "user", "content": "hi"}])
         assert reply.choices[0].message.content
+        # small SSE chunks must not wait for ACKs (Nagle + delayed ACK shows as ~40 ms gaps)
+        gaps, last = [], None
+        for _ in client.chat.completions.create(model=LOCAL_MODEL, stream=True, max_tokens=40,
+                                                messages=[{"role": "user", "content": "count"}]):
+            now = time.perf_counter()
+            if last is not None:
+                gaps.append(now - last)
+            last = now
+        assert sorted(gaps)[len(gaps) // 2] < 0.015, "the simulator emits a token every 2 ms"
     finally:
         process.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal as its exit status
