@@ -116,15 +116,13 @@ class StreamOptions(Wire):
 Stop = str | list[str] | None
 
 
-class ChatParams(Wire):
-    """The fields of ``POST /v1/chat/completions`` that the gateway knows and validates."""
+class CompletionParams(Wire, kw_only=True):
+    """Fields both completion endpoints share: the model and how to sample."""
 
     model: str
-    messages: Annotated[list[Message], Meta(min_length=1)]
     stream: bool | UnsetType = UNSET
     stream_options: StreamOptions | None | UnsetType = UNSET
     max_tokens: PositiveInt | None | UnsetType = UNSET
-    max_completion_tokens: PositiveInt | None | UnsetType = UNSET
     temperature: Temperature | None | UnsetType = UNSET
     top_p: Probability | None | UnsetType = UNSET
     n: ChoiceCount | None | UnsetType = UNSET
@@ -133,37 +131,31 @@ class ChatParams(Wire):
     presence_penalty: Penalty | None | UnsetType = UNSET
     frequency_penalty: Penalty | None | UnsetType = UNSET
     logit_bias: dict[str, float] | None | UnsetType = UNSET
+    user: str | None | UnsetType = UNSET
+
+
+class ChatParams(CompletionParams, kw_only=True):
+    """The fields of ``POST /v1/chat/completions`` that the gateway knows and validates."""
+
+    messages: Annotated[list[Message], Meta(min_length=1)]
+    max_completion_tokens: PositiveInt | None | UnsetType = UNSET
     logprobs: bool | None | UnsetType = UNSET
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None | UnsetType = UNSET
     tools: list[Tool] | None | UnsetType = UNSET
     tool_choice: str | JSONObject | None | UnsetType = UNSET
     parallel_tool_calls: bool | None | UnsetType = UNSET
     response_format: JSONObject | None | UnsetType = UNSET
-    user: str | None | UnsetType = UNSET
 
 
-class TextParams(Wire):
+class TextParams(CompletionParams, kw_only=True):
     """The fields of ``POST /v1/completions`` that the gateway knows and validates."""
 
-    model: str
     prompt: str | list[Any]
     """A string, or a list of strings, of token ids, or of token-id lists (checked by the edge)."""
-    stream: bool | UnsetType = UNSET
-    stream_options: StreamOptions | None | UnsetType = UNSET
-    max_tokens: PositiveInt | None | UnsetType = UNSET
-    temperature: Temperature | None | UnsetType = UNSET
-    top_p: Probability | None | UnsetType = UNSET
-    n: ChoiceCount | None | UnsetType = UNSET
-    stop: Stop | UnsetType = UNSET
-    seed: Seed | None | UnsetType = UNSET
-    presence_penalty: Penalty | None | UnsetType = UNSET
-    frequency_penalty: Penalty | None | UnsetType = UNSET
-    logit_bias: dict[str, float] | None | UnsetType = UNSET
     logprobs: int | None | UnsetType = UNSET
     echo: bool | None | UnsetType = UNSET
     suffix: str | None | UnsetType = UNSET
     best_of: ChoiceCount | None | UnsetType = UNSET
-    user: str | None | UnsetType = UNSET
 
 
 class ChatRequest(msgspec.Struct, frozen=True):

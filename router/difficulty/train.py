@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import scipy.sparse as sp  # type: ignore[import-untyped]
-from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+import scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression
 
 from router.difficulty import data as D
 from router.difficulty.classifier import DifficultyClassifier
@@ -152,7 +152,7 @@ def load_data(data_dir: Path | None, own: Path | None = None) -> tuple[list[D.Ex
 def summary(train: Sequence[D.Example], metrics: dict[str, dict[str, float]], *, seed: int,
             C: float, shares: dict[str, float]) -> dict[str, Any]:
     """The training summary stored in the model file."""
-    import sklearn  # type: ignore[import-untyped]
+    import sklearn
 
     sizes = {n: sum(e.dataset == n for e in train) for n in sorted({e.dataset for e in train})}
     return {
