@@ -14,6 +14,12 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests check correctness, not speed: on a loaded 2-core CI machine generation can be
+# slow, and a timing failure there would say nothing about the code.
+settings.register_profile("switchyard", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("switchyard")
 
 from gateway.local_stack import LocalStack, start_local_stack
 
