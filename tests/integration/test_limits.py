@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +17,12 @@ import openai
 import pytest
 import redis
 
-from gateway.local_stack import ADMIN_KEY, LOCAL_MODEL
+from gateway.local_stack import (
+    ADMIN_KEY,
+    LOCAL_MODEL,
+    UPSTREAM_ANTHROPIC_KEY,
+    UPSTREAM_OPENAI_KEY,
+)
 from policies.keys import hash_key
 from tests.conftest import ThreadedStack
 from tests.redis_support import REDIS_URL
@@ -157,31 +163,49 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_two_gateways_sharing_redis_enforce_one_rpm_limit(tmp_path: Path) -> None:
-    name = f"shared{uuid.uuid4().hex[:6]}"
+def serve_process(policy: Path, port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    """``switchyard serve`` as an operator runs it, sharing ``redis_url``."""
+    env = {**os.environ, "REDIS_URL": redis_url, "SWITCHYARD_SIM_OPENAI_KEY": UPSTREAM_OPENAI_KEY,
+           "SWITCHYARD_SIM_ANTHROPIC_KEY": UPSTREAM_ANTHROPIC_KEY}
+    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--policy", str(policy),
+                                "--port", str(port), "--log-level", "warning"], env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the gateway process did not become ready")
+
+
+def test_two_gateway_processes_sharing_redis_enforce_one_rpm_limit(tmp_path: Path) -> None:
     try:
         redis.Redis.from_url(REDIS_URL).ping()
     except redis.ConnectionError as exc:
         if os.environ.get("CI"):
             raise
         pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
-    edit = tenant(name, rate_limits={"rpm": 10})
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a = ThreadedStack(tmp_path / "a", sglang_workers=1, edit_policy=edit, settings_overrides={"redis_url": REDIS_URL})
-    b = ThreadedStack(tmp_path / "b", sglang_workers=1, edit_policy=edit, settings_overrides={"redis_url": REDIS_URL})
+    name = f"shared{uuid.uuid4().hex[:6]}"
+    stack = ThreadedStack(tmp_path, sglang_workers=1, edit_policy=tenant(name, rate_limits={"rpm": 10}))
+    ports = [free_port(), free_port()]
+    processes = [serve_process(stack.stack.policy_path, port, REDIS_URL) for port in ports]
     try:
         admitted = 0
-        for i in range(30):
-            stack = (a, b)[i % 2]
-            response = httpx.post(stack.url + "/v1/chat/completions", headers={"authorization": f"Bearer sy-{name}"},
+        for i in range(30):  # a round-robin balancer in front of both
+            response = httpx.post(f"http://127.0.0.1:{ports[i % 2]}/v1/chat/completions",
+                                  headers={"authorization": f"Bearer sy-{name}"}, timeout=10,
                                   json={"model": LOCAL_MODEL, "max_tokens": 1,
                                         "messages": [{"role": "user", "content": "x"}]})
             admitted += response.status_code == 200
-        assert 10 <= admitted <= 11
+        assert 10 <= admitted <= 11, "one limit across both processes: at most limit + 1"
     finally:
-        a.close()
-        b.close()
+        for process in processes:
+            process.terminate()
+            process.wait(15)
+        stack.close()
 
 
 @pytest.fixture

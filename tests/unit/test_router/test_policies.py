@@ -199,3 +199,18 @@ async def test_capacity_bounds_the_tree() -> None:
     for i in range(20):
         await policy.select(request(f"conversation {i} " * 30), pool)
     assert policy.tree_size("pool/0") == 10
+
+
+def test_index_slots_are_reused_and_owners_are_exact() -> None:
+    index = PrefixIndex(max_blocks_per_worker=100)
+    keys = block_keys("shared system prompt " * 20, 16)
+    for worker in ("a", "b", "c"):
+        index.insert(worker, keys)
+    assert index.match(keys, ["a", "b", "c"]) == {"a": len(keys), "b": len(keys), "c": len(keys)}
+    index.remove_worker("b")
+    index.insert("d", keys[:3])  # takes b's free slot
+    assert index.match(keys, ["a", "b", "c", "d"]) == {"a": len(keys), "b": 0, "c": len(keys), "d": 3}
+    index.remove_worker("a")
+    index.remove_worker("c")
+    index.remove_worker("d")
+    assert index._owners == {}, "no block outlives its last owner"
