@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -239,6 +240,11 @@ def _totals(day: Mapping[str, float], month: Mapping[str, float]) -> PeriodTotal
                         int(month.get("tokens", 0)), float(month.get("usd", 0.0)))
 
 
+_MAX_REMEMBERED_IDS = 200_000
+"""Charged request ids one process remembers (oldest forgotten first): a bound on memory at
+high rates, where a retried charge arrives within seconds, long before 200k newer ids."""
+
+
 class MemoryUsageLedger:
     """The ledger in dicts: exact for one process, and the fail-open fallback for Redis.
 
@@ -251,10 +257,14 @@ class MemoryUsageLedger:
     def __init__(self, retention_days: int = 93, dedup_s: float = 172_800,
                  clock: Callable[[], float] = time.time) -> None:
         self._records: dict[str, dict[str, float]] = {}
-        self._charged: dict[str, float] = {}
+        # charged ids in charge order: expiries only grow, so expired ids sit at the front and
+        # forgetting them is O(1) per charge, not a sweep of every id (which made each request
+        # cost in proportion to all requests served)
+        self._charged: OrderedDict[str, float] = OrderedDict()
         self._retention_days = retention_days
         self._dedup_s = dedup_s
         self._clock = clock
+        self._swept_day = ""
 
     async def check(self, scopes: Sequence[BudgetScope], estimate_tokens: int = 0,
                     now: float | None = None) -> BudgetStatus:
@@ -271,6 +281,7 @@ class MemoryUsageLedger:
         if self._charged.get(charge.request_id, -math.inf) > at:
             return False
         self._charged[charge.request_id] = at + self._dedup_s
+        self._charged.move_to_end(charge.request_id)
         for scope_id in scope_ids:
             for key in (f"{scope_id}|d|{day_label(at)}", f"{scope_id}|m|{month_label(at)}"):
                 record = self._records.setdefault(key, {})
@@ -287,12 +298,15 @@ class MemoryUsageLedger:
         return UsageReport(scope_id, rows)
 
     def _forget_before(self, now: float) -> None:
-        if len(self._charged) > 4096:  # amortized: sweep only when it has grown
-            self._charged = {k: v for k, v in self._charged.items() if v > now}
-        oldest = day_label(now - self._retention_days * _DAY_S)
-        stale = [k for k in self._records if "|d|" in k and k.rsplit("|", 1)[1] < oldest]
-        for key in stale:
-            del self._records[key]
+        charged = self._charged
+        while charged and (next(iter(charged.values())) <= now or len(charged) >= _MAX_REMEMBERED_IDS):
+            charged.popitem(last=False)
+        today = day_label(now)
+        if today != self._swept_day:  # day records expire by the day: look once a day
+            self._swept_day = today
+            oldest = day_label(now - self._retention_days * _DAY_S)
+            for key in [k for k in self._records if "|d|" in k and k.rsplit("|", 1)[1] < oldest]:
+                del self._records[key]
 
 
 # KEYS[1]: the request id's marker; then per scope its day and month hashes.

@@ -156,3 +156,18 @@ async def test_redis_records_expire() -> None:
         keys = [k async for k in client.scan_iter(f"{namespace}:*")]
         await client.delete(*keys)
         await client.aclose()
+
+
+async def test_memory_ledger_forgets_charged_ids_in_order_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The id memory must not grow with traffic (it made every charge slower than the last)."""
+    import policies.spend as spend
+
+    monkeypatch.setattr(spend, "_MAX_REMEMBERED_IDS", 50)
+    ledger = spend.MemoryUsageLedger(dedup_s=100)
+    charge = lambda i: spend.Charge(f"r{i}", "m", 1, 0, 1, 0.0)  # noqa: E731
+    for i in range(120):
+        assert await ledger.charge(["tenant:t"], charge(i), now=1_000.0 + i)
+    assert len(ledger._charged) == 50, "bounded"
+    assert not await ledger.charge(["tenant:t"], charge(119), now=1_200.0), "a recent id is still deduplicated"
+    await ledger.charge(["tenant:t"], charge(500), now=10_000.0)
+    assert list(ledger._charged) == ["r500"], "expired ids are forgotten"
