@@ -124,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     serve.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
     serve.add_argument("--log-level", default="info")
-    serve.add_argument("--server", choices=("granian", "uvicorn"), default="granian",
-                       help="ASGI server (granian measured faster: docs/performance.md)")
+    serve.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn",
+                       help="ASGI server (compared in docs/performance.md)")
     serve.set_defaults(func=_serve)
 
     demo = commands.add_parser("demo", help="run the gateway on simulated workers and show routing")

@@ -58,14 +58,14 @@ def uvicorn_config(app: Any, host: str, port: int, log_level: str = "warning") -
 
 
 def serve(settings: Settings, host: str, port: int, workers: int, log_level: str = "info",
-          server: str = "granian") -> None:
+          server: str = "uvicorn") -> None:
     """Run until SIGINT/SIGTERM; ``workers`` > 1 runs processes sharing the port.
 
-    Granian (a Rust HTTP server) is the default: measured in the same run, the gateway under
-    it served 1.5x the requests of uvicorn at concurrency 32 and added half the p50 and a
-    twentieth of the p99 at 200 req/s (docs/performance.md). ``server="uvicorn"`` remains for
-    platforms without a granian wheel. Worker processes build their app from ``SWITCHYARD_*``
-    variables (``app_from_env``), so the settings travel through the environment to them.
+    uvicorn + uvloop + httptools is the default: in clean runs of bench/overhead it matched
+    granian on non-streamed requests and led on streams (docs/performance.md), and its
+    protocol sets TCP_NODELAY explicitly. ``server="granian"`` is there to compare. Worker
+    processes build their app from ``SWITCHYARD_*`` variables (``app_from_env``), so the
+    settings travel through the environment to them.
     """
     os.environ["SWITCHYARD_POLICY"] = str(settings.policy_path)
     os.environ["SWITCHYARD_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
