@@ -1,0 +1,228 @@
+"""The load generator: its own process (aiohttp on uvloop), printing one JSON result line.
+
+Closed loop (``--concurrency N``): N clients, each sending its next request when the last
+answer ends; measures throughput. Open loop (``--rate R``): a request every 1/R s whether or
+not earlier ones answered; measures latency at a load the server is known to sustain.
+
+Latency runs from sending the request to the last byte of the answer; with ``--stream`` it
+also records TTFT, until the first ``data:`` event carrying non-empty content. Only requests
+ending inside the measured window count (after ``--warmup``). CPU of the ``--watch`` pids is
+read at the window's edges, so warm-up and shutdown are not billed to the server.
+
+Run one: ``python -m bench.overhead.loadgen --url http://127.0.0.1:8080 --concurrency 32``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import uvloop
+
+from bench.overhead.procs import core_busy_seconds, cpu_seconds
+
+_CONTENT = b'"content":"'
+
+
+def request_body(model: str, stream: bool) -> bytes:
+    """The small chat request every run sends (8 output tokens)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Say hello to the benchmark in a few words."}],
+        "max_tokens": 8,
+    }
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
+def has_content(line: bytes) -> bool:
+    """True for an SSE ``data:`` line whose delta carries at least one character of text."""
+    at = line.find(_CONTENT)
+    return at >= 0 and line[at + len(_CONTENT):at + len(_CONTENT) + 1] not in (b'"', b"")
+
+
+@dataclass
+class Sample:
+    done: float
+    latency: float
+    ttft: float | None
+
+
+@dataclass
+class Recorder:
+    """Samples of requests that ended inside ``[start, end]``; errors and lag, counted."""
+
+    start: float
+    end: float
+    samples: list[Sample] = field(default_factory=list)
+    errors: int = 0
+    first_error: str = ""
+    lags: list[float] = field(default_factory=list)
+
+    def counts(self, at: float) -> bool:
+        return self.start <= at <= self.end
+
+    def fail(self, at: float, why: str) -> None:
+        if self.counts(at):
+            self.errors += 1
+            self.first_error = self.first_error or why
+
+
+async def send(session: aiohttp.ClientSession, url: str, body: bytes, stream: bool,
+               recorder: Recorder) -> None:
+    """One request, recorded if it ends inside the window."""
+    t0 = time.perf_counter()
+    ttft: float | None = None
+    try:
+        async with session.post(url, data=body) as response:
+            if not stream:
+                await response.read()
+            else:
+                async for line in response.content:  # StreamReader iterates lines
+                    if ttft is None and line.startswith(b"data:") and has_content(line):
+                        ttft = time.perf_counter() - t0
+            status = response.status
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        recorder.fail(time.perf_counter(), f"{type(exc).__name__}: {exc}")
+        return
+    done = time.perf_counter()
+    if status != 200 or (stream and ttft is None):
+        recorder.fail(done, f"HTTP {status}" + (" without content" if status == 200 else ""))
+    elif recorder.counts(done):
+        recorder.samples.append(Sample(done, done - t0, ttft))
+
+
+async def closed_loop(session: aiohttp.ClientSession, url: str, body: bytes, stream: bool,
+                      concurrency: int, recorder: Recorder) -> None:
+    async def client() -> None:
+        while time.perf_counter() < recorder.end:
+            await send(session, url, body, stream, recorder)
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+
+
+async def open_loop(session: aiohttp.ClientSession, url: str, body: bytes, stream: bool,
+                    rate: float, first: float, recorder: Recorder) -> None:
+    """Send request i at ``first + i/rate``; lag is how late the loop managed to send it."""
+    tasks: set[asyncio.Task[None]] = set()
+    total = int((recorder.end - first) * rate)
+    for i in range(total):
+        due = first + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        now = time.perf_counter()
+        if recorder.counts(now):
+            recorder.lags.append(now - due)
+        task = asyncio.create_task(send(session, url, body, stream, recorder))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50/p90/p99/mean/max in milliseconds (nearest rank); empty for no values."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def rank(p: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))] * 1000
+
+    return {"p50": rank(50), "p90": rank(90), "p99": rank(99),
+            "mean": sum(ordered) / len(ordered) * 1000, "max": ordered[-1] * 1000}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    url = args.url.rstrip("/") + "/v1/chat/completions"
+    body = request_body(args.model, args.stream)
+    headers = {"content-type": "application/json", "authorization": f"Bearer {args.key}"}
+    watch = dict(item.split("=", 1) for item in args.watch)
+    first = time.perf_counter() + 0.05
+    recorder = Recorder(first + args.warmup, first + args.warmup + args.duration)
+    cpu: dict[str, float] = {}
+
+    async def read_cpu() -> None:
+        await asyncio.sleep(recorder.start - time.perf_counter())
+        before = {name: cpu_seconds(int(pid)) for name, pid in watch.items()}
+        before.update(core_busy_seconds(), loadgen=_own_cpu())
+        await asyncio.sleep(recorder.end - time.perf_counter())
+        after = {name: cpu_seconds(int(pid)) for name, pid in watch.items()}
+        after.update(core_busy_seconds(), loadgen=_own_cpu())
+        cpu.update({name: round(after[name] - value, 3) for name, value in before.items()})
+
+    connector = aiohttp.TCPConnector(limit=args.concurrency or 0, force_close=False)
+    async with aiohttp.ClientSession(connector=connector, headers=headers,
+                                     timeout=aiohttp.ClientTimeout(total=30)) as session:
+        meter = asyncio.create_task(read_cpu())
+        if args.concurrency:
+            await closed_loop(session, url, body, args.stream, args.concurrency, recorder)
+        else:
+            await open_loop(session, url, body, args.stream, args.rate, first, recorder)
+        await meter
+    return summarise(args, recorder, cpu)
+
+
+def _per_second(offsets: list[float], duration: float) -> list[int]:
+    counts = [0] * max(1, int(duration))
+    for offset in offsets:
+        counts[min(len(counts) - 1, int(offset))] += 1
+    return counts
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def summarise(args: argparse.Namespace, recorder: Recorder, cpu: dict[str, float]) -> dict[str, Any]:
+    done = len(recorder.samples)
+    ttfts = [s.ttft for s in recorder.samples if s.ttft is not None]
+    return {
+        "mode": "closed" if args.concurrency else "open",
+        "concurrency": args.concurrency or None,
+        "rate": None if args.concurrency else args.rate,
+        "stream": args.stream,
+        "duration_s": args.duration,
+        "requests": done,
+        "errors": recorder.errors,
+        "first_error": recorder.first_error or None,
+        "rps": done / args.duration,
+        # a server whose per-request cost grows with the requests it has served shows it here
+        "rps_by_second": _per_second([s.done - recorder.start for s in recorder.samples], args.duration),
+        "latency_ms": percentiles([s.latency for s in recorder.samples]),
+        "ttft_ms": percentiles(ttfts) if args.stream else None,
+        "send_lag_ms": percentiles(recorder.lags) if recorder.lags else None,
+        "cpu_s": cpu,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="base URL; /v1/chat/completions is appended")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--key", default="none")
+    load = parser.add_mutually_exclusive_group(required=True)
+    load.add_argument("--concurrency", type=int, default=0, help="closed loop with N clients")
+    load.add_argument("--rate", type=float, default=0.0, help="open loop at R requests/s")
+    parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    parser.add_argument("--watch", action="append", default=[], metavar="NAME=PID",
+                        help="read this process tree's CPU time over the measured window")
+    args = parser.parse_args()
+    result = uvloop.run(run(args))
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

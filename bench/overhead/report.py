@@ -1,0 +1,178 @@
+"""Reduce the cells of a run to a summary (medians over rounds) and render it as Markdown."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Iterable
+from typing import Any
+
+BARS = {"added_p50_ms": 1.5, "added_p99_ms": 5.0, "c32_rps": 1500.0}
+"""The issue's targets: added latency at 200 req/s (non-streaming), throughput at c=32."""
+
+LABELS = {
+    "direct": ("direct to the sim", "-", "-"),
+    "gateway": ("Switchyard gateway", "uvicorn+uvloop", "aiohttp"),
+    "gateway_granian": ("Switchyard gateway", "granian (uvloop)", "aiohttp"),
+    "floor_httpx": ("featureless Litestar proxy", "uvicorn+uvloop", "httpx (default transport)"),
+    "floor_httpx_aiohttp": ("featureless Litestar proxy", "uvicorn+uvloop", "httpx over httpx-aiohttp"),
+    "floor_aiohttp": ("featureless Litestar proxy", "uvicorn+uvloop", "aiohttp ClientSession"),
+}
+
+
+LATENCY_ROWS = (("r200", "latency_ms"), ("r200_stream", "ttft_ms"), ("r200_stream", "latency_ms"))
+"""(load, measure) pairs compared with going direct: latency, and streaming TTFT and last byte."""
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _cell(runs: list[dict[str, Any]], target: str, load: str) -> dict[str, Any] | None:
+    """Medians over the rounds of one (target, load) cell."""
+    mine = [r for r in runs if r["target"] == target and r["load"] == load]
+    if not mine:
+        return None
+
+    def med(get: Callable[[dict[str, Any]], float | None]) -> float | None:
+        return _median(get(r) for r in mine)
+
+    out: dict[str, Any] = {
+        "rounds": len(mine),
+        "rps": med(lambda r: r["rps"]),
+        "rps_rounds": [round(r["rps"], 1) for r in mine],
+        "rps_first_second": med(lambda r: r["rps_by_second"][0]),
+        "rps_last_second": med(lambda r: r["rps_by_second"][-1]),
+        "errors": sum(r["errors"] for r in mine),
+        "cpu_s_per_1k": med(lambda r: r["cpu_s_per_1k"]),
+        "other_share_cpu0": med(lambda r: r["other_share"]["cpu0"]),
+        "other_share_cpu1": med(lambda r: r["other_share"]["cpu1"]),
+    }
+    per_1k = out["cpu_s_per_1k"]
+    # requests per second of the target's own CPU: what one whole core would serve, and
+    # unlike req/s it barely moves when other work on a shared machine takes part of the core
+    out["rps_per_cpu_s"] = 1000 / per_1k if per_1k else None
+    for kind in ("latency_ms", "ttft_ms"):
+        if mine[0].get(kind):
+            out[kind] = {p: _median(r[kind][p] for r in mine) for p in ("p50", "p90", "p99")}
+    return out
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cells by load and target, gateway-minus-direct latency, ratios, and the issue's bars."""
+    loads = sorted({r["load"] for r in runs})
+    targets = sorted({r["target"] for r in runs})
+    cells = {load: {t: c for t in targets if (c := _cell(runs, t, load))} for load in loads}
+    summary: dict[str, Any] = {"cells": cells, "added_ms": {}, "ratios": {}}
+    for load, kind in LATENCY_ROWS:
+        pair = cells.get(load, {})
+        for target in LABELS:
+            if target != "direct" and target in pair and "direct" in pair:
+                mine, direct = pair[target][kind], pair["direct"][kind]
+                summary["added_ms"][f"{target}.{load}.{kind}"] = {p: mine[p] - direct[p] for p in ("p50", "p99")}
+    c32 = cells.get("c32", {})
+    base = {"direct": "direct", "floor_aiohttp": "floor_aiohttp", "gateway": "gateway"}
+    for name, reference in base.items():
+        if reference in c32:
+            summary["ratios"][f"vs_{name}"] = {t: c["rps"] / c32[reference]["rps"] for t, c in c32.items()}
+    summary["bars"] = _bars(summary, c32)
+    return summary
+
+
+def _bars(summary: dict[str, Any], c32: dict[str, Any]) -> dict[str, Any]:
+    """The issue's bars for the gateway under each ASGI server measured."""
+    bars: dict[str, Any] = {}
+    for target in ("gateway", "gateway_granian"):
+        added = summary["added_ms"].get(f"{target}.r200.latency_ms")
+        measured = {"added_p50_ms": added and added["p50"], "added_p99_ms": added and added["p99"],
+                    "c32_rps": c32.get(target, {}).get("rps")}
+        for key, value in measured.items():
+            if value is not None:
+                met = value >= BARS[key] if key == "c32_rps" else value <= BARS[key]
+                bars[f"{target}.{key}"] = {"value": value, "bar": BARS[key], "met": met}
+    return bars
+
+
+def _f(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _noise(cell: dict[str, Any]) -> str:
+    return f"{100 * cell['other_share_cpu0']:.0f}% / {100 * cell['other_share_cpu1']:.0f}%"
+
+
+def render(summary: dict[str, Any]) -> str:
+    """The Markdown tables printed at the end of a run (and pasted into docs/performance.md)."""
+    parts = [_throughput_table(summary), _latency_table(summary), _bars_table(summary)]
+    return "\n\n".join(p for p in parts if p)
+
+
+def _throughput_table(summary: dict[str, Any]) -> str:
+    cells = summary["cells"]
+    rows = [("| load | target | server | upstream client | req/s | 1st s → last s | vs direct | vs aiohttp floor "
+             "| CPU-s / 1k req | req per CPU-s | p50 ms | p99 ms | taken by others, core 0 / 1 |"),
+            "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for load in ("c32", "c32_stream"):
+        pair = cells.get(load, {})
+        for target, (what, server, client) in LABELS.items():
+            cell = pair.get(target)
+            if not cell:
+                continue
+            direct = pair.get("direct", {}).get("rps")
+            floor = pair.get("floor_aiohttp", {}).get("rps")
+            latency = cell.get("ttft_ms" if load.endswith("stream") else "latency_ms", {})
+            rows.append(
+                f"| {'c=32 stream' if load.endswith('stream') else 'c=32'} | {what} | {server} | {client} "
+                f"| {_f(cell['rps'], 0)} | {_f(cell['rps_first_second'], 0)} → {_f(cell['rps_last_second'], 0)} "
+                f"| {_f(cell['rps'] / direct if direct else None)} "
+                f"| {_f(cell['rps'] / floor if floor else None)} | {_f(cell['cpu_s_per_1k'], 3)} "
+                f"| {_f(cell['rps_per_cpu_s'], 0)} | {_f(latency.get('p50'), 1)} | {_f(latency.get('p99'), 1)} "
+                f"| {_noise(cell)} |")
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
+def _latency_table(summary: dict[str, Any]) -> str:
+    cells = summary["cells"]
+    rows = [("| at 200 req/s (open loop) | target | direct p50 | p50 | added p50 | direct p99 | p99 "
+             "| added p99 | CPU-s / 1k req | taken by others, core 0 / 1 |"),
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    names = {"r200.latency_ms": "non-streaming, latency (ms)", "r200_stream.ttft_ms": "streaming, TTFT (ms)",
+             "r200_stream.latency_ms": "streaming, last byte (ms)"}
+    for load, kind in LATENCY_ROWS:
+        pair = cells.get(load, {})
+        for target, (what, server, client) in LABELS.items():
+            if target == "direct" or target not in pair or "direct" not in pair:
+                continue
+            d, g = pair["direct"][kind], pair[target][kind]
+            rows.append(f"| {names[f'{load}.{kind}']} | {what}, {server}, {client} | {_f(d['p50'])} "
+                        f"| {_f(g['p50'])} | {_f(g['p50'] - d['p50'])} | {_f(d['p99'])} | {_f(g['p99'])} "
+                        f"| {_f(g['p99'] - d['p99'])} | {_f(pair[target]['cpu_s_per_1k'], 3)} "
+                        f"| {_noise(pair[target])} |")
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
+def _bars_table(summary: dict[str, Any]) -> str:
+    names = {"added_p50_ms": "added p50 at 200 req/s, non-streaming (ms)",
+             "added_p99_ms": "added p99 at 200 req/s, non-streaming (ms)",
+             "c32_rps": "req/s at c=32, one process"}
+    rows = ["| bar (issue) | server | target | measured | met |", "|---|---|--:|--:|---|"]
+    for key, bar in summary["bars"].items():
+        target, name = key.split(".")
+        sign = ">=" if name == "c32_rps" else "<="
+        rows.append(f"| {names[name]} | {LABELS[target][1]} | {sign} {_f(bar['bar'], 1)} "
+                    f"| {_f(bar['value'])} | {'yes' if bar['met'] else 'no'} |")
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
+def render_profile(profile: dict[str, Any]) -> str:
+    """Top self-time functions of Switchyard's code and of Litestar, and the share per package."""
+    lines = [(f"Profile of the gateway at {profile['load']} ({profile['samples']} samples, "
+              f"{profile['rps']:,.0f} req/s while sampled; raw stacks: {profile['file']})"), "",
+             "self time by package: " + ", ".join(
+                 f"{p['package']} {p['percent']}%" for p in profile["self_by_package"])]
+    for key, title in (("self_switchyard", "Switchyard code, self time"),
+                       ("self_litestar", "Litestar, self time"),
+                       ("total_switchyard", "Switchyard code, total (inclusive) time")):
+        lines += ["", f"| {title} | % of samples |", "|---|--:|"]
+        lines += [f"| `{row['function']}` | {row['percent']} |" for row in profile[key]]
+    return "\n".join(lines)
