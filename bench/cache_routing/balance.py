@@ -46,7 +46,7 @@ def home_spread(workload: Workload, *, workers: int = 4, trials: int = 2_000, se
     ratios = []
     for _ in range(trials):
         ports = rng.sample(range(30_000, 61_000), workers)
-        pool = [_Address(f"http://127.0.0.1:{port}/") for port in ports]
+        pool = [_Address(f"http://127.0.0.1:{port}") for port in ports]  # as the gateway spells it
         counts = dict.fromkeys(map(id, pool), 0)
         for k, weight in zip(keys, weights, strict=True):
             counts[id(rendezvous_pick(k, pool))] += weight
