@@ -52,7 +52,9 @@ class CacheAware(BasePolicy):
         matched = self._index.match(keys, (w.id for w in workers))
         total = max(len(keys), 1)
         scores = {w.id: matched[w.id] / total for w in workers if matched[w.id]}
-        home = rendezvous_pick(request.head, workers)
+        # the sticky key (session, user, else API key) keeps templated conversations whose heads
+        # are identical from all sharing one home; every replica still computes the same one
+        home = rendezvous_pick(f"{request.sticky_key}\x00{request.head}", workers)
         best = max(workers, key=lambda w: (matched[w.id], w is home, -w.load))
         past_head = matched[best.id] * config.block_chars > request.head_chars
         if best is not home and past_head and matched[best.id] / total >= config.cache_threshold:

@@ -172,7 +172,7 @@ async def test_diverted_conversation_follows_its_cache() -> None:
     pool = workers(3)
     text = conversation(3, 2)
     head = len(SYSTEM + opening(3))
-    home = rendezvous_pick(text[:head], pool)
+    home = rendezvous_pick(f"k\x00{text[:head]}", pool)
     home.load = 10  # the home is busy when the conversation starts: it goes elsewhere
     diverted = await policy.select(request(text, head), pool)
     assert diverted.worker is not home and diverted.reason == "load_imbalance"
@@ -214,3 +214,15 @@ def test_index_slots_are_reused_and_owners_are_exact() -> None:
     index.remove_worker("c")
     index.remove_worker("d")
     assert index._owners == {}, "no block outlives its last owner"
+
+
+async def test_templated_conversations_do_not_herd_onto_one_worker() -> None:
+    """Identical heads (templated system prompt and first message) from different users."""
+    policy = CacheAware(CacheAwareConfig(type="cache_aware"))
+    pool = workers(4)
+    text = SYSTEM + "Summarise today's incidents."
+    homes = Counter([(await policy.select(request(text, sticky=f"user-{i}"), pool)).worker.id
+                     for i in range(200)])
+    assert len(homes) == 4 and min(homes.values()) > 25
+    again = [(await policy.select(request(text, sticky="user-7"), pool)).worker.id for _ in range(3)]
+    assert len(set(again)) == 1, "one user's conversation keeps its home"
