@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 import redis.asyncio as redis
@@ -24,11 +25,12 @@ from policies.keys import Caller
 from policies.limits_config import LimitsStoreConfig
 from policies.rate_limit import MemoryRateLimiter, RateLimiter, RateScope, RedisRateLimiter
 from policies.resilient import ResilientLedger, ResilientRateLimiter, StoreHealth
-from policies.spend import BudgetScope, Charge, MemoryUsageLedger, RedisUsageLedger, UsageLedger
+from policies.spend import Charge, MemoryUsageLedger, RedisUsageLedger, UsageLedger
 from policies.tokens import TokenCounter, prompt_chars
 
 log = logging.getLogger("switchyard.accounting")
 TRIMMED_HEADER = "x-switchyard-trimmed-tokens"
+Call = TypeVar("Call", ChatRequest, TextRequest)
 
 
 @dataclass
@@ -46,11 +48,6 @@ class Ticket:
     """``x-ratelimit-*`` and ``x-switchyard-trimmed-tokens`` for the response."""
 
 
-def scope_ids(caller: Caller) -> tuple[str, str]:
-    """(tenant scope, key scope): the same names for rate limits, budgets and usage reports."""
-    return f"tenant:{caller.tenant}", f"key:{caller.tenant}:{caller.key_name}"
-
-
 class Accounting:
     """The process's counter, limiter and ledger (Redis-backed or in memory).
 
@@ -66,18 +63,12 @@ class Accounting:
         self.ledger = ledger
         self._pending: set[asyncio.Task[None]] = set()
 
-    async def admit(self, policy: Policy, caller: Caller, model: str,
-                    call: ChatRequest | TextRequest, request_id: str) -> tuple[ChatRequest | TextRequest, Ticket]:
+    async def admit(self, policy: Policy, caller: Caller, model: str, call: Call,
+                    request_id: str) -> tuple[Call, Ticket]:
         """Fit, count, and check limits and budgets; the (possibly trimmed) call and its ticket."""
         config = policy.models[model]
         call, estimate, headers = await self._fit(call, config)
-        tenant_id, key_id = scope_ids(caller)
-        tenant = policy.tenants.get(caller.tenant)
-        key = next((k for k in tenant.keys if k.name == caller.key_name), None) if tenant else None
-        rate = [RateScope(i, c) for i, c in ((tenant_id, tenant and tenant.rate_limits),
-                                             (key_id, key and key.rate_limits)) if c]
-        budgets = [BudgetScope(i, c) for i, c in ((tenant_id, tenant and tenant.budgets),
-                                                  (key_id, key and key.budgets)) if c]
+        rate, budgets = list(caller.rate_scopes), caller.budget_scopes
         if rate:
             decision = await self.limiter.admit(rate, requests=1, tokens=estimate)
             headers.update(decision.headers())
@@ -87,11 +78,10 @@ class Accounting:
             status = await self.ledger.check(budgets, estimate_tokens=estimate)
             if not status.allowed:
                 raise status.error()
-        ticket = Ticket(request_id, model, rate, [tenant_id, key_id], estimate, config, headers)
+        ticket = Ticket(request_id, model, rate, list(caller.scope_ids), estimate, config, headers)
         return call, ticket
 
-    async def _fit(self, call: ChatRequest | TextRequest,
-                   config: ModelConfig) -> tuple[ChatRequest | TextRequest, int, dict[str, str]]:
+    async def _fit(self, call: Call, config: ModelConfig) -> tuple[Call, int, dict[str, str]]:
         counter, tokens = self.counter, config.tokens
         if isinstance(call, TextRequest):
             prompt = call.params.prompt

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -121,7 +121,7 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
     params = call.params
     model = params.model
     _authorize(runtime, caller, model)
-    headers = {"x-request-id": uuid.uuid4().hex}
+    headers = {"x-request-id": os.urandom(16).hex()}  # a uuid4's randomness, at a third of its cost
     route = runtime.routes.get(model)
     if route is not None:
         # being allowed the route means being allowed both of its tiers
@@ -131,8 +131,7 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
         if decision.score is not None:
             headers["x-switchyard-difficulty"] = f"{decision.score:.4f}"
     headers["x-switchyard-model"] = model
-    admitted, ticket = await runtime.accounting.admit(runtime.policy, caller, model, call, headers["x-request-id"])
-    call = admitted  # type: ignore[assignment]  # the same kind of request, maybe trimmed
+    call, ticket = await runtime.accounting.admit(runtime.policy, caller, model, call, headers["x-request-id"])
     headers.update(ticket.headers)
     settle = runtime.accounting.settle
     cached = CacheLookup.start(runtime.response_caches.get(model), caller.tenant, call, request.headers)

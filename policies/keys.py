@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from backends.errors import AuthenticationError, NotFoundError
 from policies.document import Policy
+from policies.rate_limit import RateScope
+from policies.spend import BudgetScope
 
 
 def hash_key(plain: str) -> str:
@@ -33,6 +35,15 @@ class Caller:
     """Public model names allowed, or ``{"*"}`` for all."""
     route_thresholds: Mapping[str, float] = field(default_factory=dict)
     """Difficulty-route thresholds of this tenant, overridden by this key's."""
+    rate_scopes: tuple[RateScope, ...] = ()
+    """The tenant's and the key's rate limits, where set; built once with the key ring."""
+    budget_scopes: tuple[BudgetScope, ...] = ()
+    """The tenant's and the key's budgets, where set."""
+
+    @property
+    def scope_ids(self) -> tuple[str, str]:
+        """(tenant scope, key scope): one naming for rate limits, budgets and usage reports."""
+        return f"tenant:{self.tenant}", f"key:{self.tenant}:{self.key_name}"
 
     def may_use(self, model: str) -> bool:
         return "*" in self.models or model in self.models
@@ -50,7 +61,13 @@ class KeyRing:
         for tenant_name, tenant in policy.tenants.items():
             for key in tenant.keys:
                 thresholds = {**tenant.route_thresholds, **key.route_thresholds}
-                caller = Caller(tenant_name, key.name, key.sha256, frozenset(tenant.models), thresholds)
+                tenant_id, key_id = f"tenant:{tenant_name}", f"key:{tenant_name}:{key.name}"
+                rates = tuple(RateScope(i, c) for i, c in ((tenant_id, tenant.rate_limits),
+                                                            (key_id, key.rate_limits)) if c)
+                budgets = tuple(BudgetScope(i, c) for i, c in ((tenant_id, tenant.budgets),
+                                                              (key_id, key.budgets)) if c)
+                caller = Caller(tenant_name, key.name, key.sha256, frozenset(tenant.models), thresholds,
+                                rates, budgets)
                 self._callers[bytes.fromhex(key.sha256)] = caller
 
     def check_admin(self, authorization: str | None, admin_sha256: str | None) -> None:
