@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -17,6 +17,7 @@ import httpx
 import redis.asyncio as redis
 
 from backends.anthropic import AnthropicBackend
+from backends.base import Backend
 from backends.http import Timeouts, open_session
 from backends.openai_compat import OpenAICompatBackend
 from backends.pool import WorkerPool
@@ -28,16 +29,15 @@ from policies.document import (
     AnthropicBackendConfig,
     BackendConfig,
     ModelConfig,
-    OpenAIBackendConfig,
     Policy,
     SGLangBackendConfig,
     TimeoutsConfig,
 )
 from policies.keys import KeyRing
+from policies.loader import PolicyError
 from policies.rate_limit import MemoryRateLimiter, RateLimiter
 from policies.spend import MemoryUsageLedger, UsageLedger
 from policies.tokens import TokenCounter
-from policies.loader import PolicyError
 from router import build_policy
 from router.config import RoundRobinConfig, SelectionConfig
 from router.decide import Deployment, ModelRoute
@@ -57,43 +57,23 @@ def _api_key(name: str, env_var: str | None, environ: Mapping[str, str]) -> str 
     return value
 
 
-PoolBuilder = Callable[[str, BackendConfig, aiohttp.ClientSession, httpx.AsyncClient, Mapping[str, str]], WorkerPool]
+def _backends(name: str, config: BackendConfig, session: aiohttp.ClientSession,
+              control: httpx.AsyncClient, key: str | None) -> list[Backend]:
+    """The backends of one policy entry: one per SGLang worker URL, one for a provider API."""
+    timeouts = _timeouts(config.timeouts)
+    if isinstance(config, SGLangBackendConfig):
+        return [SGLangBackend(f"{name}/{i}", str(url), session, control, timeouts, key,
+                              health_path=config.health_path) for i, url in enumerate(config.workers)]
+    if isinstance(config, AnthropicBackendConfig):
+        return [AnthropicBackend(name, str(config.base_url), session, control, timeouts, key,
+                                 prompt_caching=config.prompt_caching)]
+    return [OpenAICompatBackend(name, str(config.base_url), session, control, timeouts, key)]
 
 
-def _sglang_pool(name: str, config: BackendConfig, session: aiohttp.ClientSession,
-                 control: httpx.AsyncClient, environ: Mapping[str, str]) -> WorkerPool:
-    assert isinstance(config, SGLangBackendConfig)
+def _pool(name: str, config: BackendConfig, session: aiohttp.ClientSession,
+          control: httpx.AsyncClient, environ: Mapping[str, str]) -> WorkerPool:
     key = _api_key(name, config.api_key_env, environ)
-    workers = [
-        SGLangBackend(f"{name}/{i}", str(url), session, control, _timeouts(config.timeouts), key,
-                      health_path=config.health_path)
-        for i, url in enumerate(config.workers)
-    ]
-    return WorkerPool(name, workers, config.health_interval_s)
-
-
-def _openai_pool(name: str, config: BackendConfig, session: aiohttp.ClientSession,
-                 control: httpx.AsyncClient, environ: Mapping[str, str]) -> WorkerPool:
-    assert isinstance(config, OpenAIBackendConfig)
-    key = _api_key(name, config.api_key_env, environ)
-    backend = OpenAICompatBackend(name, str(config.base_url), session, control, _timeouts(config.timeouts), key)
-    return WorkerPool(name, [backend], config.health_interval_s)
-
-
-def _anthropic_pool(name: str, config: BackendConfig, session: aiohttp.ClientSession,
-                    control: httpx.AsyncClient, environ: Mapping[str, str]) -> WorkerPool:
-    assert isinstance(config, AnthropicBackendConfig)
-    key = _api_key(name, config.api_key_env, environ)
-    backend = AnthropicBackend(name, str(config.base_url), session, control, _timeouts(config.timeouts),
-                               key, prompt_caching=config.prompt_caching)
-    return WorkerPool(name, [backend], config.health_interval_s)
-
-
-POOL_BUILDERS: dict[str, PoolBuilder] = {
-    "sglang": _sglang_pool,
-    "openai": _openai_pool,
-    "anthropic": _anthropic_pool,
-}
+    return WorkerPool(name, _backends(name, config, session, control, key), config.health_interval_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,20 +91,18 @@ class Runtime:
 
     def __init__(self, policy: Policy, pools: dict[str, WorkerPool], models: dict[str, ModelRoute],
                  sessions: list[aiohttp.ClientSession], control: httpx.AsyncClient,
-                 response_caches: dict[str, ResponseCache] | None = None,
-                 routes: dict[str, DifficultyRoute] | None = None,
-                 accounting: Accounting | None = None) -> None:
+                 response_caches: dict[str, ResponseCache],
+                 routes: dict[str, DifficultyRoute],
+                 accounting: Accounting) -> None:
         self.policy = policy
         self.keyring = KeyRing(policy)
         self.pools = pools
         self.models = models
-        self.response_caches = response_caches or {}
+        self.response_caches = response_caches
         """Per public model, for the models that enable ``response_cache``."""
-        self.routes = routes or {}
+        self.routes = routes
         """Difficulty routes by public name."""
-        self.accounting = accounting or Accounting(
-            TokenCounter.load(m.tokens.tokenizer for m in policy.models.values()),
-            MemoryRateLimiter(), MemoryUsageLedger())
+        self.accounting = accounting
         """Admission and charging; the limiter and ledger outlive policy reloads."""
         self._sessions = sessions
         self._control = control
@@ -152,7 +130,7 @@ class Runtime:
             for name, config in policy.backends.items():
                 session = open_session(max_connections)
                 sessions.append(session)
-                pools[name] = POOL_BUILDERS[config.kind](name, config, session, control, environ)
+                pools[name] = _pool(name, config, session, control, environ)
         except BaseException:
             for session in sessions:
                 asyncio.get_running_loop().create_task(session.close())
