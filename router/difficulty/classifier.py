@@ -25,6 +25,9 @@ import onnxruntime as ort
 
 from backends.errors import SwitchyardError
 from router.difficulty.features import FeatureExtractor
+from router.sparse_linear import session_options
+
+__all__ = ["MODEL_FILE", "ClassifierError", "DifficultyClassifier", "default_model_path", "session_options"]
 
 MODEL_FILE = "difficulty.onnx"
 _INPUTS = {"indices", "values"}
@@ -41,17 +44,6 @@ class ClassifierError(SwitchyardError):
 def default_model_path() -> Path:
     """The model shipped in the package: ``router/models/difficulty.onnx``."""
     return Path(str(resources.files("router.models").joinpath(MODEL_FILE)))
-
-
-def session_options(threads: int = 1) -> ort.SessionOptions:
-    """Options of the classifier's session: ``threads`` intra-op, one inter-op, all graph optimisations."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # warnings about unused initialisers are noise here
-    return options
 
 
 class DifficultyClassifier:

@@ -19,18 +19,19 @@ noise, for +45 us per 500-token decision, so they are not in the spec (``docs/ro
 
 Each hashed family's weights add up to one (a bag average), so a feature's value does not
 grow with the prompt's length; length has its own structural features. Hashing is a fixed
-64-bit mix (never Python's ``hash()``, which is salted per process), pure numpy.
+64-bit mix (``router.sparse_linear.mix``; never Python's salted ``hash()``), pure numpy.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import tiktoken
+
+from router.sparse_linear import SparseFeatures, mix, token_ngram_keys
 
 FEATURE_SPEC_VERSION = "hashed-ngrams/1"
 """Recorded in every model file; a model trained on another version is refused at load."""
@@ -53,10 +54,6 @@ STRUCTURAL = (
 
 FEATURE_DIM = N_HASHED + len(STRUCTURAL)
 
-_SEED = np.uint64(0x9E3779B97F4A7C15)
-_17 = np.uint64(17)
-_BIGRAM_OFFSET = np.uint64(1 << 34)
-_SHIFT = np.uint64(64 - HASH_BITS)
 _OPTION_LINE = re.compile(r"\n[ \t]*\(?[A-J][.)]\s")  # a literal "\n" first: the regex scans fast
 _CODE_MARKERS = ("def ", "return", "import ", "#include", "function", "=>", "</")
 _OTHER, _DIGIT, _UPPER, _OPERATOR, _BRACKET, _NON_ASCII, _LATEX, _QUESTION, _NEWLINE, _SPACE, _SEMI = range(11)
@@ -82,30 +79,11 @@ _BYTE_CLASS = _byte_classes()
 _STRUCT_INDICES = np.arange(N_HASHED, FEATURE_DIM, dtype=np.int64)
 
 
-def _mix(keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
-    """splitmix64 finaliser of ``keys + seed``, folded to ``HASH_BITS`` bits."""
-    x = keys + _SEED
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return (x >> _SHIFT).astype(np.int64)
-
-
 def clip_text(text: str) -> str:
     """The part of ``text`` the features look at (``MAX_CHARS``, head and tail)."""
     if len(text) <= MAX_CHARS:
         return text
     return text[:9_000] + "\n" + text[-3_000:]
-
-
-@dataclass(frozen=True, slots=True)
-class SparseFeatures:
-    """One text's feature vector: ``indices`` (int64) with their ``values`` (float32)."""
-
-    indices: npt.NDArray[np.int64]
-    values: npt.NDArray[np.float32]
 
 
 class FeatureExtractor:
@@ -133,13 +111,9 @@ class FeatureExtractor:
         ids = self._encoding.encode_to_numpy(text.lower(), disallowed_special=()).astype(np.uint64)
         n = ids.size
         n_bi = max(n - 1, 0)
-        # one key array, one hash pass: unigram keys are token ids (< 2**17), bigram keys
-        # (a << 17 | b) + 2**34, so no unigram and bigram key can collide before hashing
-        keys = np.empty(n + n_bi, dtype=np.uint64)
-        keys[:n] = ids
-        keys[n:] = ((ids[:-1] << _17) | ids[1:]) + _BIGRAM_OFFSET
+        # one key array, one hash pass over unigrams and bigrams
         indices = np.empty(n + n_bi + len(STRUCTURAL), dtype=np.int64)
-        indices[: n + n_bi] = _mix(keys)
+        indices[: n + n_bi] = mix(token_ngram_keys(ids), HASH_BITS)
         indices[n + n_bi:] = _STRUCT_INDICES
         values = np.empty(indices.size, dtype=np.float32)
         values[:n] = 1.0 / max(n, 1)

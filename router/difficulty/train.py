@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ from router.difficulty.features import (
     FeatureExtractor,
 )
 from router.difficulty.quality import RoutingScore, cost_quality_curve
+from router.sparse_linear import SparseFeatures
+from router.sparse_linear_export import sparse_matrix
 
 Layers = list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]
 
@@ -63,20 +65,15 @@ _T0 = time.perf_counter()
 
 def featurize(texts: Sequence[str], extractor: FeatureExtractor, what: str) -> sp.csr_matrix:
     """The sparse feature matrix of ``texts`` (duplicate indices summed, as the ONNX graph does)."""
-    indptr, indices, values = [0], [], []
-    last = time.perf_counter()
-    for i, text in enumerate(texts):
-        f = extractor.extract(text)
-        indices.append(f.indices)
-        values.append(f.values)
-        indptr.append(indptr[-1] + f.indices.size)
-        if time.perf_counter() - last > 5:
-            log(f"featurizing {what}: {i + 1}/{len(texts)}")
-            last = time.perf_counter()
-    matrix = sp.csr_matrix((np.concatenate(values), np.concatenate(indices), np.array(indptr)),
-                           shape=(len(texts), FEATURE_DIM), dtype=np.float32)
-    matrix.sum_duplicates()
-    return matrix
+    def rows() -> Iterator[SparseFeatures]:
+        last = time.perf_counter()
+        for i, text in enumerate(texts):
+            yield extractor.extract(text)
+            if time.perf_counter() - last > 5:
+                log(f"featurizing {what}: {i + 1}/{len(texts)}")
+                last = time.perf_counter()
+
+    return sparse_matrix(rows(), FEATURE_DIM)
 
 
 def training_matrix(examples: Sequence[D.Example], X: sp.csr_matrix,

@@ -1,0 +1,90 @@
+"""Hashed text features and the onnxruntime session of a sparse linear model.
+
+Shared by the difficulty classifier (``router/difficulty``) and the moderation classifier
+(``policies/moderation``): both turn text into a few hundred hashed n-gram indices with
+weights, and score them with a small ONNX graph that gathers only the weight rows a text uses
+(``sparse_linear_export.build_graph``). Run time needs numpy and onnxruntime only.
+
+Hashing is a fixed 64-bit mix (never Python's ``hash()``, which is salted per process), so a
+feature index is the same in every process and at training time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+_SEED = np.uint64(0x9E3779B97F4A7C15)
+_17 = np.uint64(17)
+_BIGRAM_OFFSET = np.uint64(1 << 34)
+
+
+@dataclass(frozen=True, slots=True)
+class SparseFeatures:
+    """One text's feature vector: ``indices`` (int64) with their ``values`` (float32).
+
+    Repeated indices add up, as ``scipy.sparse`` does with duplicates at training time and as
+    the ONNX graph does (``values @ W[indices]``).
+    """
+
+    indices: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float32]
+
+
+def mix(keys: npt.NDArray[np.uint64], bits: int) -> npt.NDArray[np.int64]:
+    """splitmix64 finaliser of ``keys + seed``, folded to ``bits`` bits: bucket indices."""
+    x = keys + _SEED
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return (x >> np.uint64(64 - bits)).astype(np.int64)
+
+
+def token_ngram_keys(ids: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Unigram then bigram keys of a token-id sequence, ready for ``mix``.
+
+    Unigram keys are the token ids (< 2**17); bigram keys are ``(a << 17 | b) + 2**34``, so no
+    unigram and bigram key can collide before hashing. ``len(ids)`` unigrams come first, then
+    ``max(len(ids) - 1, 0)`` bigrams.
+    """
+    n = ids.size
+    keys = np.empty(n + max(n - 1, 0), dtype=np.uint64)
+    keys[:n] = ids
+    keys[n:] = ((ids[:-1] << _17) | ids[1:]) + _BIGRAM_OFFSET
+    return keys
+
+
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """Options of a classifier's session: ``threads`` intra-op, one inter-op, all graph optimisations.
+
+    One thread by default: a decision is well under a millisecond of work, far too little to
+    split, and the gateway's event loop and other requests want the other cores.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # warnings about unused initialisers are noise here
+    return options
+
+
+def batch_inputs(rows: list[SparseFeatures]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The ``indices`` ``[n]`` and ``values`` ``[len(rows), n]`` that score ``rows`` in one run.
+
+    The indices of all rows are concatenated; row ``i`` of ``values`` holds row ``i``'s values
+    in its own columns and zeros elsewhere, so ``values @ W[indices]`` is each row's own sum.
+    """
+    sizes = [f.indices.size for f in rows]
+    indices = np.concatenate([f.indices for f in rows]) if rows else np.zeros(0, dtype=np.int64)
+    values = np.zeros((len(rows), indices.size), dtype=np.float32)
+    start = 0
+    for i, (f, size) in enumerate(zip(rows, sizes, strict=True)):
+        values[i, start:start + size] = f.values
+        start += size
+    return indices, values
