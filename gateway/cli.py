@@ -56,6 +56,21 @@ def _policy_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_diff(args: argparse.Namespace) -> int:
+    from policies.diff import diff_policies, render_changes
+    from policies.loader import PolicyError, load_policy
+
+    try:
+        old, new = load_policy(args.old), load_policy(args.new)
+    except PolicyError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    changes = diff_policies(old, new)
+    print(f"--- {args.old} (version {old.version})\n+++ {args.new} (version {new.version})")
+    print(render_changes(changes))
+    return 1 if changes else 0  # like diff(1): 0 same, 1 different, 2 trouble
+
+
 def _keys_hash(args: argparse.Namespace) -> int:
     from policies.keys import hash_key
 
@@ -141,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = policy_commands.add_parser("check", help="validate a policy and summarise it")
     check.add_argument("file")
     check.set_defaults(func=_policy_check)
+    diff = policy_commands.add_parser(
+        "diff", help="what changes from OLD to NEW, and what it does (exit 0 same, 1 different, 2 invalid)")
+    diff.add_argument("old")
+    diff.add_argument("new")
+    diff.set_defaults(func=_policy_diff)
 
     route = commands.add_parser("route", help="the difficulty router")
     route_commands = route.add_subparsers(dest="route_command", required=True)
