@@ -188,6 +188,10 @@ def validate_all(docs: list[dict[str, Any]], version: str) -> Iterator[str]:
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
 @pytest.mark.parametrize("values", [None, ALL_ON], ids=["default", "all_on"])
 def test_every_manifest_validates(values: dict[str, Any] | None, version: str) -> None:
+    shipped = kubernetes_validate.utils.all_versions()
+    if version not in shipped:
+        pytest.skip(f"kubernetes-validate {kubernetes_validate.__version__} ships no schemas for "
+                    f"Kubernetes {version} (it has {shipped[0]}..{shipped[-1]})")
     docs = manifests(render(values))
     assert docs
     assert list(validate_all(docs, version)) == []
@@ -261,6 +265,16 @@ def test_default_policy_is_valid_and_serves_nobody_yet(default_docs: list[dict[s
     assert policy.admin_key_sha256 is None
 
 
+def test_a_given_policy_replaces_the_default_whole() -> None:
+    """Helm deep-merges maps: the default policy must not leak into the operator's."""
+    deployment = {"backend": "claude", "model": "claude-sonnet-4-5"}
+    given = {"backends": {"claude": {"kind": "anthropic", "api_key_env": "ANTHROPIC_API_KEY"}},
+             "models": {"sonnet": {"deployments": [deployment]}}}
+    rendered = render({"policy": given})
+    assert yaml.safe_load(policy_text(manifests(rendered))) == given
+    assert "placeholder hash" not in rendered["switchyard/templates/NOTES.txt"]
+
+
 def test_pdb_selects_exactly_the_gateway_pods(all_on_docs: list[dict[str, Any]]) -> None:
     selector = find(all_on_docs, "PodDisruptionBudget", FULLNAME)["spec"]["selector"]["matchLabels"]
     pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
@@ -321,6 +335,7 @@ def test_sglang_merge_keeps_the_backends_other_settings() -> None:
                                                "health_path": "/health_generate"}},
                          "models": {"llama": {"deployments": [{"backend": "pool", "model": "llama"}]}}}}
     policy = parse_policy(policy_text(manifests(render(values))), "merge values")
+    assert (set(policy.backends), set(policy.models)) == ({"pool"}, {"llama"})  # no default merged in
     backend = policy.backends["pool"]
     assert isinstance(backend, SGLangBackendConfig)
     assert len(backend.workers) == 3 and "old" not in str(backend.workers)

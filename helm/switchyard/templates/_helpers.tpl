@@ -98,12 +98,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/*
-The policy document as YAML: values.policy, plus, when the SGLang StatefulSet is enabled,
-its workers merged into the backend sglang.policyBackend (and sglang.policyModel added).
-Works on a deep copy so that .Values stays as the user gave it.
+The policy document as YAML: values.policy (files/default-policy.yaml when it is empty), plus,
+when the SGLang StatefulSet is enabled, its workers merged into the backend
+sglang.policyBackend (and sglang.policyModel added). Works on a deep copy so that .Values
+stays as the user gave it.
 */}}
 {{- define "switchyard.policy" -}}
-{{- $policy := deepCopy (required "policy is required: the gateway's policy document (see values.yaml)" .Values.policy) -}}
+{{- $given := .Values.policy | default (.Files.Get "files/default-policy.yaml" | fromYaml) -}}
+{{- if not (kindIs "map" $given) -}}
+{{- fail "policy must be a mapping: the gateway's policy document (see values.yaml)" -}}
+{{- end -}}
+{{- $policy := deepCopy $given -}}
 {{- if .Values.sglang.enabled -}}
 {{- $name := required "sglang.policyBackend is required when sglang.enabled" .Values.sglang.policyBackend -}}
 {{- if lt (int .Values.sglang.replicas) 1 -}}
