@@ -275,6 +275,11 @@ def test_a_given_policy_replaces_the_default_whole() -> None:
     assert "placeholder hash" not in rendered["switchyard/templates/NOTES.txt"]
 
 
+def test_pdb_min_available_wins_over_the_default() -> None:
+    pdb = find(manifests(render({"pdb": {"minAvailable": "50%"}})), "PodDisruptionBudget", FULLNAME)
+    assert pdb["spec"]["minAvailable"] == "50%" and "maxUnavailable" not in pdb["spec"]
+
+
 def test_pdb_selects_exactly_the_gateway_pods(all_on_docs: list[dict[str, Any]]) -> None:
     selector = find(all_on_docs, "PodDisruptionBudget", FULLNAME)["spec"]["selector"]["matchLabels"]
     pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
@@ -427,7 +432,7 @@ def test_provider_keys_go_to_the_secret_and_never_the_configmap() -> None:
      "must be of kind sglang"),
     ({"sglang": {"enabled": True, "replicas": 0, "policyModel": "m"}}, "at least 1"),
     ({"autoscaling": {"enabled": True, "metric": "memory"}}, "cpu or pods"),
-    ({"pdb": {"minAvailable": 1}}, "not both"),
+    ({"pdb": {"maxUnavailable": None}}, "needs maxUnavailable or minAvailable"),
     ({"secrets": {"not-an-env-name": "x"}}, "environment variable names"),
 ])
 def test_bad_values_are_refused_with_a_clear_message(values: dict[str, Any], message: str) -> None:
