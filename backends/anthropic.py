@@ -34,7 +34,14 @@ from backends.errors import (
 )
 from backends.http import Timeouts, iter_chunks, status_error, transport_error
 from backends.sse import SSEDecoder, SSEEvent
-from backends.types import ChatChunk, ChatRequest, ChatResponse, Health, TextRequest, TextResponse
+from backends.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    Health,
+    TextRequest,
+    TextResponse,
+)
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -145,7 +152,7 @@ class AnthropicBackend:
         ``timeouts.first_byte`` bounds the whole generation here; ``idle`` bounds the body.
         """
         body = to_anthropic_body(request, prompt_caching=self._prompt_caching)
-        response = await self._send(body)
+        response = await self._send(body, request.trace_headers)
         try:
             async with asyncio.timeout(self._timeouts.idle):
                 raw = await response.read()
@@ -173,7 +180,7 @@ class AnthropicBackend:
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         body = to_anthropic_body(request, stream=True, prompt_caching=self._prompt_caching)
-        response = await self._send(body)
+        response = await self._send(body, request.trace_headers)
         translator = StreamTranslator(int(time.time()), body["model"])
         decoder = SSEDecoder()
         completed = False
@@ -205,15 +212,17 @@ class AnthropicBackend:
         except msgspec.DecodeError as exc:
             raise UpstreamError(f"{self.name} sent an unreadable stream event") from exc
 
-    async def _send(self, body: dict[str, object]) -> aiohttp.ClientResponse:
+    async def _send(self, body: dict[str, object],
+                    trace_headers: dict[str, str] | None) -> aiohttp.ClientResponse:
         """POST the body; return a 2xx response with its headers read, or raise mapped."""
+        headers = {**self._headers, **trace_headers} if trace_headers else self._headers
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeouts.connect)
         try:
             async with asyncio.timeout(self._timeouts.first_byte):
                 response = await self._session.post(
                     self._url,
                     data=msgspec.json.encode(body),
-                    headers=self._headers,
+                    headers=headers,
                     timeout=timeout,
                 )
                 if response.status < 400:

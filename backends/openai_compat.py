@@ -105,17 +105,19 @@ class OpenAICompatBackend:
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         body = encode_body(request, stream=False)
-        return await self._post_json("/chat/completions", body, ChatResponse)
+        return await self._post_json("/chat/completions", body, ChatResponse, request.trace_headers)
 
     async def complete_text(self, request: TextRequest) -> TextResponse:
         body = encode_body(request, stream=False)
-        return await self._post_json("/completions", body, TextResponse)
+        return await self._post_json("/completions", body, TextResponse, request.trace_headers)
 
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        return self._stream("/chat/completions", encode_body(request, stream=True), ChatChunk)
+        return self._stream("/chat/completions", encode_body(request, stream=True), ChatChunk,
+                            request.trace_headers)
 
     def stream_text(self, request: TextRequest) -> AsyncIterator[TextResponse]:
-        return self._stream("/completions", encode_body(request, stream=True), TextResponse)
+        return self._stream("/completions", encode_body(request, stream=True), TextResponse,
+                            request.trace_headers)
 
     async def health(self) -> Health:
         """A provider API has no cheap health route: listing models proves reachability and key."""
@@ -130,11 +132,12 @@ class OpenAICompatBackend:
     async def aclose(self) -> None:
         """Nothing of its own: the sessions belong to the runtime that built this backend."""
 
-    async def _post_json(self, path: str, body: bytes, cls: type[T]) -> T:
+    async def _post_json(self, path: str, body: bytes, cls: type[T],
+                         trace_headers: dict[str, str] | None) -> T:
         try:
             # a non-streamed answer arrives whole: first_byte_s bounds the generation itself
             async with asyncio.timeout(self._timeouts.first_byte):
-                response = await self._post(path, body)
+                response = await self._post(path, body, trace_headers)
             async with response:
                 raw = b"".join([chunk async for chunk in iter_chunks(response, self._timeouts, self.name)])
                 if response.status >= 400:
@@ -148,11 +151,12 @@ class OpenAICompatBackend:
         except msgspec.DecodeError as exc:
             raise UpstreamError(f"{self.name} answered invalid JSON: {exc}") from exc
 
-    async def _stream(self, path: str, body: bytes, cls: type[T]) -> AsyncIterator[T]:
+    async def _stream(self, path: str, body: bytes, cls: type[T],
+                      trace_headers: dict[str, str] | None) -> AsyncIterator[T]:
         decoder = _DECODERS[cls]
         try:
             async with asyncio.timeout(self._timeouts.first_byte):
-                response = await self._post(path, body)
+                response = await self._post(path, body, trace_headers)
         except Exception as exc:
             raise transport_error(exc, self.name) from exc
         try:
@@ -176,9 +180,11 @@ class OpenAICompatBackend:
             # close, not release: a half-read stream must end upstream work at once
             response.close()
 
-    async def _post(self, path: str, body: bytes) -> aiohttp.ClientResponse:
+    async def _post(self, path: str, body: bytes,
+                    trace_headers: dict[str, str] | None) -> aiohttp.ClientResponse:
+        headers = {**self._headers, **trace_headers} if trace_headers else self._headers
         return await self._session.post(
-            self._api_url(path), data=body, headers=self._headers, timeout=self._client_timeout
+            self._api_url(path), data=body, headers=headers, timeout=self._client_timeout
         )
 
     def _decode_event(self, decoder: msgspec.json.Decoder[T], data: str) -> T:

@@ -168,6 +168,8 @@ class ChatRequest(msgspec.Struct, frozen=True):
     params: ChatParams
     extra: JSONObject
     upstream_model: str = ""
+    trace_headers: dict[str, str] | None = None
+    """W3C ``traceparent``/``tracestate`` for the upstream call; never part of the body."""
 
     @property
     def is_stream(self) -> bool:
@@ -180,6 +182,7 @@ class TextRequest(msgspec.Struct, frozen=True):
     params: TextParams
     extra: JSONObject
     upstream_model: str = ""
+    trace_headers: dict[str, str] | None = None
 
     @property
     def is_stream(self) -> bool:

@@ -23,7 +23,12 @@ from policies.context_budget import BudgetResult, fit_context
 from policies.document import ModelConfig, Policy
 from policies.keys import Caller
 from policies.limits_config import LimitsStoreConfig
-from policies.rate_limit import MemoryRateLimiter, RateLimiter, RateScope, RedisRateLimiter
+from policies.rate_limit import (
+    MemoryRateLimiter,
+    RateLimiter,
+    RateScope,
+    RedisRateLimiter,
+)
 from policies.resilient import ResilientLedger, ResilientRateLimiter, StoreHealth
 from policies.spend import Charge, MemoryUsageLedger, RedisUsageLedger, UsageLedger
 from policies.tokens import TokenCounter, prompt_chars
@@ -106,23 +111,28 @@ class Accounting:
             call = msgspec.structs.replace(call, params=msgspec.structs.replace(params, **changes))
         return call, result.prompt_tokens, headers
 
-    def settle(self, ticket: Ticket, usage: Usage | None, generated: str = "") -> None:
-        """Charge what the request used; counted from the text when the backend sent no usage."""
+    def settle(self, ticket: Ticket, usage: Usage | None, generated: str = "") -> Charge:
+        """Charge what the request used; counted from the text when the backend sent no usage.
+
+        Returns the charge (tokens and cost) for the request's telemetry; storing it happens
+        in the background.
+        """
         if usage is None:
             completion = self.counter.count_text(generated, ticket.model_config.tokens) if generated else 0
             usage = Usage(prompt_tokens=ticket.estimate, completion_tokens=completion,
                           total_tokens=ticket.estimate + completion)
+        charge = Charge.from_usage(ticket.request_id, ticket.model, usage, ticket.model_config.prices)
         # every request is charged, budgets or not: usage reports cover all traffic
-        task = asyncio.get_running_loop().create_task(self._charge(ticket, usage))
+        task = asyncio.get_running_loop().create_task(self._charge(ticket, charge, usage.total_tokens))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        return charge
 
-    async def _charge(self, ticket: Ticket, usage: Usage) -> None:
+    async def _charge(self, ticket: Ticket, charge: Charge, total_tokens: int) -> None:
         try:
-            charge = Charge.from_usage(ticket.request_id, ticket.model, usage, ticket.model_config.prices)
             await self.ledger.charge(ticket.budget_ids, charge)
             if ticket.rate_scopes:
-                await self.limiter.adjust(ticket.rate_scopes, usage.total_tokens - ticket.estimate)
+                await self.limiter.adjust(ticket.rate_scopes, total_tokens - ticket.estimate)
         except Exception:  # accounting must never take the gateway down; the wrappers log outages
             log.exception("charging request %s failed", ticket.request_id)
 

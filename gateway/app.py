@@ -6,19 +6,17 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as redis
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 
-from gateway.accounting import limit_stores, limits_client
-from gateway.admin import admin_usage
+from gateway.admin import admin_usage, get_policy, put_policy
 from gateway.completions import chat_completions, text_completions
 from gateway.errors import EXCEPTION_HANDLERS
-from gateway.probes import healthz, list_models, readyz
-from gateway.runtime import Runtime
+from gateway.policy_manager import PolicyManager
+from gateway.probes import healthz, list_models, metrics, readyz
 from gateway.settings import Settings
 from gateway.state import Gateway
-from policies.loader import PolicyError, load_policy
+from gateway.telemetry import Telemetry
 from router.difficulty import ClassifierError, DifficultyClassifier
 
 log = logging.getLogger("switchyard.gateway")
@@ -33,44 +31,34 @@ def _load_classifier(settings: Settings) -> tuple[DifficultyClassifier | None, s
         return None, exc.message
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings, telemetry: Telemetry | None = None) -> Litestar:
     """Build the gateway app. The policy is loaded and the backends opened at start-up.
 
     A policy that fails to load leaves the app up but not ready: ``/readyz`` answers 503 with
-    the reason and requests get 503, rather than the process crash-looping.
+    the reason and requests get 503, rather than the process crash-looping. ``telemetry``
+    defaults to tracing from the ``OTEL_*`` variables and access lines to
+    ``settings.access_log``.
     """
-    gateway = Gateway(settings)
+    own_telemetry = telemetry is None
+    telemetry = telemetry or Telemetry.from_env(settings.access_log)
+    gateway = Gateway(settings, telemetry)
     scorer, scorer_error = _load_classifier(settings)
 
     @asynccontextmanager
-    async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        redis_client = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
-        limits_redis: redis.Redis | None = None
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        manager = PolicyManager(gateway, settings, scorer, scorer_error)
+        app.state.policies = manager
         try:
-            policy = load_policy(settings.policy_path)
-            if settings.redis_url:
-                limits_redis = limits_client(settings.redis_url, policy.limits)
-            runtime = Runtime.build(policy, max_connections=settings.max_connections_per_backend,
-                                    redis_client=redis_client, scorer=scorer, scorer_error=scorer_error,
-                                    limit_stores=limit_stores(limits_redis, policy.limits))
-        except PolicyError as exc:
-            gateway.load_error = exc.message
-            log.error("%s", exc.message)
-        else:
-            await runtime.start()
-            gateway.swap(runtime)
-            log.info("policy %s loaded: %s", runtime.policy.version, runtime.readiness().detail)
-        try:
+            await manager.start()
             yield
         finally:
-            if gateway.has_runtime:
-                await gateway.runtime.aclose()
-            for client in (redis_client, limits_redis):
-                if client is not None:
-                    await client.aclose()
+            await manager.aclose()
+            if own_telemetry:
+                telemetry.shutdown()
 
     app = Litestar(
-        route_handlers=[chat_completions, text_completions, list_models, healthz, readyz, admin_usage],
+        route_handlers=[chat_completions, text_completions, list_models, healthz, readyz, metrics,
+                        admin_usage, get_policy, put_policy],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,

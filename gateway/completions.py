@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -13,7 +14,12 @@ from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
 from backends.base import Backend
-from backends.errors import ModelNotFoundError, PermissionDeniedError, SwitchyardError, UpstreamError
+from backends.errors import (
+    ModelNotFoundError,
+    PermissionDeniedError,
+    SwitchyardError,
+    UpstreamError,
+)
 from backends.pool import Worker
 from backends.types import (
     ChatChoice,
@@ -25,10 +31,12 @@ from backends.types import (
     TextResponse,
     Usage,
 )
+from gateway.accounting import TRIMMED_HEADER
 from gateway.response_cache import CacheLookup, replay
 from gateway.runtime import Runtime
 from gateway.sse import DONE, encode_error_event, encode_event
 from gateway.state import Gateway
+from gateway.telemetry import RequestRecord, finish_reasons
 from gateway.wire import parse_chat, parse_text
 from policies.keys import Caller
 from router.base import RoutingRequest, Selection
@@ -88,20 +96,23 @@ class StreamLease:
     """
 
     def __init__(self, worker: Worker, upstream: AsyncIterator[Any],
-                 on_end: Callable[[list[Any]], None]) -> None:
+                 on_end: Callable[[list[Any], BaseException | None], None]) -> None:
         self._worker = worker
         self._upstream = upstream
         self._on_end = on_end
         self._released = False
         self.received: list[Any] = []
         """Chunks relayed so far: what is charged if the stream is cut short."""
+        self.error: BaseException | None = None
+        """Why the stream ended early, if it did (for the request's telemetry)."""
 
-    async def release(self) -> None:
+    async def release(self, error: BaseException | None = None) -> None:
         if self._released:
             return
         self._released = True
         self._worker.in_flight -= 1
-        self._on_end(self.received)  # synchronous: a cancelled client cannot skip the charge
+        # synchronous: a cancelled client cannot skip the charge
+        self._on_end(self.received, error or self.error)
         await self._upstream.aclose()  # type: ignore[attr-defined]
 
 
@@ -112,44 +123,81 @@ def _authorize(runtime: Runtime, caller: Caller, model: str) -> None:
         raise PermissionDeniedError(f"Your API key may not use the model '{model}'.", param="model")
 
 
-async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp, Chunk]) -> Response[Any]:
-    """Admit the request, pick a worker, and answer from it (as JSON or as an SSE stream)."""
+async def handle(request: Request[Any, Any, Any], operation: Operation[Req, Resp, Chunk]) -> Response[Any]:
+    """Serve one request under the runtime active when it arrived, with its telemetry record.
+
+    The record is finished here when the request fails or answers JSON, and by the relay
+    when a stream ends.
+    """
     gateway: Gateway = request.app.state.gateway
-    runtime = gateway.runtime  # read once: the request finishes under this policy
+    request_id = os.urandom(16).hex()  # a uuid4's randomness, at a third of its cost
+    record = RequestRecord(gateway.telemetry, operation.name, request.headers, request_id)
+    try:
+        runtime = gateway.runtime  # read once: the request finishes under this policy
+        runtime.enter(record)
+        return await serve(request, operation, runtime, record)
+    except BaseException as exc:
+        record.finish(error=exc)
+        raise
+
+
+async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp, Chunk],
+                runtime: Runtime, record: RequestRecord) -> Response[Any]:
+    """Admit the request, pick a worker, and answer from it (as JSON or as an SSE stream)."""
     caller = runtime.keyring.authenticate(request.headers.get("authorization"))
-    call = operation.parse(await request.body())
+    record.tenant, record.key = caller.tenant, caller.key_name
+    body = await request.body()
+    call = operation.parse(body)
     params = call.params
     model = params.model
+    record.request_model, record.stream = model, call.is_stream
+    record.request_params = _request_attributes(params)
+    if runtime.policy.observability.capture_content:
+        record.capture, record.request_body = True, body
+        record.session = request.headers.get(SESSION_HEADER)
     _authorize(runtime, caller, model)
-    headers = {"x-request-id": os.urandom(16).hex()}  # a uuid4's randomness, at a third of its cost
+    headers = {"x-request-id": record.request_id}
     route = runtime.routes.get(model)
     if route is not None:
         # being allowed the route means being allowed both of its tiers
-        decision = route.decide(_messages(call), request.headers, caller.route_thresholds.get(model))
+        with record.phase("switchyard.classify") as span:
+            decision = route.decide(_messages(call), request.headers, caller.route_thresholds.get(model))
+            span.set_attribute("switchyard.tier", decision.tier)
         model = decision.model
+        record.routed(route.name, decision.tier, decision.score)
         headers["x-switchyard-tier"] = decision.tier
         if decision.score is not None:
             headers["x-switchyard-difficulty"] = f"{decision.score:.4f}"
     headers["x-switchyard-model"] = model
-    call, ticket = await runtime.accounting.admit(runtime.policy, caller, model, call, headers["x-request-id"])
+    record.model, record.version = model, runtime.versions[model]
+    with record.phase("switchyard.admission"):
+        call, ticket = await runtime.accounting.admit(runtime.policy, caller, model, call, record.request_id)
     headers.update(ticket.headers)
+    trimmed = ticket.headers.get(TRIMMED_HEADER)
+    record.trimmed_tokens = int(trimmed) if trimmed else 0
     settle = runtime.accounting.settle
     cached = CacheLookup.start(runtime.response_caches.get(model), caller.tenant, call, request.headers)
     hit = await cached.get()
     if cached.state:
-        headers["x-switchyard-cache"] = cached.state
+        headers["x-switchyard-cache"] = record.cache = cached.state
     if hit is not None:
-        settle(ticket, Usage())  # served without upstream tokens: refund the estimate
-        return _from_cache(hit, call, model, headers)
+        record.charge = settle(ticket, Usage())  # served without upstream tokens: refund the estimate
+        return _from_cache(hit, call, model, headers, record)
 
     user = params.user if isinstance(params.user, str) else None
     prompt, head_chars = operation.render(call)
     routing = RoutingRequest(model=model, tenant=caller.tenant,
                              sticky_key=request.headers.get(SESSION_HEADER) or user or caller.key_name,
                              prompt=prompt, head_chars=head_chars)
-    choice = await choose(runtime.models[model], routing)
-    call = msgspec.structs.replace(call, upstream_model=choice.deployment.upstream_model)
+    with record.phase("switchyard.select_worker") as span:
+        choice = await choose(runtime.models[model], routing)
+        span.set_attributes({"switchyard.worker": choice.worker.id, "switchyard.worker.reason":
+                             choice.selection.reason})
+    record.selected(choice.selection, choice.deployment.pool.name)
     worker, selector = choice.worker, choice.deployment.selector
+    upstream_model = choice.deployment.upstream_model
+    trace_headers = record.upstream_call(worker, upstream_model, operation.name)
+    call = msgspec.structs.replace(call, upstream_model=upstream_model, trace_headers=trace_headers)
     headers["x-switchyard-worker"] = worker.id
     if selector.debug_header:
         headers["x-switchyard-route"] = route_header(choice.selection)
@@ -158,25 +206,55 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
         selector.on_outcome(worker.id, routing, "".join(operation.text(c) for c in chunks))
         await cached.put_stream(chunks)
 
-    def on_end(chunks: list[Chunk]) -> None:
+    def on_end(chunks: list[Chunk], error: BaseException | None) -> None:
         usage = next((c.usage for c in reversed(chunks) if isinstance(c.usage, Usage)), None)
-        settle(ticket, usage, "".join(operation.text(c) for c in chunks))
+        text = "".join(operation.text(c) for c in chunks)
+        record.charge = settle(ticket, usage, text)
+        record.finish_reasons = finish_reasons([c for chunk in chunks for c in chunk.choices])
+        if chunks:
+            record.response_id = chunks[0].id
+        if record.capture:
+            record.completion = text
+        record.finish(200, error)
 
     if call.is_stream:
-        return await _stream(operation, worker, call, model, headers, on_done, on_end)
+        return await _stream(operation, worker, call, model, headers, on_done, on_end, record)
     worker.in_flight += 1
     try:
         answer = await operation.complete(worker.backend, call)
     except BaseException:
-        settle(ticket, Usage())  # failed before any output: nothing was generated
+        record.charge = settle(ticket, Usage())  # failed before any output: nothing was generated
         raise
     finally:
         worker.in_flight -= 1
-    settle(ticket, answer.usage if isinstance(answer.usage, Usage) else None, operation.text(answer))
-    selector.on_outcome(worker.id, routing, operation.text(answer))
+    text = operation.text(answer)
+    record.charge = settle(ticket, answer.usage if isinstance(answer.usage, Usage) else None, text)
+    selector.on_outcome(worker.id, routing, text)
     answer.model = model
+    record.finish_reasons, record.response_id = finish_reasons(answer.choices), answer.id
+    if record.capture:
+        record.completion = text
+    record.finish()
     return Response(_ENCODER.encode(answer), media_type="application/json", headers=headers,
                     background=BackgroundTask(cached.put, answer) if cached.key else None)
+
+
+def _request_attributes(params: Any) -> dict[str, Any]:
+    """The GenAI request attributes the client set (``gen_ai.request.*``)."""
+    out: dict[str, Any] = {}
+    for field_name, attribute in _REQUEST_ATTRIBUTES:
+        value = getattr(params, field_name, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.setdefault(attribute, value)
+    return out
+
+
+_REQUEST_ATTRIBUTES = (
+    ("max_completion_tokens", "gen_ai.request.max_tokens"), ("max_tokens", "gen_ai.request.max_tokens"),
+    ("temperature", "gen_ai.request.temperature"), ("top_p", "gen_ai.request.top_p"),
+    ("seed", "gen_ai.request.seed"), ("frequency_penalty", "gen_ai.request.frequency_penalty"),
+    ("presence_penalty", "gen_ai.request.presence_penalty"),
+)
 
 
 def _messages(call: ChatRequest | TextRequest) -> list[Message]:
@@ -194,8 +272,10 @@ def route_header(selection: Selection) -> str:
 
 
 def _from_cache(hit: ChatResponse, call: ChatRequest | TextRequest, model: str,
-                headers: dict[str, str]) -> Response[Any]:
+                headers: dict[str, str], record: RequestRecord) -> Response[Any]:
     hit.model = model
+    record.finish_reasons, record.response_id = finish_reasons(hit.choices), hit.id
+    record.finish()
     if not call.is_stream:
         return Response(_ENCODER.encode(hit), media_type="application/json", headers=headers)
     options = call.params.stream_options
@@ -211,7 +291,8 @@ def _from_cache(hit: ChatResponse, call: ChatRequest | TextRequest, model: str,
 
 async def _stream(operation: Operation[Req, Resp, Chunk], worker: Worker, call: Req, model: str,
                   headers: dict[str, str], on_done: Callable[[list[Chunk]], Awaitable[None]],
-                  on_end: Callable[[list[Chunk]], None]) -> Response[Any]:
+                  on_end: Callable[[list[Chunk], BaseException | None], None],
+                  record: RequestRecord) -> Response[Any]:
     worker.in_flight += 1
     upstream = operation.stream(worker.backend, call)
     lease = StreamLease(worker, upstream, on_end)
@@ -219,21 +300,23 @@ async def _stream(operation: Operation[Req, Resp, Chunk], worker: Worker, call: 
         # peek before answering 200: a failure before the first byte is still a proper HTTP error
         first = await anext(upstream)
     except StopAsyncIteration:
-        await lease.release()
-        raise UpstreamError(f"{worker.id} ended the stream before sending anything") from None
-    except BaseException:
-        await lease.release()
+        error = UpstreamError(f"{worker.id} ended the stream before sending anything")
+        await lease.release(error)
+        raise error from None
+    except BaseException as exc:
+        await lease.release(exc)
         raise
+    record.first_token()
     options = call.params.stream_options
     include_usage = bool(options and options.include_usage is True)
-    body = _relay(first, upstream, model, include_usage, lease, on_done)
+    body = _relay(first, upstream, model, include_usage, lease, on_done, record)
     return Stream(body, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers},
                   background=BackgroundTask(lease.release))
 
 
 async def _relay(first: Chunk, upstream: AsyncIterator[Chunk], model: str, include_usage: bool,
-                 lease: StreamLease,
-                 on_done: Callable[[list[Chunk]], Awaitable[None]]) -> AsyncIterator[bytes]:
+                 lease: StreamLease, on_done: Callable[[list[Chunk]], Awaitable[None]],
+                 record: RequestRecord) -> AsyncIterator[bytes]:
     """Re-emit upstream chunks under the public model name; usage only if the client asked.
 
     The chunks are kept for ``on_done``, which runs once the client has ``[DONE]``: routing
@@ -253,11 +336,16 @@ async def _relay(first: Chunk, upstream: AsyncIterator[Chunk], model: str, inclu
                 chunk = await anext(upstream)
             except StopAsyncIteration:
                 break
+            record.chunk()
         yield DONE
         await on_done(received)
     except SwitchyardError as exc:
         # after the first byte nothing can be retried: end with an error event the SDK raises
+        lease.error = exc
         yield encode_error_event(exc)
+    except (GeneratorExit, asyncio.CancelledError) as exc:  # the client went away mid-stream
+        lease.error = exc
+        raise
     finally:
         await lease.release()
 
@@ -265,10 +353,10 @@ async def _relay(first: Chunk, upstream: AsyncIterator[Chunk], model: str, inclu
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
     """OpenAI's chat completions, streamed or not."""
-    return await serve(request, CHAT)
+    return await handle(request, CHAT)
 
 
 @post("/v1/completions", status_code=200)
 async def text_completions(request: Request[Any, Any, Any]) -> Response[Any]:
     """OpenAI's legacy text completions, streamed or not."""
-    return await serve(request, TEXT)
+    return await handle(request, TEXT)

@@ -21,6 +21,7 @@ from backends.sim import RunningSim, SimConfig, start_sim
 from gateway.app import create_app
 from gateway.server import uvicorn_config
 from gateway.settings import Settings
+from gateway.telemetry import Telemetry
 from policies.keys import hash_key
 
 DEMO_KEY = "sy-demo-key"
@@ -98,6 +99,7 @@ async def start_local_stack(
     selection: Mapping[str, Any] | None = None,
     edit_policy: Callable[[dict[str, Any]], None] | None = None,
     settings_overrides: Mapping[str, Any] | None = None,
+    telemetry: Telemetry | None = None,
 ) -> LocalStack:
     """Start ``sglang_workers`` SGLang sims, an OpenAI and an Anthropic sim, and the gateway.
 
@@ -105,6 +107,7 @@ async def start_local_stack(
     kind and key are filled in per simulator. ``selection`` is the SGLang pool's worker
     selection (default round robin). ``edit_policy`` may change the generated policy
     document (it knows the simulators' URLs by then) before the gateway loads it.
+    ``telemetry`` replaces the default one (tests pass an in-memory span exporter).
     """
     base = sim or SimConfig(itl_ms=2.0, prefill_us_per_token=20.0)
     sglang = [await start_sim(dataclasses.replace(base, kind="sglang", worker_id=f"local-{i}",
@@ -124,7 +127,7 @@ async def start_local_stack(
     policy_path = workdir / "policy.yaml"
     policy_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     settings = Settings(policy_path=policy_path, **dict(settings_overrides or {}))
-    app = create_app(settings)
+    app = create_app(settings, telemetry)
     server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0))
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.state import Gateway
 
@@ -38,3 +39,10 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     readiness = gateway.runtime.readiness()
     return Response({"ready": readiness.ready, "detail": readiness.detail},
                     status_code=200 if readiness.ready else 503)
+
+
+@get("/metrics", sync_to_thread=False)
+def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Prometheus metrics of this process."""
+    gateway: Gateway = request.app.state.gateway
+    return Response(generate_latest(gateway.telemetry.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,7 +10,8 @@ import asyncio
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 import httpx
@@ -38,10 +39,13 @@ from policies.loader import PolicyError
 from policies.rate_limit import MemoryRateLimiter, RateLimiter
 from policies.spend import MemoryUsageLedger, UsageLedger
 from policies.tokens import TokenCounter
-from router import build_policy
+from router import SelectionPolicy, build_policy
 from router.config import RoundRobinConfig, SelectionConfig
 from router.decide import Deployment, ModelRoute
 from router.tiering import DifficultyRoute, Scorer, share_threshold
+
+if TYPE_CHECKING:
+    from gateway.telemetry import RequestRecord
 
 
 def _timeouts(config: TimeoutsConfig) -> Timeouts:
@@ -57,23 +61,77 @@ def _api_key(name: str, env_var: str | None, environ: Mapping[str, str]) -> str 
     return value
 
 
-def _backends(name: str, config: BackendConfig, session: aiohttp.ClientSession,
+def _backends(name: str, config: BackendConfig, ids: list[str], session: aiohttp.ClientSession,
               control: httpx.AsyncClient, key: str | None) -> list[Backend]:
     """The backends of one policy entry: one per SGLang worker URL, one for a provider API."""
     timeouts = _timeouts(config.timeouts)
     if isinstance(config, SGLangBackendConfig):
-        return [SGLangBackend(f"{name}/{i}", str(url), session, control, timeouts, key,
-                              health_path=config.health_path) for i, url in enumerate(config.workers)]
+        return [SGLangBackend(worker_id, str(url), session, control, timeouts, key,
+                              health_path=config.health_path) for worker_id, url in zip(ids, config.workers)]
     if isinstance(config, AnthropicBackendConfig):
         return [AnthropicBackend(name, str(config.base_url), session, control, timeouts, key,
                                  prompt_caching=config.prompt_caching)]
     return [OpenAICompatBackend(name, str(config.base_url), session, control, timeouts, key)]
 
 
-def _pool(name: str, config: BackendConfig, session: aiohttp.ClientSession,
-          control: httpx.AsyncClient, environ: Mapping[str, str]) -> WorkerPool:
+def _worker_ids(name: str, config: BackendConfig, previous: BackendSlot | None) -> list[str]:
+    """``pool/index`` per worker URL; a worker that stays keeps its id when the list changes,
+    so routing state, metrics and headers follow it across a policy change."""
+    if not isinstance(config, SGLangBackendConfig):
+        return [name]
+    known = {w.address: w.id for w in previous.pool.workers} if previous else {}
+    taken = set(known.values())
+    ids, next_index = [], 0
+    for url in config.workers:
+        address = str(url).rstrip("/")
+        if address in known:
+            ids.append(known[address])
+            continue
+        while f"{name}/{next_index}" in taken:
+            next_index += 1
+        ids.append(f"{name}/{next_index}")
+        taken.add(ids[-1])
+    return ids
+
+
+@dataclass(eq=False)
+class BackendSlot:
+    """One policy backend, live: its pool, its connection pool and its worker selection.
+
+    A new policy revision that leaves a backend's configuration unchanged takes the slot
+    over as is (health, load, prefix trees and connections carry on); a changed backend
+    gets a new slot, keeping the selection state when the selection options did not change.
+    """
+
+    config_json: str
+    selection_json: str
+    pool: WorkerPool
+    session: aiohttp.ClientSession
+    selector: SelectionPolicy
+    departed: list[str] = field(default_factory=list)
+    """Worker ids of the previous revision that this one no longer has."""
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+        await self.session.close()
+
+
+def _slot(name: str, config: BackendConfig, previous: BackendSlot | None, max_connections: int,
+          control: httpx.AsyncClient, environ: Mapping[str, str]) -> BackendSlot:
+    config_json = config.model_dump_json()
+    selection = _selection_config(config)
+    selection_json = selection.model_dump_json()
+    if previous is not None and previous.config_json == config_json:
+        return previous
     key = _api_key(name, config.api_key_env, environ)
-    return WorkerPool(name, _backends(name, config, session, control, key), config.health_interval_s)
+    ids = _worker_ids(name, config, previous)
+    session = open_session(max_connections)
+    pool = WorkerPool(name, _backends(name, config, ids, session, control, key), config.health_interval_s)
+    keep_selector = previous is not None and previous.selection_json == selection_json
+    selector = previous.selector if keep_selector and previous else build_policy(selection)
+    departed = sorted({w.id for w in previous.pool.workers} - set(ids)) if keep_selector and previous else []
+    pool.on_worker_removed(selector.on_worker_removed)
+    return BackendSlot(config_json, selection_json, pool, session, selector, departed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,21 +140,28 @@ class Readiness:
     detail: str
 
 
+def policy_digest(policy: Policy) -> str:
+    """SHA-256 of the validated document: the same policy hashes alike however it is written."""
+    return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
+
+
 class Runtime:
     """Everything one policy revision needs to serve requests.
 
     Build it with ``Runtime.build`` inside a running event loop (it opens HTTP pools), then
-    ``await start()``; ``aclose()`` releases every pool and session.
+    ``await start()``. Requests ``enter`` it and leave when their record finishes; a retired
+    runtime waits for them (``drain``) before ``aclose`` releases what it alone owns.
     """
 
-    def __init__(self, policy: Policy, pools: dict[str, WorkerPool], models: dict[str, ModelRoute],
-                 sessions: list[aiohttp.ClientSession], control: httpx.AsyncClient,
-                 response_caches: dict[str, ResponseCache],
-                 routes: dict[str, DifficultyRoute],
-                 accounting: Accounting) -> None:
+    def __init__(self, policy: Policy, slots: dict[str, BackendSlot], owned: set[str],
+                 models: dict[str, ModelRoute], response_caches: dict[str, ResponseCache],
+                 routes: dict[str, DifficultyRoute], accounting: Accounting,
+                 versions: dict[str, str]) -> None:
         self.policy = policy
+        self.digest = policy_digest(policy)
         self.keyring = KeyRing(policy)
-        self.pools = pools
+        self.slots = slots
+        self.pools = {name: slot.pool for name, slot in slots.items()}
         self.models = models
         self.response_caches = response_caches
         """Per public model, for the models that enable ``response_cache``."""
@@ -104,56 +169,90 @@ class Runtime:
         """Difficulty routes by public name."""
         self.accounting = accounting
         """Admission and charging; the limiter and ledger outlive policy reloads."""
-        self._sessions = sessions
-        self._control = control
+        self.versions = versions
+        """Per public model, its version (``model_version``)."""
+        self.active = 0
+        """Requests started under this runtime and not finished yet."""
+        self._owned = owned
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @classmethod
-    def build(cls, policy: Policy, *, max_connections: int = 0,
+    def build(cls, policy: Policy, *, control: httpx.AsyncClient, max_connections: int = 0,
               environ: Mapping[str, str] | None = None, redis_client: redis.Redis | None = None,
               scorer: Scorer | None = None, scorer_error: str = "",
-              limit_stores: tuple[RateLimiter, UsageLedger] | None = None) -> Runtime:
+              limit_stores: tuple[RateLimiter, UsageLedger] | None = None,
+              previous: Runtime | None = None) -> Runtime:
         """Compile ``policy``; raise ``PolicyError`` if it cannot run here (missing env var,
         difficulty routes without a working classifier).
 
-        ``redis_client`` makes shared state (the response cache) live in Redis; ``scorer`` is
-        the process's difficulty classifier (``scorer_error`` says why there is none).
+        ``control`` is the process's client for health and control routes (it outlives
+        runtimes). ``redis_client`` makes shared state (the response cache) live in Redis;
+        ``scorer`` is the process's difficulty classifier (``scorer_error`` says why there is
+        none). ``previous`` is the runtime being replaced: unchanged backends are taken over.
         """
         routes = compile_routes(policy, scorer, scorer_error)
         counter = TokenCounter.load(m.tokens.tokenizer for m in policy.models.values())
         limiter, ledger = limit_stores or (MemoryRateLimiter(), MemoryUsageLedger())
         accounting = Accounting(counter, limiter, ledger)
         environ = os.environ if environ is None else environ
-        control = httpx.AsyncClient(timeout=httpx.Timeout(5.0), limits=httpx.Limits(max_connections=64))
-        pools: dict[str, WorkerPool] = {}
-        sessions: list[aiohttp.ClientSession] = []
+        old = previous.slots if previous else {}
+        slots: dict[str, BackendSlot] = {}
         try:
             for name, config in policy.backends.items():
-                session = open_session(max_connections)
-                sessions.append(session)
-                pools[name] = _pool(name, config, session, control, environ)
+                slots[name] = _slot(name, config, old.get(name), max_connections, control, environ)
         except BaseException:
-            for session in sessions:
-                asyncio.get_running_loop().create_task(session.close())
-            asyncio.get_running_loop().create_task(control.aclose())
+            for name, slot in slots.items():
+                if slot is not old.get(name):
+                    asyncio.get_running_loop().create_task(slot.aclose())
             raise
-        selectors = {name: build_policy(_selection_config(policy.backends[name])) for name in pools}
-        for name, selector in selectors.items():
-            pools[name].on_worker_removed(selector.on_worker_removed)
+        owned = {name for name, slot in slots.items() if slot is not old.get(name)}
         models = {
             model_name: ModelRoute(model_name, tuple(
-                Deployment(pools[d.backend], d.model, selectors[d.backend]) for d in model.deployments
+                Deployment(slots[d.backend].pool, d.model, slots[d.backend].selector)
+                for d in model.deployments
             ))
             for model_name, model in policy.models.items()
         }
-        caches = {name: _response_cache(name, model, redis_client)
-                   for name, model in policy.models.items() if model.response_cache.enabled}
-        return cls(policy, pools, models, sessions, control, caches, routes, accounting)
+        versions = {name: model_version(model) for name, model in policy.models.items()}
+        caches = {name: _response_cache(name, model, versions[name], redis_client)
+                  for name, model in policy.models.items() if model.response_cache.enabled}
+        return cls(policy, slots, owned, models, caches, routes, accounting, versions)
 
     async def start(self) -> None:
-        """Check every worker once (so readiness is known), then keep checking in the background."""
-        await asyncio.gather(*(pool.check_health() for pool in self.pools.values()))
-        for pool in self.pools.values():
-            pool.start()
+        """Check every new worker once (so readiness is known), then keep checking in the
+        background. Workers that left their pool are dropped from its selection state."""
+        new = [self.slots[name] for name in self._owned]
+        await asyncio.gather(*(slot.pool.check_health() for slot in new))
+        for slot in new:
+            for worker_id in slot.departed:
+                slot.selector.on_worker_removed(worker_id)
+            slot.pool.start()
+
+    def take_over(self, previous: Runtime) -> None:
+        """Become the owner of the backends shared with ``previous`` (called once swapped in)."""
+        shared = {name for name, slot in self.slots.items() if previous.slots.get(name) is slot}
+        self._owned |= shared
+        previous._owned -= shared
+
+    def enter(self, record: RequestRecord) -> None:
+        """Count a request in; it leaves when its record finishes."""
+        self.active += 1
+        self._idle.clear()
+        record.on_finish.append(self._leave)
+
+    def _leave(self) -> None:
+        self.active -= 1
+        if self.active <= 0:
+            self._idle.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until no request runs under this runtime; False if ``timeout_s`` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     def readiness(self) -> Readiness:
         """Ready when every model has at least one healthy worker in some deployment."""
@@ -166,10 +265,10 @@ class Runtime:
         return Readiness(True, f"policy {self.policy.version}: {len(self.models)} models ready")
 
     async def aclose(self) -> None:
+        """Flush accounting and close the backends this runtime owns (not those handed on)."""
         await self.accounting.aclose()
-        await asyncio.gather(*(pool.aclose() for pool in self.pools.values()))
-        await asyncio.gather(*(session.close() for session in self._sessions))
-        await self._control.aclose()
+        await asyncio.gather(*(self.slots[name].aclose() for name in sorted(self._owned)))
+        self._owned = set()
 
 
 def compile_routes(policy: Policy, scorer: Scorer | None, error: str = "") -> dict[str, DifficultyRoute]:
@@ -189,10 +288,15 @@ def compile_routes(policy: Policy, scorer: Scorer | None, error: str = "") -> di
     return routes
 
 
-def _response_cache(name: str, model: ModelConfig, client: redis.Redis | None) -> ResponseCache:
+def model_version(model: ModelConfig) -> str:
+    """A model's version: a short hash of its deployments (what serves it), so a change of
+    upstream model or backend shows as a new version in metrics, traces and cache keys."""
+    return hashlib.sha256(model.model_dump_json(include={"deployments"}).encode()).hexdigest()[:12]
+
+
+def _response_cache(name: str, model: ModelConfig, version: str,
+                    client: redis.Redis | None) -> ResponseCache:
     config = model.response_cache
-    # the deployments are the model's version: change them and old answers stop being served
-    version = hashlib.sha256(model.model_dump_json(include={"deployments"}).encode()).hexdigest()[:16]
     store: CacheStore = (RedisCacheStore(client, f"switchyard:cache:{name}", config.max_entries)
                          if client is not None else MemoryCacheStore(config.max_entries))
     return ResponseCache(store, config.ttl_s, config.max_entry_bytes, f"{name}:{version}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from backends.errors import ServiceUnavailableError
 from gateway.runtime import Runtime
 from gateway.settings import Settings
+from gateway.telemetry import Telemetry
 
 
 class Gateway:
@@ -14,11 +15,13 @@ class Gateway:
     finishes under the policy it started with even if a new one is swapped in meanwhile.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, telemetry: Telemetry) -> None:
         self.settings = settings
+        self.telemetry = telemetry
         self._runtime: Runtime | None = None
         self.load_error: str | None = None
         """Why no policy is active, shown by ``/readyz``."""
+        telemetry.metrics.watch_pools(lambda: self._runtime.pools.values() if self._runtime else ())
 
     @property
     def runtime(self) -> Runtime:
@@ -33,7 +36,10 @@ class Gateway:
         return self._runtime is not None
 
     def swap(self, runtime: Runtime) -> Runtime | None:
-        """Make ``runtime`` active; return the previous one for the caller to close."""
+        """Make ``runtime`` active; return the previous one for the caller to retire."""
         previous, self._runtime = self._runtime, runtime
         self.load_error = None
+        if previous is not None:
+            runtime.take_over(previous)
+        self.telemetry.metrics.set_policy(runtime.policy.version, runtime.digest)
         return previous

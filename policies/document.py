@@ -196,6 +196,15 @@ class TenantConfig(StrictModel):
     """Daily and monthly token and money caps for the whole tenant."""
 
 
+class ObservabilityConfig(StrictModel):
+    """What traces and the access log may contain."""
+
+    capture_content: bool = False
+    """Record prompts and completions: on the request span (``gen_ai.input.messages``,
+    ``gen_ai.output.messages``) and in the access log (``request``, ``completion``, the
+    session id), which is what ``switchyard replay`` reads. Off: no text is ever recorded."""
+
+
 class Policy(StrictModel):
     """The whole policy document."""
 
@@ -210,6 +219,7 @@ class Policy(StrictModel):
     """How rate limits and budgets use Redis (timeouts, outage handling, retention)."""
     admin_key_sha256: str | None = None
     """SHA-256 of the admin key for ``/admin/*``; with none set, the admin API is off (404)."""
+    observability: ObservabilityConfig = ObservabilityConfig()
 
     @field_validator("admin_key_sha256")
     @classmethod

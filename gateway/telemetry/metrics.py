@@ -1,0 +1,92 @@
+"""Prometheus metrics of one gateway process, served on ``/metrics``.
+
+Every label's values come from the policy (model, version, tier, tenant, pool, worker) or
+from a fixed set (status, code, reason, token type): no user ids, no free text, so the
+number of series is bounded by the policy's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from backends.pool import WorkerPool
+
+# seconds; TTFT and end-to-end of LLM calls span 10 ms to minutes
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class PoolCollector(Collector):
+    """Worker health, load and reported queue, read from the active runtime at scrape time."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[WorkerPool]] = tuple
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        healthy = GaugeMetricFamily("switchyard_backend_healthy",
+                                    "1 if the worker passed its last health check", labels=["pool", "worker"])
+        in_flight = GaugeMetricFamily("switchyard_backend_in_flight",
+                                      "Requests this process has open to the worker", labels=["pool", "worker"])
+        queued = GaugeMetricFamily("switchyard_backend_queued",
+                                   "Queue length the worker reports on its /metrics", labels=["pool", "worker"])
+        for pool in self.source():
+            for worker in pool.workers:
+                labels = [pool.name, worker.id]
+                healthy.add_metric(labels, 1.0 if worker.healthy else 0.0)
+                in_flight.add_metric(labels, worker.in_flight)
+                queued.add_metric(labels, worker.last_health.queued)
+        yield from (healthy, in_flight, queued)
+
+
+class Metrics:
+    """The instruments, in a registry of their own (one per app, so tests do not share)."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        model = ["model", "version"]
+        self.requests = Counter("switchyard_requests", "Requests answered, by outcome",
+                                [*model, "tier", "status", "code"], registry=registry)
+        self.in_flight = Gauge("switchyard_requests_in_flight", "Requests being served now (a "
+                               "signal for autoscaling)", registry=registry)
+        self.duration = Histogram("switchyard_request_duration_seconds",
+                                  "End-to-end latency: request received to last byte", model,
+                                  buckets=_LATENCY_BUCKETS, registry=registry)
+        self.ttft = Histogram("switchyard_time_to_first_token_seconds",
+                              "Request received to the first streamed chunk", model,
+                              buckets=_LATENCY_BUCKETS, registry=registry)
+        self.itl = Histogram("switchyard_inter_token_seconds", "Gap between streamed chunks", model,
+                             buckets=_ITL_BUCKETS, registry=registry)
+        self.overhead = Histogram("switchyard_gateway_overhead_seconds",
+                                  "Time in the gateway before the upstream call: parse, admit, "
+                                  "classify, pick a worker", buckets=_OVERHEAD_BUCKETS, registry=registry)
+        self.tokens = Counter("switchyard_tokens", "Tokens by type: input (uncached), cached, output",
+                              [*model, "type"], registry=registry)
+        self.cost = Counter("switchyard_cost_usd", "Spend at the policy's prices",
+                            [*model, "tenant"], registry=registry)
+        self.routing = Counter("switchyard_routing_decisions", "Worker picks by pool, worker and rule",
+                               ["pool", "worker", "reason"], registry=registry)
+        self.tiers = Counter("switchyard_route_tier_decisions", "Difficulty-route decisions",
+                             ["route", "tier"], registry=registry)
+        self.rejections = Counter("switchyard_rejections", "Requests refused by rate limits, budgets "
+                                  "or context limits", ["tenant", "code"], registry=registry)
+        self.response_cache = Counter("switchyard_response_cache", "Response cache lookups",
+                                      ["model", "result"], registry=registry)
+        self.policy_reloads = Counter("switchyard_policy_reloads", "Policy changes tried, by source "
+                                      "and result", ["source", "result"], registry=registry)
+        self.policy_info = Gauge("switchyard_policy_info", "The active policy (value 1)",
+                                 ["version", "sha256"], registry=registry)
+        self._pools = PoolCollector()
+        registry.register(self._pools)
+
+    def watch_pools(self, source: Callable[[], Iterable[WorkerPool]]) -> None:
+        """Where the worker gauges come from: the active runtime's pools, at scrape time."""
+        self._pools.source = source
+
+    def set_policy(self, version: str, digest: str) -> None:
+        self.policy_info.clear()
+        self.policy_info.labels(version, digest[:12]).set(1)

@@ -1,0 +1,334 @@
+"""One request's telemetry: its spans, its metrics and its access-log line, finished once.
+
+The completions handler fills a ``RequestRecord`` as the request moves along (who called,
+which tier and model, which worker and why, what it used) and calls ``finish`` when the
+response is complete: at once for JSON answers, when the relay ends for streams. ``finish``
+ends the root span with the GenAI and Switchyard attributes, counts the metrics and writes
+the access line, so the three always agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import msgspec
+from litestar.exceptions import HTTPException
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    set_span_in_context,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from backends.errors import RateLimitedError, SwitchyardError
+from policies.context_budget import ContextLengthExceededError
+
+if TYPE_CHECKING:
+    from backends.pool import Worker
+    from gateway.telemetry import Telemetry
+    from policies.spend import Charge
+    from router.base import Selection
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_PROVIDERS = {"sglang": "sglang", "openai": "openai", "anthropic": "anthropic"}
+_REJECTIONS = (RateLimitedError, ContextLengthExceededError)
+
+
+CLIENT_CLOSED = 499
+"""nginx's status for a client that went away before the answer was complete."""
+
+
+def status_of(error: BaseException) -> tuple[int, str]:
+    """The HTTP status and error code the edge answers ``error`` with."""
+    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+        return CLIENT_CLOSED, "client_disconnected"
+    if isinstance(error, SwitchyardError):
+        return error.status_code, error.code
+    if isinstance(error, HTTPException):
+        return error.status_code, "http_error"
+    return 500, "internal_error"
+
+
+def _server(address: str) -> tuple[str, int]:
+    parts = urlsplit(address)
+    return parts.hostname or address, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+class Phase:
+    """A child span around one step (admission, classification, worker selection)."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+    def __enter__(self) -> Span:
+        return self.span
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if error is not None:
+            self.span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            self.span.record_exception(error)
+        self.span.end()
+
+
+class RequestRecord:
+    """Everything observed about one request. Fields stay ``None`` when a step never ran."""
+
+    __slots__ = (
+        "_context",
+        "_finished",
+        "_last_chunk",
+        "_telemetry",
+        "_tracer",
+        "_upstream_span",
+        "cache",
+        "capture",
+        "charge",
+        "completion",
+        "finish_reasons",
+        "first_token_at",
+        "key",
+        "model",
+        "on_finish",
+        "operation",
+        "pool",
+        "provider",
+        "request_body",
+        "request_id",
+        "request_model",
+        "request_params",
+        "response_id",
+        "route",
+        "score",
+        "selection",
+        "session",
+        "span",
+        "started",
+        "started_wall",
+        "stream",
+        "tenant",
+        "tier",
+        "trimmed_tokens",
+        "upstream_model",
+        "upstream_started",
+        "version",
+        "worker",
+    )
+
+    def __init__(self, telemetry: Telemetry, operation: str, headers: Mapping[str, str],
+                 request_id: str) -> None:
+        self._telemetry = telemetry
+        self._tracer: Tracer = telemetry.tracer
+        parent: Context | None = _PROPAGATOR.extract(headers) if "traceparent" in headers else None
+        self.span = self._tracer.start_span(operation, context=parent, kind=SpanKind.SERVER)
+        self._context = set_span_in_context(self.span)
+        self._upstream_span: Span | None = None
+        self._last_chunk = 0.0
+        self._finished = False
+        telemetry.metrics.in_flight.inc()
+        self.operation = operation
+        self.started = time.perf_counter()
+        self.started_wall = time.time()
+        self.request_id = request_id
+        self.tenant = self.key = self.request_model = self.model = ""
+        self.version = self.route = self.tier = self.worker = self.pool = ""
+        self.provider = self.upstream_model = self.cache = ""
+        self.score: float | None = None
+        self.selection: Selection | None = None
+        self.stream = False
+        self.trimmed_tokens = 0
+        self.charge: Charge | None = None
+        self.finish_reasons: list[str] = []
+        self.response_id = ""
+        self.upstream_started: float | None = None
+        self.first_token_at: float | None = None
+        self.capture = False
+        """Content capture is on (policy ``observability.capture_content``)."""
+        self.request_body: bytes | None = None
+        self.session: str | None = None
+        self.completion: str | None = None
+        self.request_params: dict[str, Any] = {}
+        self.on_finish: list[Any] = []
+        """Callbacks run once at ``finish`` (the runtime's in-flight count)."""
+
+    @property
+    def trace_id(self) -> str:
+        return format(self.span.get_span_context().trace_id, "032x")
+
+    def phase(self, name: str) -> Phase:
+        """``with record.phase("switchyard.admission"):`` a child span of the request."""
+        return Phase(self._tracer.start_span(name, context=self._context))
+
+    def upstream_call(self, worker: Worker, upstream_model: str, operation: str) -> dict[str, str]:
+        """Start the backend-call span; the ``traceparent`` headers that continue it upstream."""
+        host, port = _server(worker.address)
+        self.provider = _PROVIDERS.get(worker.backend.kind, worker.backend.kind)
+        self.upstream_model = upstream_model
+        self.upstream_started = time.perf_counter()
+        span = self._tracer.start_span(f"{operation} {upstream_model}", context=self._context,
+                                       kind=SpanKind.CLIENT, attributes={
+                                           "gen_ai.operation.name": operation,
+                                           "gen_ai.provider.name": self.provider,
+                                           "gen_ai.request.model": upstream_model,
+                                           "server.address": host, "server.port": port,
+                                           "switchyard.worker": worker.id})
+        self._upstream_span = span
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier, context=set_span_in_context(span))
+        return carrier
+
+    def first_token(self) -> None:
+        now = time.perf_counter()
+        self.first_token_at = self._last_chunk = now
+        if self._upstream_span is not None:
+            self._upstream_span.add_event("first_token")
+
+    def chunk(self) -> None:
+        """A streamed chunk went out: the gap since the previous one is inter-token latency."""
+        now = time.perf_counter()
+        if self._last_chunk:
+            self._telemetry.metrics.itl.labels(self.model, self.version).observe(now - self._last_chunk)
+        self._last_chunk = now
+
+    def routed(self, route: str, tier: str, score: float | None) -> None:
+        self.route, self.tier, self.score = route, tier, score
+        self._telemetry.metrics.tiers.labels(route, tier).inc()
+
+    def selected(self, selection: Selection, pool: str) -> None:
+        self.selection, self.pool, self.worker = selection, pool, selection.worker.id
+        self._telemetry.metrics.routing.labels(pool, selection.worker.id, selection.reason).inc()
+
+    def finish(self, status: int = 200, error: BaseException | None = None) -> None:
+        """End the spans, count the metrics, write the access line; later calls do nothing."""
+        if self._finished:
+            return
+        self._finished = True
+        ended = time.perf_counter()
+        code = ""
+        if error is not None:
+            status, code = status_of(error)
+        metrics = self._telemetry.metrics
+        metrics.in_flight.dec()
+        model, version = self.model or self.request_model, self.version
+        metrics.requests.labels(model, version, self.tier, str(status), code).inc()
+        metrics.duration.labels(model, version).observe(ended - self.started)
+        if self.upstream_started is not None:
+            metrics.overhead.observe(self.upstream_started - self.started)
+        if self.first_token_at is not None and self.stream:
+            metrics.ttft.labels(model, version).observe(self.first_token_at - self.started)
+        charge = self.charge
+        if charge is not None:
+            metrics.tokens.labels(model, version, "input").inc(charge.input_tokens)
+            metrics.tokens.labels(model, version, "cached").inc(charge.cached_input_tokens)
+            metrics.tokens.labels(model, version, "output").inc(charge.output_tokens)
+            if charge.cost_usd:
+                metrics.cost.labels(model, version, self.tenant).inc(charge.cost_usd)
+        if isinstance(error, _REJECTIONS):
+            metrics.rejections.labels(self.tenant, code).inc()
+        self._end_spans(status, code, error)
+        self._write_access(status, code, ended)
+        for callback in self.on_finish:
+            callback()
+
+    def _end_spans(self, status: int, code: str, error: BaseException | None) -> None:
+        span = self.span
+        span.update_name(f"{self.operation} {self.request_model}" if self.request_model else self.operation)
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": self.operation,
+            "http.response.status_code": status,
+            "switchyard.request_id": self.request_id,
+            "switchyard.stream": self.stream,
+        }
+        optional: dict[str, Any] = {
+            "gen_ai.request.model": self.request_model,
+            "gen_ai.response.model": self.model,
+            "gen_ai.provider.name": self.provider,
+            "gen_ai.response.id": self.response_id,
+            "switchyard.tenant": self.tenant, "switchyard.key": self.key,
+            "switchyard.route": self.route, "switchyard.tier": self.tier,
+            "switchyard.model.version": self.version, "switchyard.upstream_model": self.upstream_model,
+            "switchyard.worker": self.worker, "switchyard.pool": self.pool,
+            "switchyard.response_cache": self.cache,
+        }
+        attributes.update({k: v for k, v in optional.items() if v})
+        attributes.update(self.request_params)
+        if self.score is not None:
+            attributes["switchyard.difficulty.score"] = round(self.score, 4)
+        if self.selection is not None:
+            attributes["switchyard.worker.reason"] = self.selection.reason
+            if self.selection.scores:
+                attributes["switchyard.worker.scores"] = ", ".join(
+                    f"{k}={v:.3g}" for k, v in self.selection.scores.items())
+        if self.trimmed_tokens:
+            attributes["switchyard.trimmed_tokens"] = self.trimmed_tokens
+        if self.charge is not None:
+            attributes["gen_ai.usage.input_tokens"] = self.charge.input_tokens + self.charge.cached_input_tokens
+            attributes["gen_ai.usage.output_tokens"] = self.charge.output_tokens
+            attributes["gen_ai.usage.cache_read.input_tokens"] = self.charge.cached_input_tokens
+            attributes["switchyard.cost_usd"] = self.charge.cost_usd
+        if self.finish_reasons:
+            attributes["gen_ai.response.finish_reasons"] = self.finish_reasons
+        if self.first_token_at is not None:
+            attributes["switchyard.ttft_ms"] = round((self.first_token_at - self.started) * 1000, 3)
+        if self.capture:
+            if self.request_body is not None:
+                attributes["gen_ai.input.messages"] = self.request_body.decode("utf-8", "replace")
+            if self.completion is not None:
+                attributes["gen_ai.output.messages"] = self.completion
+        if error is not None:
+            attributes["error.type"] = code
+            span.set_status(Status(StatusCode.ERROR, code))
+        span.set_attributes(attributes)
+        upstream = self._upstream_span
+        if upstream is not None:
+            if self.finish_reasons:
+                upstream.set_attribute("gen_ai.response.finish_reasons", self.finish_reasons)
+            if error is not None:
+                upstream.set_status(Status(StatusCode.ERROR, code))
+            upstream.end()
+        span.end()
+
+    def _write_access(self, status: int, code: str, ended: float) -> None:
+        log = self._telemetry.access_log
+        if not log.enabled:
+            return
+        charge = self.charge
+        line: dict[str, Any] = {
+            "ts": round(self.started_wall, 6), "trace_id": self.trace_id, "request_id": self.request_id,
+            "operation": self.operation, "tenant": self.tenant, "key": self.key,
+            "request_model": self.request_model, "model": self.model, "version": self.version,
+            "route": self.route, "tier": self.tier, "worker": self.worker, "status": status,
+            "code": code, "stream": self.stream, "cache": self.cache,
+            "prompt_tokens": (charge.input_tokens + charge.cached_input_tokens) if charge else 0,
+            "cached_tokens": charge.cached_input_tokens if charge else 0,
+            "completion_tokens": charge.output_tokens if charge else 0,
+            "trimmed_tokens": self.trimmed_tokens,
+            "cost_usd": round(charge.cost_usd, 8) if charge else 0.0,
+            "latency_ms": round((ended - self.started) * 1000, 3),
+            "ttft_ms": round((self.first_token_at - self.started) * 1000, 3)
+            if self.first_token_at is not None else None,
+        }
+        if self.selection is not None:
+            line["worker_reason"] = self.selection.reason
+        if self.capture:
+            line["session"] = self.session
+            if self.request_body is not None:
+                line["request"] = msgspec.Raw(self.request_body)
+            line["completion"] = self.completion
+        log.write(line)
+
+
+def finish_reasons(choices: Sequence[Any]) -> list[str]:
+    """The finish reasons of a response's or last chunks' choices, in choice order."""
+    return [c.finish_reason for c in choices if isinstance(getattr(c, "finish_reason", None), str)]
