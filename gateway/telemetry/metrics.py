@@ -7,10 +7,11 @@ number of series is bounded by the policy's size.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from backends.pool import WorkerPool
@@ -19,6 +20,52 @@ from backends.pool import WorkerPool
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class ChunkHistogram(Collector):
+    """A histogram for per-chunk observations (inter-token latency), at ~0.3 µs each.
+
+    ``prometheus_client.Histogram.observe`` takes a lock and walks the buckets (2.5 µs, 5 µs
+    with ``labels``): 50 chunks would add 250 µs of CPU to every streamed request. Here a
+    series is a plain list of counts found with ``bisect``; the event loop is the only
+    writer, and the library still renders the exposition.
+    """
+
+    def __init__(self, name: str, documentation: str, labels: list[str], buckets: tuple[float, ...]) -> None:
+        self._name, self._doc, self._labels = name, documentation, labels
+        self._bounds = list(buckets)
+        self._series: dict[tuple[str, ...], Series] = {}
+
+    def series(self, *labels: str) -> Series:
+        found = self._series.get(labels)
+        if found is None:
+            found = self._series[labels] = Series(self._bounds)
+        return found
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self._name, self._doc, labels=self._labels)
+        for labels, series in list(self._series.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip([*map(str, self._bounds), "+Inf"], series.counts, strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            family.add_metric(list(labels), buckets, series.total)
+        yield family
+
+
+class Series:
+    """One label set of a ``ChunkHistogram``."""
+
+    __slots__ = ("_bounds", "counts", "total")
+
+    def __init__(self, bounds: list[float]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self._bounds, value)] += 1
+        self.total += value
 
 
 class PoolCollector(Collector):
@@ -59,8 +106,9 @@ class Metrics:
         self.ttft = Histogram("switchyard_time_to_first_token_seconds",
                               "Request received to the first streamed chunk", model,
                               buckets=_LATENCY_BUCKETS, registry=registry)
-        self.itl = Histogram("switchyard_inter_token_seconds", "Gap between streamed chunks", model,
-                             buckets=_ITL_BUCKETS, registry=registry)
+        self.itl = ChunkHistogram("switchyard_inter_token_seconds", "Gap between streamed chunks", model,
+                                  _ITL_BUCKETS)
+        registry.register(self.itl)
         self.overhead = Histogram("switchyard_gateway_overhead_seconds",
                                   "Time in the gateway before the upstream call: parse, admit, "
                                   "classify, pick a worker", buckets=_OVERHEAD_BUCKETS, registry=registry)

@@ -35,6 +35,7 @@ from policies.context_budget import ContextLengthExceededError
 if TYPE_CHECKING:
     from backends.pool import Worker
     from gateway.telemetry import Telemetry
+    from gateway.telemetry.metrics import Series
     from policies.spend import Charge
     from router.base import Selection
 
@@ -91,6 +92,7 @@ class RequestRecord:
         "_last_chunk",
         "_telemetry",
         "_tracer",
+        "_itl",
         "_upstream_span",
         "cache",
         "capture",
@@ -135,6 +137,7 @@ class RequestRecord:
         self._context = set_span_in_context(self.span)
         self._upstream_span: Span | None = None
         self._last_chunk = 0.0
+        self._itl: Series | None = None
         self._finished = False
         telemetry.metrics.in_flight.inc()
         self.operation = operation
@@ -197,8 +200,9 @@ class RequestRecord:
     def chunk(self) -> None:
         """A streamed chunk went out: the gap since the previous one is inter-token latency."""
         now = time.perf_counter()
-        if self._last_chunk:
-            self._telemetry.metrics.itl.labels(self.model, self.version).observe(now - self._last_chunk)
+        if self._itl is None:
+            self._itl = self._telemetry.metrics.itl.series(self.model, self.version)
+        self._itl.observe(now - self._last_chunk)
         self._last_chunk = now
 
     def routed(self, route: str, tier: str, score: float | None) -> None:
