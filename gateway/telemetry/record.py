@@ -89,10 +89,10 @@ class RequestRecord:
     __slots__ = (
         "_context",
         "_finished",
+        "_itl",
         "_last_chunk",
         "_telemetry",
         "_tracer",
-        "_itl",
         "_upstream_span",
         "cache",
         "capture",
