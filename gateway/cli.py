@@ -71,6 +71,70 @@ def _policy_diff(args: argparse.Namespace) -> int:
     return 1 if changes else 0  # like diff(1): 0 same, 1 different, 2 trouble
 
 
+def _replay(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from gateway.replay import (
+        DEFAULT_SIM,
+        DriveOptions,
+        PolicyFile,
+        ReplayError,
+        ReplayOptions,
+        TrafficError,
+        read_traffic,
+        render_json,
+        render_table,
+        run_replay,
+    )
+    from policies.loader import PolicyError
+
+    try:
+        policies = [PolicyFile.load(path) for path in [args.policy, *args.compare]]
+        traffic = read_traffic(args.traffic, limit=args.limit)
+    except (PolicyError, TrafficError) as exc:
+        print(exc.message if isinstance(exc, PolicyError) else exc, file=sys.stderr)
+        return 2
+    knobs = {"capacity_tokens": args.sim_capacity_tokens, "prefill_us_per_token": args.sim_prefill_us_per_token,
+             "itl_ms": args.sim_itl_ms}
+    sim = dataclasses.replace(DEFAULT_SIM, seed=args.seed, **{k: v for k, v in knobs.items() if v is not None})
+    options = ReplayOptions(DriveOptions(speed=args.speed, concurrency=args.concurrency), sim, args.warmup)
+    try:
+        reports = run_replay(policies, traffic, options)
+    except ReplayError as exc:
+        print(f"replay failed: {exc}", file=sys.stderr)
+        return 1
+    pace = f"recorded times x{args.speed:g}" if args.speed > 0 and traffic.is_timed \
+        else "as fast as possible"
+    print(render_json(traffic, reports) if args.json
+          else render_table(traffic, reports, f"{pace}, at most {args.concurrency} in flight"))
+    return 0
+
+
+def _add_replay_arguments(replay: argparse.ArgumentParser) -> None:
+    # defaults of the --sim-* flags live in gateway.replay.DEFAULT_SIM (importing it here would
+    # slow every command down by the gateway's imports); the help repeats them, a test checks
+    replay.add_argument("--policy", required=True, help="policy YAML file")
+    replay.add_argument("--traffic", required=True,
+                        help="JSONL: access-log records with content, or OpenAI request bodies")
+    replay.add_argument("--compare", action="append", default=[], metavar="OTHER",
+                        help="another policy to replay the same traffic through (repeatable)")
+    replay.add_argument("--speed", type=float, default=1.0,
+                        help="divide recorded inter-arrival times by this; 0 ignores them (default: 1)")
+    replay.add_argument("--concurrency", type=int, default=16, help="most requests in flight (default: 16)")
+    replay.add_argument("--limit", type=int, help="replay only the first N requests")
+    replay.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
+    replay.add_argument("--sim-capacity-tokens", type=int,
+                        help="KV cache of each simulated worker, in tokens (default: 200000)")
+    replay.add_argument("--sim-prefill-us-per-token", type=float,
+                        help="simulated prefill time per uncached prompt token, in µs (default: 50)")
+    replay.add_argument("--sim-itl-ms", type=float, help="simulated inter-token latency (default: 5)")
+    replay.add_argument("--warmup", type=int, default=8,
+                        help="requests sent and thrown away before measuring, so one-time costs of the "
+                             "process do not land on the first policy (default: 8; 0: none)")
+    replay.add_argument("--json", action="store_true", help="print the reports as JSON")
+    replay.set_defaults(func=_replay)
+
+
 def _keys_hash(args: argparse.Namespace) -> int:
     from policies.keys import hash_key
 
@@ -174,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--route", help="one route (default: every route)")
         sub.add_argument("--classifier", help="model file (default: the shipped one)")
         sub.set_defaults(func=func)
+
+    _add_replay_arguments(commands.add_parser(
+        "replay", help="replay recorded traffic through policies on simulated workers and compare"))
 
     usage = commands.add_parser("usage", help="usage and spend of a tenant, from a running gateway")
     usage.add_argument("--tenant", required=True)
