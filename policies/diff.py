@@ -184,7 +184,10 @@ def _values(change: Change) -> str:
         return _show(change.new)
     if change.kind == "removed":
         return _show(change.old)
-    return f"{_show(change.old)} -> {_show(change.new)}"
+    old, new = change.old, change.new
+    if isinstance(old, dict) and isinstance(new, dict):  # a retyped subtree: what differs
+        old, new = ({k: v for k, v in side.items() if old.get(k) != new.get(k)} for side in (old, new))
+    return f"{_show(old)} -> {_show(new)}"
 
 
 def _show(value: Any, limit: int = 100) -> str:
@@ -192,6 +195,8 @@ def _show(value: Any, limit: int = 100) -> str:
         text = "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items() if v is not None) + "}"
     elif isinstance(value, list):
         text = "[" + ", ".join(_show(v) for v in value) + "]"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
     elif isinstance(value, float):
         text = f"{value:g}"
     else:

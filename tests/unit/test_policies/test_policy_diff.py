@@ -85,6 +85,9 @@ def test_switching_selection_is_one_change_not_the_new_defaults() -> None:
     assert change.old["type"] == "round_robin" and change.new["type"] == "cache_aware"
     assert change.meaning.startswith("pool local picks workers by cache_aware instead of round_robin")
     assert "more prefix-cache hits" in change.meaning
+    # shown as what differs, not the fields both variants share
+    assert "~ backends.local.selection: {type: round_robin} -> {type: cache_aware, cache_threshold: 0.5" \
+        in render_changes([change])
 
 
 def test_tuning_selection_reports_the_field() -> None:
