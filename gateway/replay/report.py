@@ -158,8 +158,7 @@ def render_table(traffic: Traffic, reports: Sequence[PolicyReport], pace: str) -
     rows += _money_rows(reports)
     rows += _cache_rows(reports)
     rows += _ttft_rows(reports)
-    rows += [
-             ("trimmed requests (tokens)", [f"{r.trimmed_requests} ({r.trimmed_tokens:,})" for r in reports])]
+    rows.append(("trimmed requests (tokens)", [f"{r.trimmed_requests} ({r.trimmed_tokens:,})" for r in reports]))
     rows += _breakdown("rejections (status code)", [r.rejections for r in reports], empty="none")
     rows += _breakdown("requests by worker", [r.workers for r in reports])
     return header + "\n\n" + _layout(rows)
@@ -201,10 +200,9 @@ def _ttft(values: Mapping[str, float | None]) -> str:
 
 def _breakdown(title: str, counts: Sequence[Mapping[str, int]], *, shares: bool = False,
                empty: str = "") -> list[Row]:
+    """A title row, then one row per key of any of the counters (``empty`` on the title if none)."""
     keys = list(dict.fromkeys(k for c in counts for k in sorted(c)))
-    if not keys:
-        return [(title, [empty or "-"] * len(counts))] if empty else [(title, [""] * len(counts))]
-    rows: list[Row] = [(title, [""] * len(counts))]
+    rows: list[Row] = [(title, ["" if keys else empty] * len(counts))]
     for key in keys:
         cells = []
         for c in counts:

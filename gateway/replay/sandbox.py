@@ -28,9 +28,15 @@ from backends.sim import RunningSim, SimConfig, start_sim
 from gateway.app import create_app
 from gateway.server import uvicorn_config
 from gateway.settings import Settings
-from policies.document import Policy, SGLangBackendConfig
+from policies.document import (
+    AnthropicBackendConfig,
+    OpenAIBackendConfig,
+    Policy,
+    SGLangBackendConfig,
+)
 from policies.keys import hash_key
 
+BackendConfig = SGLangBackendConfig | OpenAIBackendConfig | AnthropicBackendConfig
 REPLAY_KEY_NAME = "switchyard-replay"
 """Name of the key added to every tenant of a replayed policy."""
 _READY_TIMEOUT_S = 15.0
@@ -91,11 +97,11 @@ async def start_sandbox(policy: Policy, document: Mapping[str, Any], workdir: Pa
     doc = copy.deepcopy(dict(document))
     sandbox = Sandbox("", policy, {}, [])
     try:
-        env = {}
+        env: dict[str, str] = {}
         for name, backend in policy.backends.items():
-            key = f"replay-upstream-{name}" if backend.api_key_env else None
-            if backend.api_key_env and key:
-                env[backend.api_key_env] = key  # read by the gateway as operators pass keys
+            # one key per variable: backends sharing a variable share the key, as in production
+            key = env.setdefault(backend.api_key_env, f"replay-{backend.api_key_env}") \
+                if backend.api_key_env else None
             doc["backends"][name].update(await _simulate(sandbox, name, backend, sim, key))
         for tenant_name, tenant in (doc.get("tenants") or {}).items():
             tenant.setdefault("keys", []).append(
@@ -112,7 +118,7 @@ async def start_sandbox(policy: Policy, document: Mapping[str, Any], workdir: Pa
     return sandbox
 
 
-async def _simulate(sandbox: Sandbox, name: str, backend: Any, template: SimConfig,
+async def _simulate(sandbox: Sandbox, name: str, backend: BackendConfig, template: SimConfig,
                     key: str | None) -> dict[str, Any]:
     """Start the sims of one backend; the fields of its document entry that point at them."""
     served = _served_model(sandbox.policy, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +74,21 @@ def test_cache_aware_beats_round_robin(tmp_path: Path, capsys: pytest.CaptureFix
     assert all(cell.startswith("$") and float(cell[1:]) > 0 for cell in table_row(out, "expected cost (USD)"))
 
 
-def test_threshold_moves_tier_shares(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    low = policy(tmp_path, "low.yaml", lambda d: d["routes"]["auto"].update(threshold=0.2))
+def test_threshold_moves_tier_shares(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def low_threshold(doc: dict[str, Any]) -> None:
+        doc["routes"]["auto"]["threshold"] = 0.2
+        doc["backends"]["claude"]["api_key_env"] = "OPENAI_API_KEY"  # two backends, one variable
+    low = policy(tmp_path, "low.yaml", low_threshold)
     high = policy(tmp_path, "high.yaml", lambda d: d["routes"]["auto"].update(threshold=0.8))
     log = traffic(tmp_path, conversations=8)
+    monkeypatch.setenv("OPENAI_API_KEY", "the operator's own")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     assert main(["replay", "--policy", low, "--compare", high, "--traffic", log, "--json", *FAST]) == 0
+    assert os.environ["OPENAI_API_KEY"] == "the operator's own" and "ANTHROPIC_API_KEY" not in os.environ
     report = json.loads(capsys.readouterr().out)
     low_report, high_report = report["policies"]
+    assert low_report["rejections"] == high_report["rejections"] == {}
     assert [p["label"] for p in report["policies"]] == ["low.yaml", "high.yaml"]
 
     def share(p: dict[str, Any], tier: str) -> int:
