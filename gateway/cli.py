@@ -12,12 +12,17 @@ from pathlib import Path
 def _serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
     from gateway.settings import Settings
+    from gateway.telemetry.tracing import TracingConfigError, check_tracing_env
     from policies.loader import PolicyError, load_policy
 
     try:
         load_policy(args.policy)  # fail fast with the errors, before binding a port
+        check_tracing_env(os.environ)
     except PolicyError as exc:
         print(exc.message, file=sys.stderr)
+        return 1
+    except TracingConfigError as exc:
+        print(f"tracing: {exc}", file=sys.stderr)
         return 1
     settings = Settings(policy_path=Path(args.policy), max_body_bytes=args.max_body_bytes)
     serve(settings, args.host, args.port, args.workers, args.log_level, args.server)

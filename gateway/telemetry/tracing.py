@@ -38,17 +38,24 @@ def _exporter_names(environ: Mapping[str, str]) -> list[str]:
     return [n.strip() for n in names.split(",") if n.strip() and n.strip() != "none"]
 
 
-def _exporter(name: str, environ: Mapping[str, str]) -> SpanExporter:
+def _exporter(name: str) -> SpanExporter:
     if name == "console":
         return ConsoleSpanExporter()
-    if name != "otlp":
-        raise TracingConfigError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r} (otlp, console, none)")
-    protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-    if protocol not in (None, "http/protobuf"):
-        raise TracingConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol}: only http/protobuf is supported")
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter()  # reads the endpoint, headers and timeout from the environment
+
+
+def check_tracing_env(environ: Mapping[str, str]) -> None:
+    """Raise ``TracingConfigError`` if the ``OTEL_*`` variables ask for what is not supported."""
+    for name in _exporter_names(environ):
+        if name == "console":
+            continue
+        if name != "otlp":
+            raise TracingConfigError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r} (otlp, console, none)")
+        protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        if protocol not in (None, "http/protobuf"):
+            raise TracingConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol}: only http/protobuf is supported")
 
 
 def tracer_provider_from_env(environ: Mapping[str, str]) -> TracerProvider | None:
@@ -60,6 +67,7 @@ def tracer_provider_from_env(environ: Mapping[str, str]) -> TracerProvider | Non
     """
     if environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return None
+    check_tracing_env(environ)
     names = _exporter_names(environ)
     resource = Resource.create()  # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
@@ -68,6 +76,6 @@ def tracer_provider_from_env(environ: Mapping[str, str]) -> TracerProvider | Non
         return TracerProvider(sampler=ALWAYS_OFF, resource=resource)
     provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER
     for name in names:
-        provider.add_span_processor(BatchSpanProcessor(_exporter(name, environ)))
+        provider.add_span_processor(BatchSpanProcessor(_exporter(name)))
     log.info("tracing: exporting spans via %s", ", ".join(names))
     return provider

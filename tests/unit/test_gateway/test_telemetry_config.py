@@ -28,7 +28,7 @@ def test_an_endpoint_turns_otlp_export_on() -> None:
     provider = tracer_provider_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
                                          "OTEL_SERVICE_NAME": "edge"})
     assert provider is not None
-    processors = provider._active_span_processor._span_processors  # noqa: SLF001 - no public view
+    processors = provider._active_span_processor._span_processors
     assert [type(p) for p in processors] == [BatchSpanProcessor]
     assert provider.get_tracer("t").start_span("x").is_recording()
     provider.shutdown()
@@ -57,3 +57,17 @@ def test_access_log_writes_one_json_line_per_record_and_off_writes_nothing() -> 
     off = AccessLog("off")
     assert not off.enabled
     off.write({"status": 200})
+
+
+def test_serve_refuses_an_unsupported_tracing_setup_before_binding(
+        tmp_path: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from gateway.cli import main
+
+    policy = Path(str(tmp_path)) / "p.yaml"
+    policy.write_text("backends: {o: {kind: openai, base_url: 'http://127.0.0.1:9/v1'}}\n"
+                      "models: {m: {deployments: [{backend: o, model: x}]}}\n")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "jaeger")
+    assert main(["serve", "--policy", str(policy), "--port", "1"]) == 1
+    assert "unknown exporter 'jaeger'" in capsys.readouterr().err
