@@ -10,8 +10,11 @@ The keys use Python's per-process ``hash``: they never leave the process.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
+from itertools import islice
+
+_EVICT_BATCH = 64
+"""Evict down to ``limit - limit // _EVICT_BATCH`` at once: see ``PrefixIndex._evict``."""
 
 
 def block_keys(text: str, block_chars: int) -> list[int]:
@@ -27,10 +30,12 @@ def block_keys(text: str, block_chars: int) -> list[int]:
 class PrefixIndex:
     """Which worker holds which prefix blocks; bounded per worker with LRU eviction.
 
-    Owners of a block are a bitmask over worker slots (a plain ``int``): no allocation per
-    block, and nothing for the garbage collector to walk. With a ``set`` per block, a full
-    collection over 16 workers x 10k conversations took over a second: a stall of every
-    stream in flight (docs/routing.md).
+    Owners of a block are a bitmask over worker slots (a plain ``int``), and each worker's LRU
+    is a plain ``dict`` of block keys to ``None`` in recency order (a hit pops the key and
+    inserts it again at the end). Neither holds anything but ints and ``None``, so the garbage
+    collector does not track them at all. With a ``set`` per block a full collection over
+    16 workers x 10k conversations took over a second, and with ``OrderedDict`` LRUs (which
+    the collector tracks and walks) 409 ms: a stall of every stream in flight (docs/routing.md).
 
     Args:
         max_blocks_per_worker: Memory bound of each worker's tree.
@@ -39,7 +44,7 @@ class PrefixIndex:
     def __init__(self, max_blocks_per_worker: int) -> None:
         self._default_limit = max_blocks_per_worker
         self._owners: dict[int, int] = {}
-        self._lru: dict[str, OrderedDict[int, None]] = {}
+        self._lru: dict[str, dict[int, None]] = {}
         self._limits: dict[str, int] = {}
         self._slots: dict[str, int] = {}
         self._slot_workers: list[str | None] = []
@@ -76,16 +81,16 @@ class PrefixIndex:
         """Record that ``worker`` now holds the prefix ``keys``."""
         lru = self._lru.get(worker)
         if lru is None:
-            lru = self._lru[worker] = OrderedDict()
+            lru = self._lru[worker] = {}
         bit = 1 << self._slot(worker)
         owners = self._owners
         # newest last, root last: eviction takes a prefix's leaves before its root, as SGLang does
         for key in reversed(keys):
             if key in lru:
-                lru.move_to_end(key)
+                del lru[key]  # re-inserted below: a dict keeps insertion order, so this is recency
             else:
-                lru[key] = None
                 owners[key] = owners.get(key, 0) | bit
+            lru[key] = None
         self._evict(worker, lru)
 
     def set_limit(self, worker: str, blocks: int) -> None:
@@ -121,11 +126,20 @@ class PrefixIndex:
             self._slots[worker] = slot
         return slot
 
-    def _evict(self, worker: str, lru: OrderedDict[int, None]) -> None:
+    def _evict(self, worker: str, lru: dict[int, None]) -> None:
+        """Evict the oldest blocks past the limit, a batch at a time.
+
+        Iterating a dict from the front skips the slots its deletions left dead, until the
+        next resize compacts it; evicting one key per insert would rescan them every time.
+        A batch of ``limit // _EVICT_BATCH`` keys pays that scan once.
+        """
         limit = self._limits.get(worker, self._default_limit)
+        if len(lru) <= limit:
+            return
         bit = 1 << self._slots[worker]
-        while len(lru) > limit:
-            key, _ = lru.popitem(last=False)
+        excess = len(lru) - limit + limit // _EVICT_BATCH
+        for key in list(islice(lru, excess)):
+            del lru[key]
             self._drop(key, bit)
 
     def _drop(self, key: int, bit: int) -> None:
