@@ -54,8 +54,9 @@ class CacheAwareConfig(SelectionBase):
 
     type: Literal["cache_aware"]
     cache_threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
-    """Share of the prompt a worker must already hold (beyond the conversation's head) to
-    take the request away from the prefix's home worker."""
+    """No longer consulted; accepted so that policy files which set it still load. (It was the
+    share of the prompt a worker had to hold to take a later turn from the hashed home. Homes
+    now depend on recent traffic, so a later turn follows whichever worker holds its head.)"""
     balance_abs_threshold: Annotated[int, Field(ge=0)] = 16
     """Load gap (requests) above which load wins over prefix affinity ..."""
     balance_rel_threshold: Annotated[float, Field(ge=1)] = 1.5
@@ -65,6 +66,19 @@ class CacheAwareConfig(SelectionBase):
     max_blocks_per_worker: Annotated[int, Field(ge=16)] = 200_000
     """Memory bound of each worker's tree; the least recently used blocks go first.
     A worker that reports its KV capacity (SGLang ``max_total_num_tokens``) bounds it too."""
+    chars_per_token: Annotated[float, Field(ge=1, le=16)] = 6.0
+    """Characters per token, to turn a worker's reported KV capacity into a tree budget. Err
+    high: a tree that forgets a conversation its worker still holds sends the next turn to
+    another worker (a full prefill there); one that remembers too long costs nothing extra."""
+    group_chars: Annotated[int, Field(ge=0)] = 1024
+    """Leading characters of the prompt that name its group (a shared system prompt): new
+    conversations of a group are placed side by side, on one or two workers. Heads no longer
+    than this are their own group. 0: every conversation is its own group."""
+    balance_window: Annotated[int, Field(ge=10)] = 1000
+    """New conversations over which group shares and each worker's starts are counted."""
+    balance_gain: Annotated[float, Field(ge=0, le=8)] = 4.0
+    """How hard a worker that started more than its share of new conversations loses slice:
+    ``(share / mean) ** -balance_gain`` of an even slice. 0: slices stay even."""
 
 
 SelectionConfig = Annotated[

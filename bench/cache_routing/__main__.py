@@ -6,6 +6,9 @@ Usage::
     python -m bench.cache_routing --quick            # a small workload, to try the harness
     python -m bench.cache_routing --decision-cost    # only the per-decision micro-benchmark
     python -m bench.cache_routing --policies cache_aware,round_robin --replicas 1
+    python -m bench.cache_routing --seed 3 --policies round_robin,cache_aware --replicas 1 \
+        --no-sglang-router --skip-decision-cost --out bench/results/cache_routing-seed3.json
+    python -m bench.cache_routing --seed-table bench/results/cache_routing.json bench/results/cache_routing-seed*.json
 
 Starts four ``switchyard sim`` SGLang workers once, then for each run flushes their caches,
 starts fresh gateway processes (cold prefix trees), replays the same seeded schedule and
@@ -30,10 +33,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.cache_routing import decision_cost
+from bench.cache_routing import decision_cost, offline
 from bench.cache_routing.balance import home_spread
 from bench.cache_routing.replay import Route, replay
-from bench.cache_routing.report import judge, plot, render_bars, render_table, summarise
+from bench.cache_routing.report import (
+    judge,
+    plot,
+    render_bars,
+    render_seed_rows,
+    render_table,
+    summarise,
+)
 from bench.cache_routing.stack import (
     API_KEY,
     POLICIES,
@@ -76,6 +86,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "references, round_robin and cache_aware (1 replica) at each")
     parser.add_argument("--decision-cost", action="store_true", help="only the micro-benchmark")
     parser.add_argument("--skip-decision-cost", action="store_true")
+    parser.add_argument("--skip-model", action="store_true",
+                        help="skip the five-seed run of the in-process model (bench.cache_routing.offline)")
+    parser.add_argument("--seed-table", nargs="+", type=Path, default=None, metavar="JSON",
+                        help="only print the per-seed table of these results files")
     parser.add_argument("--quick", action="store_true", help="40 conversations: try the harness")
     parser.add_argument("--out", type=Path, default=None, help="JSON results file")
     parser.add_argument("--chart", type=Path, default=None, help="PNG chart (full runs only by default)")
@@ -84,6 +98,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.seed_table:
+        print(render_seed_rows([json.loads(p.read_text()) for p in args.seed_table]))
+        return 0
     out = args.out or RESULTS / ("cache_routing-quick.json" if args.quick else "cache_routing.json")
     results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     results["environment"] = environment()
@@ -92,8 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.decision_cost:
         run_end_to_end(args, results, out)
         workload = generate(_workload_config(args))
-        results["home_spread"] = [home_spread(workload, key="head"), home_spread(workload, key="user")]
-        print(f"\nrendezvous spread over random worker URLs: {results['home_spread']}")
+        results["home_spread"] = home_spread(workload)
+        print(f"\nconsistent_hash on user, over random worker URLs: {results['home_spread']}")
+        if not (args.quick or args.skip_model):
+            print("\n## The same workload through the model of the sims, five seeds\n", flush=True)
+            results["model_seeds"] = offline.seed_table(list(range(5)))
+            print(offline.render_seed_table(results["model_seeds"]))
     if args.decision_cost or not (args.capacity_sweep or args.skip_decision_cost):
         print("\n## Decision cost (this takes a minute and ~2 GB)\n", flush=True)
         results["decision_cost"] = decision_cost.run(
@@ -102,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     results["bars"] = judge(results.get("runs", []), results.get("decision_cost"))
     save(results, out)
     print("\n## Bars\n\n" + render_bars(results["bars"]))
-    chart = args.chart or (None if args.quick else CHART)
+    # only the main results file owns the chart: a run with another --seed or --out must not
+    # replace it
+    chart = args.chart or (CHART if out == RESULTS / "cache_routing.json" else None)
     if chart and results.get("runs"):
         plot(results["runs"], chart)
         print(f"\nchart: {chart}")

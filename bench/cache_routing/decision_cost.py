@@ -3,7 +3,7 @@
 ``CacheAware.select`` is called directly (no HTTP, no event loop: it never awaits, so the
 coroutine is driven by hand) on prompts of 2-8k characters. Beside it, in the same process
 and on the same prompts: ``RoundRobin.select`` (the floor of any decision), computing the
-block keys alone, and rendezvous hashing of the head alone. The index is filled first, one
+block keys alone, and placing on the line alone (two stable hashes and the line's slices). The index is filled first, one
 ``insert`` per conversation, as ``select`` would leave it.
 
 Three kinds of prompt are timed, because matching stops early on a miss:
@@ -13,7 +13,7 @@ Three kinds of prompt are timed, because matching stops early on a miss:
 * ``unknown``: text no worker holds.
 
 GC stays on, as in the gateway. A full collection over the filled index is timed on its own:
-every key of the index owns a ``set``, and the collector walks all of them.
+it is what the event loop stalls for when Python runs one (docs/routing.md).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any
 
 from router.base import RoutingRequest, Selection
 from router.config import CacheAwareConfig, RoundRobinConfig
-from router.hashing import rendezvous_pick
 from router.policies import CacheAware, RoundRobin
+from router.policies.cache_aware import _point
 from router.prefix_index import block_keys
 from router.prompt_text import render_answer
 
@@ -91,9 +91,11 @@ def run(*, workers: int = 16, conversations_per_worker: int = 10_000, probes: in
     for index in range(workers * conversations_per_worker):
         system = rng.choice(systems)
         prompt = system + _turn("user", _text(rng, rng.randint(500, 2_000)))
-        # straight into the index, on the conversation's home (where select would put it):
-        # 160k selects would only take longer
-        home = rendezvous_pick(prompt, pool)
+        # straight into the index, on the worker the line gives a new conversation (where
+        # select would put it): 160k selects would only take longer
+        request = _request(prompt, len(prompt))
+        home = policy._line.pick(policy._group(request), _point(request), pool)
+        policy._line.count(policy._group(request), home.id)
         policy._index.insert(home.id, block_keys(prompt, block_chars))
         per_worker[home.id] += 1
         if index % 50 == 0:
@@ -119,11 +121,15 @@ def run(*, workers: int = 16, conversations_per_worker: int = 10_000, probes: in
     rr = RoundRobin(RoundRobinConfig())
     result["round_robin"] = _time_select(rr, pool, probe_set)
     result["block_keys_only"] = _time(lambda p, h: block_keys(p, block_chars), probe_set)
-    result["rendezvous_only"] = _time(lambda p, h: rendezvous_pick(p[:h], pool), probe_set)
+    result["line_only"] = _time(lambda p, h: _line_pick(policy, _request(p, h), pool), probe_set)
     started = time.perf_counter()
     gc.collect()
     result["full_gc_ms"] = round((time.perf_counter() - started) * 1000, 1)
     return result
+
+
+def _line_pick(policy: CacheAware, request: RoutingRequest, pool: list[FakeWorker]) -> object:
+    return policy._line.pick(policy._group(request), _point(request), pool)
 
 
 def _probes(rng: random.Random, cached: list[tuple[str, int]], systems: list[str],
@@ -196,7 +202,7 @@ def render(result: dict[str, Any]) -> str:
         "| step | prompts | p50 µs | p99 µs | max µs | CPU p50 µs | CPU p99 µs |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for name in ("cache_aware", "cache_aware_gc_off", "round_robin", "block_keys_only", "rendezvous_only"):
+    for name in ("cache_aware", "cache_aware_gc_off", "round_robin", "block_keys_only", "line_only"):
         label = {"cache_aware_gc_off": "cache_aware.select, GC off", "cache_aware": "cache_aware.select",
                  "round_robin": "round_robin.select"}.get(name, name)
         for kind, wall in result[name]["wall"].items():

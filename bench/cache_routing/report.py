@@ -126,6 +126,26 @@ def judge(runs: list[dict[str, Any]], decision: dict[str, Any] | None) -> dict[s
     return out
 
 
+def render_seed_rows(results: list[dict[str, Any]]) -> str:
+    """One row per results file (one workload seed): uncached prefill, ratio and balance."""
+    lines = [("| seed | round_robin | reference | reference, grouped | cache_aware | ratio to round_robin "
+             "| cache_aware max/min (requests per worker) |"),
+             "|---:|---:|---:|---:|---:|---:|---|"]
+    for result in sorted(results, key=lambda r: r["workload"]["seed"]):
+        runs = result["runs"]
+        rr, ca = _find(runs, "round_robin"), _find(runs, "cache_aware")
+        if not (rr and ca):
+            continue
+        refs = [(_find(runs, n) or {}).get("uncached_per_request", float("nan"))
+                for n in ("reference", "reference_grouped")]
+        counts = "/".join(str(c) for c in ca["requests_per_worker"].values())
+        lines.append(f"| {result['workload']['seed']} | {rr['uncached_per_request']:.0f} | {refs[0]:.0f} | "
+                     f"{refs[1]:.0f} | {ca['uncached_per_request']:.0f} | "
+                     f"{ca['uncached_per_request'] / rr['uncached_per_request']:.2f} | "
+                     f"{ca['max_min']:.2f} ({counts}) |")
+    return "\n".join(lines)
+
+
 def render_bars(bars: dict[str, dict[str, Any]]) -> str:
     lines = ["| bar | measured | met |", "|---|---|---|"]
     for key, bar in bars.items():

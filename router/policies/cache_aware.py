@@ -4,15 +4,17 @@ The decision, in order:
 
 1. **Load imbalance wins.** If the busiest worker carries ``balance_abs_threshold`` more
    requests than the idlest *and* ``balance_rel_threshold`` times as many, the idlest takes it.
-2. **A conversation follows its own history.** If some worker holds more than the prompt's
-   head (system prompt + first user turn) and at least ``cache_threshold`` of the prompt, the
-   conversation ran there before: the worker with the longest match takes it.
-3. **Otherwise the prefix's home.** Every conversation has a *home* worker: the rendezvous
-   hash of its head. Every replica computes the same home without talking, so the next turn
-   returns to it whichever replica routes it, and new conversations spread evenly. A shared
-   system prompt cached on one worker does not pull new conversations there (SGLang's router
-   herds them onto one worker this way, and sends every miss to the smallest tree): copying
-   a shared prefix to each worker once is cheaper than unbalancing the pool for good.
+2. **A conversation follows its own history.** A later turn goes to the worker with the
+   longest match if that covers the prompt's head (system prompt + first user turn): the
+   conversation ran there before.
+3. **Otherwise its place on the line.** Conversations are laid on a line ordered by a stable
+   hash of their first ``group_chars`` characters, so those sharing a long system prompt sit
+   side by side, each prompt group taking a length proportional to its share of recent new
+   conversations. The workers cut the line into slices, one each, in a stable order. A
+   conversation goes to the worker whose slice holds its point, so a worker serves one or
+   two system prompts instead of all of them. A worker that started more than its share of
+   recent conversations gets a narrower slice (``balance_gain``), so requests stay even.
+   Replicas compute the line from their own counts: the same hashes, nearly the same lengths.
 4. A pick that is overloaded (``balance_abs_threshold`` above the idlest) hands the request
    to the least loaded of the workers holding the longest match.
 """
@@ -24,11 +26,88 @@ from collections.abc import Sequence
 
 from router.base import BasePolicy, RoutingRequest, Selection, WorkerView
 from router.config import CacheAwareConfig
-from router.hashing import rendezvous_pick
+from router.hashing import stable_hash
 from router.prefix_index import PrefixIndex, block_keys
 from router.prompt_text import render_answer
 
-_CHARS_PER_TOKEN = 4  # to turn a worker's KV capacity in tokens into a block budget
+_BUCKETS = 1024
+"""Positions of prompt groups on the line; two large groups rarely share one."""
+_PRIOR = 1.0
+"""New conversations assumed spread evenly over the buckets before any is counted."""
+_PSEUDO = 5.0
+"""Conversations every worker is assumed to have started, so the first few do not swing slices."""
+_MIN_SLICE, _MAX_SLICE = 0.25, 4.0
+"""Bounds of a slice relative to an even one."""
+
+
+class ConversationLine:
+    """Where new conversations go: prompt groups along a line, cut into one slice per worker.
+
+    Counts fade: each new conversation multiplies older ones by ``1 - 1/window``, so the line
+    follows the traffic of the last ``window`` conversations. Counts are kept scaled by a
+    growing unit instead of decaying every entry.
+
+    Args:
+        window: New conversations the counts cover.
+        gain: Exponent of the slice correction: a worker that started ``r`` times the mean
+            gets ``r ** -gain`` of an even slice (bounded to 1/4 .. 4).
+    """
+
+    def __init__(self, window: int, gain: float) -> None:
+        self._growth = 1 / (1 - 1 / window)
+        self._gain = gain
+        self._unit = 1.0
+        self._buckets = [0.0] * _BUCKETS
+        self._total = 0.0
+        self._started: dict[str, float] = {}
+        self._ranks: dict[str, bytes] = {}
+
+    def pick(self, group: bytes, point: float, workers: Sequence[WorkerView]) -> WorkerView:
+        """The worker whose slice holds the conversation at ``point`` (in [0, 1)) of ``group``."""
+        bucket = _bucket(group)
+        buckets, unit = self._buckets, self._unit
+        prior = _PRIOR / _BUCKETS
+        before = sum(buckets[:bucket]) / unit + prior * bucket
+        total = self._total / unit + _PRIOR
+        at = (before + point * (buckets[bucket] / unit + prior)) / total
+        ranked = sorted(workers, key=self._rank)
+        loads = [self._started.get(w.id, 0.0) / unit + _PSEUDO for w in ranked]
+        mean = sum(loads) / len(loads)
+        widths = [min(_MAX_SLICE, max(_MIN_SLICE, (mean / load) ** self._gain)) for load in loads]
+        edge, scale = 0.0, sum(widths)
+        for worker, width in zip(ranked, widths, strict=True):
+            edge += width / scale
+            if at < edge:
+                return worker
+        return ranked[-1]
+
+    def count(self, group: bytes, worker_id: str) -> None:
+        """A new conversation of ``group`` started on ``worker_id``."""
+        self._unit *= self._growth
+        unit = self._unit
+        self._buckets[_bucket(group)] += unit
+        self._total += unit
+        self._started[worker_id] = self._started.get(worker_id, 0.0) + unit
+        if unit > 1e12:  # rescale before the floats lose the small counts
+            self._buckets = [b / unit for b in self._buckets]
+            self._total = sum(self._buckets)
+            self._started = {w: s / unit for w, s in self._started.items()}
+            self._unit = 1.0
+
+    def forget(self, worker_id: str) -> None:
+        self._started.pop(worker_id, None)
+
+    def _rank(self, worker: WorkerView) -> bytes:
+        rank = self._ranks.get(worker.address)
+        if rank is None:
+            if len(self._ranks) > 4096:  # addresses churned: keep the map bounded
+                self._ranks.clear()
+            rank = self._ranks[worker.address] = stable_hash(worker.address)
+        return rank
+
+
+def _bucket(group: bytes) -> int:
+    return int.from_bytes(group[:4], "big") % _BUCKETS
 
 
 class CacheAware(BasePolicy):
@@ -40,6 +119,7 @@ class CacheAware(BasePolicy):
         self.debug_header = config.debug_header
         self._config = config
         self._index = PrefixIndex(config.max_blocks_per_worker)
+        self._line = ConversationLine(config.balance_window, config.balance_gain)
 
     async def select(self, request: RoutingRequest, workers: Sequence[WorkerView]) -> Selection:
         config = self._config
@@ -48,30 +128,48 @@ class CacheAware(BasePolicy):
         busiest = max(w.load for w in workers)
         if (busiest - idlest.load > config.balance_abs_threshold
                 and busiest > idlest.load * config.balance_rel_threshold):
-            return self._place(idlest, keys, "load_imbalance", {})
+            return self._place(idlest, request, keys, "load_imbalance", {}, None)
         matched = self._index.match(keys, (w.id for w in workers))
         total = max(len(keys), 1)
         scores = {w.id: matched[w.id] / total for w in workers if matched[w.id]}
-        # the sticky key (session, user, else API key) keeps templated conversations whose heads
-        # are identical from all sharing one home; every replica still computes the same one
-        home = rendezvous_pick(f"{request.sticky_key}\x00{request.head}", workers)
-        best = max(workers, key=lambda w: (matched[w.id], w is home, -w.load))
-        past_head = matched[best.id] * config.block_chars > request.head_chars
-        if best is not home and past_head and matched[best.id] / total >= config.cache_threshold:
+        best = max(workers, key=lambda w: (matched[w.id], -w.load))
+        # a later turn whose head a worker holds (with, usually, the turns since) ran there
+        # before; a first turn's match is only a shared prompt, or an identical twin's head
+        is_later_turn = len(request.prompt) > request.head_chars
+        group = None
+        if is_later_turn and matched[best.id] >= max(1, request.head_chars // config.block_chars):
             pick, reason = best, "conversation_match"
         else:
-            pick, reason = home, ("home_hit" if matched[home.id] else "home_miss")
+            group = self._group(request)
+            pick = self._line.pick(group, _point(request), workers)
+            reason = "home_hit" if matched[pick.id] else "home_miss"
         if pick.load - idlest.load > config.balance_abs_threshold:
             longest = matched[best.id]
             holders = [w for w in workers if matched[w.id] == longest]
             pick, reason = min(holders, key=lambda w: w.load), reason + "_overloaded"
-        return self._place(pick, keys, reason, scores)
+        return self._place(pick, request, keys, reason, scores, group)
 
-    def _place(self, worker: WorkerView, keys: list[int], reason: str,
-               scores: dict[str, float]) -> Selection:
+    def _group(self, request: RoutingRequest) -> bytes:
+        """Stable hash of the shared prefix that groups conversations on the line."""
+        chars = self._config.group_chars
+        if chars and request.head_chars > chars:
+            return stable_hash(request.prompt[:chars])
+        # no prefix that long is shared: each conversation is its own group
+        return stable_hash(_conversation(request))
+
+    def _place(self, worker: WorkerView, request: RoutingRequest, keys: list[int], reason: str,
+               scores: dict[str, float], group: bytes | None) -> Selection:
+        """Record the pick. ``group``: set when the line placed the request (rule 3)."""
+        config = self._config
         if worker.capacity_tokens:
-            blocks = worker.capacity_tokens * _CHARS_PER_TOKEN // self._config.block_chars
+            blocks = int(worker.capacity_tokens * config.chars_per_token) // config.block_chars
             self._index.set_limit(worker.id, blocks)
+        if group is None and len(request.prompt) <= request.head_chars:
+            group = self._group(request)  # a first turn placed by load alone still counts
+        if group is not None:
+            # a new conversation, or one new to this replica (another replica placed it, or
+            # the tree forgot it): counting those too keeps replicas' lines alike
+            self._line.count(group, worker.id)
         # optimistic: the worker will hold the prompt once it has prefilled it
         self._index.insert(worker.id, keys)
         return Selection(worker, reason=reason, scores=scores)
@@ -84,7 +182,19 @@ class CacheAware(BasePolicy):
 
     def on_worker_removed(self, worker_id: str) -> None:
         self._index.remove_worker(worker_id)
+        self._line.forget(worker_id)
 
     def tree_size(self, worker_id: str) -> int:
         """Blocks remembered for one worker (for tests and metrics)."""
         return self._index.size(worker_id)
+
+
+def _conversation(request: RoutingRequest) -> str:
+    # the sticky key (session, user, else API key) keeps templated conversations whose heads
+    # are identical apart; every replica still computes the same point
+    return f"{request.sticky_key}\x00{request.head}"
+
+
+def _point(request: RoutingRequest) -> float:
+    """The conversation's stable position within its group, in [0, 1)."""
+    return int.from_bytes(stable_hash(_conversation(request)), "big") / 2**64

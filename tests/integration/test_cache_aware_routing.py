@@ -8,6 +8,7 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from gateway.local_stack import DEMO_KEY, LOCAL_MODEL
 from tests.conftest import ThreadedStack
@@ -30,16 +31,19 @@ def test_turns_of_a_conversation_stay_on_the_worker_holding_its_prefix(cache_sta
     client = openai.OpenAI(base_url=cache_stack.url + "/v1", api_key=DEMO_KEY, max_retries=0)
     homes: Counter[str] = Counter()
     for user in range(6):
-        messages: list[dict[str, str]] = [{"role": "system", "content": SYSTEM},
-                                          {"role": "user", "content": f"User {user}: node {user} is down."}]
+        messages: list[ChatCompletionMessageParam] = [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"User {user}: node {user} is down."}]
         workers, cached, prompts = [], [], []
         for turn in range(3):
             raw = client.chat.completions.with_raw_response.create(model=LOCAL_MODEL, messages=messages, max_tokens=8)
             completion = raw.parse()
             workers.append(raw.headers["x-switchyard-worker"])
             assert raw.headers["x-switchyard-route"].split(";")[0] in {"home_hit", "home_miss", "conversation_match"}
-            cached.append(completion.usage.prompt_tokens_details.cached_tokens)
-            prompts.append(completion.usage.prompt_tokens)
+            usage = completion.usage
+            assert usage is not None and usage.prompt_tokens_details is not None
+            cached.append(usage.prompt_tokens_details.cached_tokens or 0)
+            prompts.append(usage.prompt_tokens)
             messages += [{"role": "assistant", "content": completion.choices[0].message.content or ""},
                          {"role": "user", "content": f"Turn {turn}: what next?"}]
         assert len(set(workers)) == 1, workers
@@ -51,14 +55,16 @@ def test_turns_of_a_conversation_stay_on_the_worker_holding_its_prefix(cache_sta
 
 def test_streamed_answers_are_learned_too(cache_stack: ThreadedStack) -> None:
     client = openai.OpenAI(base_url=cache_stack.url + "/v1", api_key=DEMO_KEY, max_retries=0)
-    messages: list[dict[str, str]] = [{"role": "system", "content": SYSTEM},
-                                      {"role": "user", "content": "A streamed conversation."}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "system", "content": SYSTEM},
+                                                  {"role": "user", "content": "A streamed conversation."}]
     with client.chat.completions.with_streaming_response.create(
             model=LOCAL_MODEL, messages=messages, max_tokens=8, stream=True) as response:
         first_worker = response.headers["x-switchyard-worker"]
-        answer = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+        answer = "".join(c.choices[0].delta.content or "" for c in response.parse()
+                         if isinstance(c, ChatCompletionChunk) and c.choices)
     messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": "And then?"}]
     raw = client.chat.completions.with_raw_response.create(model=LOCAL_MODEL, messages=messages, max_tokens=4)
     assert raw.headers["x-switchyard-worker"] == first_worker
     usage = raw.parse().usage
-    assert usage.prompt_tokens_details.cached_tokens >= usage.prompt_tokens - 40
+    assert usage is not None and usage.prompt_tokens_details is not None
+    assert (usage.prompt_tokens_details.cached_tokens or 0) >= usage.prompt_tokens - 40

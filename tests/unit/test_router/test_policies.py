@@ -14,9 +14,9 @@ from router.config import (
     PowerOfTwoConfig,
     RandomConfig,
     RoundRobinConfig,
+    SelectionConfig,
 )
 from router.policies import POLICIES, CacheAware, build_policy
-from router.hashing import rendezvous_pick
 from router.prefix_index import PrefixIndex, block_keys
 from router.prompt_text import render_answer
 
@@ -40,7 +40,7 @@ def request(prompt: str = "", head: int | None = None, sticky: str = "k") -> Rou
                           head_chars=len(prompt) if head is None else head)
 
 
-CONFIGS = [RoundRobinConfig(), RandomConfig(type="random"), LeastLoadConfig(type="least_load"),
+CONFIGS: list[SelectionConfig] = [RoundRobinConfig(), RandomConfig(type="random"), LeastLoadConfig(type="least_load"),
            PowerOfTwoConfig(type="power_of_two"), ConsistentHashConfig(type="consistent_hash"),
            CacheAwareConfig(type="cache_aware")]
 
@@ -133,14 +133,14 @@ async def test_cache_aware_keeps_a_conversation_on_one_worker() -> None:
     policy.on_outcome(first.worker.id, request(conversation(7, 1), head), "answer 1 for 7")
     for turns in (2, 3, 4):
         later = await policy.select(request(conversation(7, turns), head), pool)
-        assert later.worker is first.worker and later.reason == "home_hit"
+        assert later.worker is first.worker and later.reason == "conversation_match"
 
 
 async def test_cache_aware_spreads_new_conversations_evenly() -> None:
     """SGLang's router sends misses to the smallest tree; hashing the head spreads them."""
     policy = CacheAware(CacheAwareConfig(type="cache_aware"))
     pool = workers(4)
-    picks = Counter()
+    picks: Counter[str] = Counter()
     for i in range(400):
         text = f"A different system prompt number {i}. " * 10
         picks[(await policy.select(request(text), pool)).worker.id] += 1
@@ -161,8 +161,8 @@ async def test_load_imbalance_overrides_affinity() -> None:
     policy = CacheAware(CacheAwareConfig(type="cache_aware", balance_abs_threshold=4, balance_rel_threshold=1.5))
     pool = workers(3)
     text = conversation(1, 1)
-    home = (await policy.select(request(text), pool)).worker
-    home.load = 20  # type: ignore[attr-defined]
+    home = pool[pool.index((await policy.select(request(text), pool)).worker)]  # type: ignore[arg-type]
+    home.load = 20
     selection = await policy.select(request(text), pool)
     assert selection.worker is not home and selection.reason == "load_imbalance"
 
@@ -172,8 +172,9 @@ async def test_diverted_conversation_follows_its_cache() -> None:
     pool = workers(3)
     text = conversation(3, 2)
     head = len(SYSTEM + opening(3))
-    home = rendezvous_pick(f"k\x00{text[:head]}", pool)
-    home.load = 10  # the home is busy when the conversation starts: it goes elsewhere
+    first = await CacheAware(CacheAwareConfig(type="cache_aware")).select(request(text, head), pool)
+    home = pool[pool.index(first.worker)]  # type: ignore[arg-type]
+    home.load = 10  # busy when the conversation starts: it goes elsewhere
     diverted = await policy.select(request(text, head), pool)
     assert diverted.worker is not home and diverted.reason == "load_imbalance"
     home.load = 0
@@ -192,13 +193,14 @@ async def test_unhealthy_worker_tree_is_dropped() -> None:
     assert policy.tree_size(selection.worker.id) == 0
 
 
-async def test_capacity_bounds_the_tree() -> None:
-    policy = CacheAware(CacheAwareConfig(type="cache_aware", block_chars=16))
+@pytest.mark.parametrize(("chars_per_token", "blocks"), [(4.0, 10), (6.0, 15)])
+async def test_capacity_bounds_the_tree(chars_per_token: float, blocks: int) -> None:
+    policy = CacheAware(CacheAwareConfig(type="cache_aware", block_chars=16, chars_per_token=chars_per_token))
     pool = workers(1)
-    pool[0].capacity_tokens = 40  # 40 tokens * 4 chars / 16 = 10 blocks
+    pool[0].capacity_tokens = 40  # 40 tokens * chars_per_token / 16 chars per block
     for i in range(20):
         await policy.select(request(f"conversation {i} " * 30), pool)
-    assert policy.tree_size("pool/0") == 10
+    assert policy.tree_size("pool/0") == blocks
 
 
 def test_index_slots_are_reused_and_owners_are_exact() -> None:
