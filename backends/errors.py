@@ -152,6 +152,12 @@ class ServiceUnavailableError(SwitchyardError):
     status_code, error_type, code = 503, "api_error", "service_unavailable"
 
 
+class OverloadedError(ServiceUnavailableError):
+    """Every worker that could serve is at its concurrency cap and no slot freed in time."""
+
+    code = "overloaded"
+
+
 def all_error_classes() -> list[type[SwitchyardError]]:
     """Every class of the hierarchy, for the test that checks each sets its three fields."""
     seen: list[type[SwitchyardError]] = []

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from backends.base import Backend
+from backends.circuit import CircuitBreaker, CircuitBreakerConfig
 from backends.types import Health
 
 log = logging.getLogger("switchyard.pool")
@@ -23,6 +24,11 @@ class Worker:
     in_flight: int = 0
     """Requests this gateway process has open to the worker."""
     last_health: Health = field(default_factory=lambda: Health(ok=False, detail="not checked yet"))
+    circuit: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(CircuitBreakerConfig()))
+    max_concurrent: int = 0
+    """Upstream requests this process may have open to the worker at once; 0 = no cap."""
+    on_release: Callable[[], None] | None = None
+    """Called when a slot frees up (the pool wakes requests queued for one)."""
 
     @property
     def id(self) -> str:
@@ -41,6 +47,25 @@ class Worker:
         # our own in-flight count reacts at once; the worker's queue covers other gateways
         return self.in_flight + self.last_health.queued
 
+    @property
+    def available(self) -> bool:
+        """Healthy and its circuit lets requests through."""
+        return self.healthy and self.circuit.available
+
+    @property
+    def has_slot(self) -> bool:
+        return not self.max_concurrent or self.in_flight < self.max_concurrent
+
+    def acquire(self) -> None:
+        """One more request open to this worker (call ``release`` exactly once after)."""
+        self.in_flight += 1
+        self.circuit.on_attempt()
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        if self.on_release is not None:
+            self.on_release()
+
 
 class WorkerPool:
     """The workers of one ``backends.<name>`` entry, health-checked on an interval.
@@ -51,12 +76,31 @@ class WorkerPool:
         health_interval_s: Seconds between checks of every worker.
     """
 
-    def __init__(self, name: str, workers: Sequence[Backend], health_interval_s: float) -> None:
+    def __init__(self, name: str, workers: Sequence[Backend], health_interval_s: float,
+                 circuit: CircuitBreakerConfig | None = None, max_concurrent: int = 0,
+                 queue_timeout_s: float = 1.0) -> None:
         self.name = name
-        self.workers = [Worker(backend) for backend in workers]
+        self.queue_timeout_s = queue_timeout_s
+        """How long a request waits for a slot when every worker is at ``max_concurrent``."""
+        self.workers = [Worker(backend, circuit=CircuitBreaker(circuit or CircuitBreakerConfig()),
+                               max_concurrent=max_concurrent, on_release=self._slot_freed)
+                        for backend in workers]
         self._interval = health_interval_s
         self._task: asyncio.Task[None] | None = None
         self._on_removed: list[Callable[[str], None]] = []
+        self._freed = asyncio.Event()
+
+    def _slot_freed(self) -> None:
+        self._freed.set()
+
+    async def wait_for_slot(self, timeout_s: float) -> bool:
+        """Wait until some worker releases a slot; False after ``timeout_s``."""
+        self._freed.clear()
+        try:
+            await asyncio.wait_for(self._freed.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     def on_worker_removed(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(worker_id)`` whenever a worker leaves the selection set."""
@@ -64,6 +108,10 @@ class WorkerPool:
 
     def healthy_workers(self) -> list[Worker]:
         return [worker for worker in self.workers if worker.healthy]
+
+    def available_workers(self) -> list[Worker]:
+        """Healthy workers whose circuit is not open: the selection set."""
+        return [worker for worker in self.workers if worker.available]
 
     async def check_health(self) -> None:
         """Probe every worker once, concurrently; log each change of state."""

@@ -19,6 +19,7 @@ from backends.errors import (
     PermissionDeniedError,
     SwitchyardError,
     UpstreamError,
+    UpstreamRejectedError,
 )
 from backends.pool import Worker
 from backends.types import (
@@ -37,10 +38,11 @@ from gateway.runtime import Runtime
 from gateway.sse import DONE, encode_error_event, encode_event
 from gateway.state import Gateway
 from gateway.telemetry import RequestRecord, finish_reasons
+from gateway.upstream import call_upstream
 from gateway.wire import parse_chat, parse_text
 from policies.keys import Caller
 from router.base import RoutingRequest, Selection
-from router.decide import choose
+from router.decide import Choice
 from router.prompt_text import render_chat, render_text
 
 Req = TypeVar("Req", ChatRequest, TextRequest)
@@ -110,9 +112,12 @@ class StreamLease:
         if self._released:
             return
         self._released = True
-        self._worker.in_flight -= 1
+        self._worker.release()
+        error = error or self.error
+        if isinstance(error, UpstreamError) and not isinstance(error, UpstreamRejectedError):
+            self._worker.circuit.on_failure()  # broke mid-stream: a failure of the worker
         # synchronous: a cancelled client cannot skip the charge
-        self._on_end(self.received, error or self.error)
+        self._on_end(self.received, error)
         await self._upstream.aclose()  # type: ignore[attr-defined]
 
 
@@ -189,44 +194,67 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
     routing = RoutingRequest(model=model, tenant=caller.tenant,
                              sticky_key=request.headers.get(SESSION_HEADER) or user or caller.key_name,
                              prompt=prompt, head_chars=head_chars)
-    with record.phase("switchyard.select_worker") as span:
-        choice = await choose(runtime.models[model], routing)
-        span.set_attributes({"switchyard.worker": choice.worker.id, "switchyard.worker.reason":
-                             choice.selection.reason})
-    record.selected(choice.selection, choice.deployment.pool.name)
+
+    def prepared(choice: Choice) -> Req:
+        """The call as this attempt sends it: its upstream model name and trace context."""
+        upstream_model = choice.deployment.upstream_model
+        trace_headers = record.upstream_call(choice.worker, upstream_model, operation.name)
+        return msgspec.structs.replace(call, upstream_model=upstream_model, trace_headers=trace_headers)
+
+    async def send_stream(choice: Choice) -> tuple[Chunk, AsyncIterator[Chunk]]:
+        upstream = operation.stream(choice.worker.backend, prepared(choice))
+        try:
+            # peek before answering 200: a failure before the first byte can still be retried
+            # elsewhere, or become a proper HTTP error
+            return await anext(upstream), upstream
+        except StopAsyncIteration:
+            raise UpstreamError(f"{choice.worker.id} ended the stream before sending anything") from None
+        except BaseException:
+            await upstream.aclose()  # type: ignore[attr-defined]
+            raise
+
+    async def send(choice: Choice) -> Resp:
+        return await operation.complete(choice.worker.backend, prepared(choice))
+
+    retries, budget = runtime.policy.retries, runtime.retry_budget
+    try:
+        if call.is_stream:
+            choice, (first, upstream) = await call_upstream(runtime.models[model], routing, record, retries,
+                                                            budget, send_stream)
+        else:
+            choice, answer = await call_upstream(runtime.models[model], routing, record, retries, budget, send)
+            choice.worker.release()
+    except BaseException:
+        record.charge = settle(ticket, Usage())  # failed before any output: nothing was generated
+        raise
     worker, selector = choice.worker, choice.deployment.selector
-    upstream_model = choice.deployment.upstream_model
-    trace_headers = record.upstream_call(worker, upstream_model, operation.name)
-    call = msgspec.structs.replace(call, upstream_model=upstream_model, trace_headers=trace_headers)
     headers["x-switchyard-worker"] = worker.id
     if selector.debug_header:
         headers["x-switchyard-route"] = route_header(choice.selection)
 
-    async def on_done(chunks: list[Chunk]) -> None:
-        selector.on_outcome(worker.id, routing, "".join(operation.text(c) for c in chunks))
-        await cached.put_stream(chunks)
-
-    def on_end(chunks: list[Chunk], error: BaseException | None) -> None:
-        usage = next((c.usage for c in reversed(chunks) if isinstance(c.usage, Usage)), None)
-        text = "".join(operation.text(c) for c in chunks)
-        record.charge = settle(ticket, usage, text)
-        record.finish_reasons = finish_reasons([c for chunk in chunks for c in chunk.choices])
-        if chunks:
-            record.response_id = chunks[0].id
-        if record.capture:
-            record.completion = text
-        record.finish(200, error)
-
     if call.is_stream:
-        return await _stream(operation, worker, call, model, headers, on_done, on_end, record)
-    worker.in_flight += 1
-    try:
-        answer = await operation.complete(worker.backend, call)
-    except BaseException:
-        record.charge = settle(ticket, Usage())  # failed before any output: nothing was generated
-        raise
-    finally:
-        worker.in_flight -= 1
+        async def on_done(chunks: list[Chunk]) -> None:
+            selector.on_outcome(worker.id, routing, "".join(operation.text(c) for c in chunks))
+            await cached.put_stream(chunks)
+
+        def on_end(chunks: list[Chunk], error: BaseException | None) -> None:
+            usage = next((c.usage for c in reversed(chunks) if isinstance(c.usage, Usage)), None)
+            text = "".join(operation.text(c) for c in chunks)
+            record.charge = settle(ticket, usage, text)
+            record.finish_reasons = finish_reasons([c for chunk in chunks for c in chunk.choices])
+            if chunks:
+                record.response_id = chunks[0].id
+            if record.capture:
+                record.completion = text
+            record.finish(200, error)
+
+        record.first_token()
+        lease = StreamLease(worker, upstream, on_end)
+        options = call.params.stream_options
+        include_usage = bool(options and options.include_usage is True)
+        relay = _relay(first, upstream, model, include_usage, lease, on_done, record)
+        return Stream(relay, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers},
+                      background=BackgroundTask(lease.release))
     text = operation.text(answer)
     record.charge = settle(ticket, answer.usage if isinstance(answer.usage, Usage) else None, text)
     selector.on_outcome(worker.id, routing, text)
@@ -287,31 +315,6 @@ def _from_cache(hit: ChatResponse, call: ChatRequest | TextRequest, model: str,
         yield DONE
 
     return Stream(body(), media_type="text/event-stream", headers={**_SSE_HEADERS, **headers})
-
-
-async def _stream(operation: Operation[Req, Resp, Chunk], worker: Worker, call: Req, model: str,
-                  headers: dict[str, str], on_done: Callable[[list[Chunk]], Awaitable[None]],
-                  on_end: Callable[[list[Chunk], BaseException | None], None],
-                  record: RequestRecord) -> Response[Any]:
-    worker.in_flight += 1
-    upstream = operation.stream(worker.backend, call)
-    lease = StreamLease(worker, upstream, on_end)
-    try:
-        # peek before answering 200: a failure before the first byte is still a proper HTTP error
-        first = await anext(upstream)
-    except StopAsyncIteration:
-        error = UpstreamError(f"{worker.id} ended the stream before sending anything")
-        await lease.release(error)
-        raise error from None
-    except BaseException as exc:
-        await lease.release(exc)
-        raise
-    record.first_token()
-    options = call.params.stream_options
-    include_usage = bool(options and options.include_usage is True)
-    body = _relay(first, upstream, model, include_usage, lease, on_done, record)
-    return Stream(body, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers},
-                  background=BackgroundTask(lease.release))
 
 
 async def _relay(first: Chunk, upstream: AsyncIterator[Chunk], model: str, include_usage: bool,

@@ -26,6 +26,7 @@ from backends.sglang import SGLangBackend
 from gateway.accounting import Accounting
 from gateway.response_cache import ResponseCache
 from gateway.stores import CacheStore, MemoryCacheStore, RedisCacheStore
+from gateway.upstream import RetryBudget
 from policies.document import (
     AnthropicBackendConfig,
     BackendConfig,
@@ -126,7 +127,9 @@ def _slot(name: str, config: BackendConfig, previous: BackendSlot | None, max_co
     key = _api_key(name, config.api_key_env, environ)
     ids = _worker_ids(name, config, previous)
     session = open_session(max_connections)
-    pool = WorkerPool(name, _backends(name, config, ids, session, control, key), config.health_interval_s)
+    resilience = config.resilience
+    pool = WorkerPool(name, _backends(name, config, ids, session, control, key), config.health_interval_s,
+                      resilience.circuit_breaker, resilience.max_concurrent_per_worker, resilience.queue_timeout_s)
     keep_selector = previous is not None and previous.selection_json == selection_json
     selector = previous.selector if keep_selector and previous else build_policy(selection)
     departed = sorted({w.id for w in previous.pool.workers} - set(ids)) if keep_selector and previous else []
@@ -171,6 +174,8 @@ class Runtime:
         """Admission and charging; the limiter and ledger outlive policy reloads."""
         self.versions = versions
         """Per public model, its version (``model_version``)."""
+        self.retry_budget = RetryBudget(policy.retries)
+        """Retries left to all requests under this policy (``policies.document.RetryConfig``)."""
         self.active = 0
         """Requests started under this runtime and not finished yet."""
         self._owned = owned

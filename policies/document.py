@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 
+from backends.circuit import CircuitBreakerConfig
 from backends.config import StrictModel
 from policies.limits_config import (
     BudgetConfig,
@@ -38,6 +39,37 @@ class TimeoutsConfig(StrictModel):
     """Longest silence between two events of a running stream."""
 
 
+class ResilienceConfig(StrictModel):
+    """Circuit breaking and load shedding for each worker of a backend."""
+
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    max_concurrent_per_worker: Annotated[int, Field(ge=0)] = 0
+    """Upstream requests this gateway process keeps open to one worker at once (0: no cap).
+    Past it, requests wait for a free slot up to ``queue_timeout_s``, then get 503 with
+    ``Retry-After`` (load shedding rather than collapse)."""
+    queue_timeout_s: Annotated[float, Field(ge=0)] = 1.0
+
+
+class RetryConfig(StrictModel):
+    """Retries of requests that failed before their first byte (``retries`` at the top level).
+
+    A failed attempt (connect error, timeout to first byte, upstream 5xx or 429, invalid
+    answer) is retried on another worker of the same deployment, else on the model's next
+    deployment (its fallback), with jittered exponential backoff. Never after the first byte
+    of a stream. A retry budget shared by all requests keeps retries from turning an outage
+    into a storm.
+    """
+
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    """Attempts per request, the first included (1: no retries)."""
+    backoff_initial_s: Annotated[float, Field(ge=0)] = 0.025
+    backoff_max_s: Annotated[float, Field(ge=0)] = 0.5
+    budget_ratio: Annotated[float, Field(ge=0)] = 0.2
+    """Retries may add at most this share of requests ..."""
+    budget_min_per_s: Annotated[float, Field(ge=0)] = 5.0
+    """... plus this many per second, so a quiet gateway can still retry."""
+
+
 class SGLangBackendConfig(StrictModel):
     """A pool of self-hosted SGLang workers serving the same model."""
 
@@ -52,6 +84,7 @@ class SGLangBackendConfig(StrictModel):
     """Environment variable holding the workers' ``--api-key``, if they were started with one."""
     timeouts: TimeoutsConfig = TimeoutsConfig()
     selection: SelectionConfig = RoundRobinConfig()
+    resilience: ResilienceConfig = ResilienceConfig()
     """How a request picks one worker of the pool."""
 
 
@@ -65,6 +98,7 @@ class OpenAIBackendConfig(StrictModel):
     """Environment variable holding the provider key; the key itself never goes in this file."""
     health_interval_s: Annotated[float, Field(gt=0)] = 30.0
     timeouts: TimeoutsConfig = TimeoutsConfig()
+    resilience: ResilienceConfig = ResilienceConfig()
 
 
 class AnthropicBackendConfig(StrictModel):
@@ -78,6 +112,7 @@ class AnthropicBackendConfig(StrictModel):
     """Mark the system prompt and tools with ``cache_control`` when long enough to be cached."""
     health_interval_s: Annotated[float, Field(gt=0)] = 30.0
     timeouts: TimeoutsConfig = TimeoutsConfig()
+    resilience: ResilienceConfig = ResilienceConfig()
 
 
 BackendConfig = Annotated[
@@ -220,6 +255,7 @@ class Policy(StrictModel):
     admin_key_sha256: str | None = None
     """SHA-256 of the admin key for ``/admin/*``; with none set, the admin API is off (404)."""
     observability: ObservabilityConfig = ObservabilityConfig()
+    retries: RetryConfig = RetryConfig()
 
     @field_validator("admin_key_sha256")
     @classmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,10 +26,26 @@ from gateway.local_stack import LocalStack, start_local_stack
 T = TypeVar("T")
 
 
+def _without_breakers(edit: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None]:
+    """Most tests inject upstream failures on purpose, many in a row on one shared stack: an
+    open circuit would turn the next test's requests into 503s. Breakers are tested on
+    stacks that ask for them (``circuit_breakers=True``)."""
+
+    def apply(document: dict[str, Any]) -> None:
+        for backend in document["backends"].values():
+            backend.setdefault("resilience", {})["circuit_breaker"] = {"enabled": False}
+        if edit is not None:
+            edit(document)
+
+    return apply
+
+
 class ThreadedStack:
     """A ``LocalStack`` living in a background event loop."""
 
-    def __init__(self, workdir: Path, **options: Any) -> None:
+    def __init__(self, workdir: Path, *, circuit_breakers: bool = False, **options: Any) -> None:
+        if not circuit_breakers:
+            options["edit_policy"] = _without_breakers(options.get("edit_policy"))
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="stack", daemon=True)
         self._thread.start()

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from backends.circuit import STATE_VALUES
 from backends.pool import WorkerPool
 
 # seconds; TTFT and end-to-end of LLM calls span 10 ms to minutes
@@ -81,13 +82,16 @@ class PoolCollector(Collector):
                                       "Requests this process has open to the worker", labels=["pool", "worker"])
         queued = GaugeMetricFamily("switchyard_backend_queued",
                                    "Queue length the worker reports on its /metrics", labels=["pool", "worker"])
+        circuit = GaugeMetricFamily("switchyard_backend_circuit_state",
+                                    "Circuit breaker: 0 closed, 1 half-open, 2 open", labels=["pool", "worker"])
         for pool in self.source():
             for worker in pool.workers:
                 labels = [pool.name, worker.id]
                 healthy.add_metric(labels, 1.0 if worker.healthy else 0.0)
                 in_flight.add_metric(labels, worker.in_flight)
                 queued.add_metric(labels, worker.last_health.queued)
-        yield from (healthy, in_flight, queued)
+                circuit.add_metric(labels, STATE_VALUES[worker.circuit.state])
+        yield from (healthy, in_flight, queued, circuit)
 
 
 class Metrics:
@@ -118,6 +122,9 @@ class Metrics:
                             [*model, "tenant"], registry=registry)
         self.routing = Counter("switchyard_routing_decisions", "Worker picks by pool, worker and rule",
                                ["pool", "worker", "reason"], registry=registry)
+        self.retries = Counter("switchyard_retries", "Upstream attempts that failed before the first "
+                               "byte and were retried or gave up, by error code", ["model", "code"],
+                               registry=registry)
         self.tiers = Counter("switchyard_route_tier_decisions", "Difficulty-route decisions",
                              ["route", "tier"], registry=registry)
         self.rejections = Counter("switchyard_rejections", "Requests refused by rate limits, budgets "

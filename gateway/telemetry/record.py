@@ -98,6 +98,7 @@ class RequestRecord:
         "capture",
         "charge",
         "completion",
+        "fallback",
         "finish_reasons",
         "first_token_at",
         "key",
@@ -111,6 +112,7 @@ class RequestRecord:
         "request_model",
         "request_params",
         "response_id",
+        "retries",
         "route",
         "score",
         "selection",
@@ -162,6 +164,10 @@ class RequestRecord:
         self.session: str | None = None
         self.completion: str | None = None
         self.request_params: dict[str, Any] = {}
+        self.fallback = False
+        """A deployment other than the model's first served (or was tried)."""
+        self.retries: list[str] = []
+        """``worker:code`` of each failed attempt before the one that answered."""
         self.on_finish: list[Any] = []
         """Callbacks run once at ``finish`` (the runtime's in-flight count)."""
 
@@ -209,9 +215,22 @@ class RequestRecord:
         self.route, self.tier, self.score = route, tier, score
         self._telemetry.metrics.tiers.labels(route, tier).inc()
 
-    def selected(self, selection: Selection, pool: str) -> None:
+    def selected(self, selection: Selection, pool: str, *, fallback: bool = False) -> None:
         self.selection, self.pool, self.worker = selection, pool, selection.worker.id
+        self.fallback = self.fallback or fallback
         self._telemetry.metrics.routing.labels(pool, selection.worker.id, selection.reason).inc()
+
+    def attempt_failed(self, error: SwitchyardError) -> None:
+        """An upstream attempt failed before its first byte and may be retried elsewhere."""
+        self.retries.append(f"{self.worker}:{error.code}")
+        self._telemetry.metrics.retries.labels(self.model, error.code).inc()
+        span = self._upstream_span
+        if span is not None:
+            span.set_status(Status(StatusCode.ERROR, error.code))
+            span.set_attribute("error.type", error.code)
+            span.end()
+            self._upstream_span = None
+        self.span.add_event("retry", {"switchyard.worker": self.worker, "error.type": error.code})
 
     def finish(self, status: int = 200, error: BaseException | None = None) -> None:
         """End the spans, count the metrics, write the access line; later calls do nothing."""
@@ -276,6 +295,10 @@ class RequestRecord:
                     f"{k}={v:.3g}" for k, v in self.selection.scores.items())
         if self.trimmed_tokens:
             attributes["switchyard.trimmed_tokens"] = self.trimmed_tokens
+        if self.retries:
+            attributes["switchyard.retries"] = self.retries
+        if self.fallback:
+            attributes["switchyard.fallback"] = True
         if self.charge is not None:
             attributes["gen_ai.usage.input_tokens"] = self.charge.input_tokens + self.charge.cached_input_tokens
             attributes["gen_ai.usage.output_tokens"] = self.charge.output_tokens
@@ -325,6 +348,10 @@ class RequestRecord:
         }
         if self.selection is not None:
             line["worker_reason"] = self.selection.reason
+        if self.retries:
+            line["retries"] = self.retries
+        if self.fallback:
+            line["fallback"] = True
         if self.capture:
             line["session"] = self.session
             if self.request_body is not None:
