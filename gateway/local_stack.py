@@ -126,7 +126,8 @@ async def start_local_stack(
         edit_policy(document)
     policy_path = workdir / "policy.yaml"
     policy_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    settings = Settings(policy_path=policy_path, **dict(settings_overrides or {}))
+    # access lines would drown the demo's output and the tests' logs: asked for explicitly
+    settings = Settings(policy_path=policy_path, **{"access_log": "off", **dict(settings_overrides or {})})
     app = create_app(settings, telemetry)
     server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0))
     task = asyncio.create_task(server.serve())
