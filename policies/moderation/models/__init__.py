@@ -1,0 +1,1 @@
+"""Model files shipped with the moderation engine (``moderation.onnx``)."""

@@ -1,0 +1,123 @@
+"""One side's checks (input or output), compiled: blocked terms, PII actions, category thresholds.
+
+``Rules.check`` runs every check on a batch of windows with one classifier call and answers,
+per window, the text to release (redacted), the findings and the block, if any. The stream
+moderator and the whole-text checks both go through it, so a streamed answer and the same
+answer checked at once get the same verdicts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from policies.moderation.categories import CATEGORIES, Category, PiiType
+from policies.moderation.config import CheckSet, PiiAction
+from policies.moderation.pii import PiiSpan, find_pii
+from policies.moderation.verdict import Finding, redaction
+
+__all__ = ["Outcome", "Rules", "Scorer", "Window", "term_pattern"]
+
+
+class Scorer(Protocol):
+    """What the rules need of a classifier (``ModerationClassifier`` is one)."""
+
+    @property
+    def thresholds(self) -> Mapping[str, float]: ...
+
+    def scores(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A piece of text to release and what the checks read around it.
+
+    ``text[start:end]`` is the piece; ``text[:start]`` is already-released context and
+    ``text[end:]`` look-ahead still held back. ``offset`` is where ``text`` starts in the whole
+    stream; ``spans`` are the PII spans of ``text`` (the stream needs them first, to cut).
+    """
+
+    text: str
+    start: int
+    end: int
+    offset: int
+    spans: tuple[PiiSpan, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The verdict on one window: its releasable text, findings, and the block if any."""
+
+    text: str
+    findings: tuple[Finding, ...]
+    blocked: Finding | None
+
+
+def term_pattern(terms: Sequence[str]) -> re.Pattern[str] | None:
+    """One case-insensitive regex for all blocked terms: whole words, any whitespace between."""
+    if not terms:
+        return None
+    alternatives = (r"\s+".join(re.escape(word) for word in term.split()) for term in terms)
+    return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE)
+
+
+class Rules:
+    """The compiled checks of one side.
+
+    Args:
+        checks: the ``InputChecks`` or ``OutputChecks`` of the policy.
+        scorer: the classifier; needed when ``checks`` names any category.
+    """
+
+    def __init__(self, checks: CheckSet, scorer: Scorer | None) -> None:
+        if checks.categories and scorer is None:
+            raise ValueError("the moderation policy checks categories but no classifier was given")
+        self._scorer = scorer if checks.categories else None
+        defaults = scorer.thresholds if scorer is not None else {}
+        self._categories = tuple(
+            (CATEGORIES.index(c), c, rule.threshold if rule.threshold is not None else defaults[c], rule.action)
+            for c, rule in checks.categories.items())
+        self._pii: dict[PiiType, PiiAction] = {t: rule.action for t, rule in checks.pii.items()}
+        self._terms = term_pattern(checks.blocked_terms)
+
+    @property
+    def thresholds(self) -> dict[Category, float]:
+        """The threshold in force per checked category."""
+        return {c: t for _, c, t, _ in self._categories}
+
+    def pii(self, text: str) -> list[PiiSpan]:
+        """The PII spans of the types these rules look for."""
+        return find_pii(text, self._pii.keys()) if self._pii else []
+
+    def check(self, windows: Sequence[Window]) -> list[Outcome]:
+        """Every check on every window; the classifier runs once for the whole batch."""
+        scores = self._scorer.scores([w.text for w in windows]) if self._scorer is not None and windows else None
+        return [self._check_one(w, None if scores is None else scores[i]) for i, w in enumerate(windows)]
+
+    def _check_one(self, w: Window, scores: npt.NDArray[np.float32] | None) -> Outcome:
+        findings: list[Finding] = []
+        if self._terms is not None:
+            # a term anywhere after the released context blocks now, look-ahead included
+            findings += [Finding("term", "blocked_term", "block", 1.0, w.offset + m.start(), w.offset + m.end())
+                         for m in self._terms.finditer(w.text) if m.end() > w.start]
+        released, redactions = w.text[w.start:w.end], []
+        for span in w.spans:
+            if span.end <= w.start or span.start >= w.end:
+                continue
+            start, end = max(span.start, w.start), min(span.end, w.end)
+            action = self._pii[span.type]
+            findings.append(Finding("pii", span.type, action, 1.0, w.offset + start, w.offset + end))
+            if action == "redact":
+                redactions.append((start - w.start, end - w.start, span.type))
+        for start, end, kind in reversed(redactions):
+            released = released[:start] + redaction(kind) + released[end:]
+        if scores is not None:
+            findings += [Finding("category", name, action, float(scores[i]))
+                         for i, name, threshold, action in self._categories if scores[i] >= threshold]
+        blocked = next((f for f in findings if f.action == "block"), None)
+        return Outcome(released, tuple(findings), blocked)

@@ -1,0 +1,165 @@
+"""Moderating a stream as it arrives: hold back a bounded window, release what passed.
+
+The gateway's relay calls ``feed(delta)`` for each content delta and sends what the returned
+``Release`` carries; at the end it calls ``finish()``. Text is cut into windows only by the
+text itself, never by how it was chunked:
+
+- at a **sentence end** (``.``, ``!``, ``?`` or ``…`` then a space, or a newline) once the window
+  holds ``MIN_WINDOW`` characters, so text flows sentence by sentence;
+- else, when ``window_chars`` characters are waiting, at the last space that keeps the last
+  ``OVERLAP_CHARS`` (48) back; those 48 are checked with the window (look-ahead) and stay held.
+
+Each window is checked with the last 48 released characters before it (context) and its look-
+ahead, so a phrase or a PII value of up to 48 characters that straddles a cut is seen whole
+before any of it is released. A PII value that would straddle a cut moves the cut before it.
+Checks run once per window, not per chunk: a feed that completes no window costs a few string
+operations. The classifier scores every window of one feed in one batch.
+
+A stream with nothing to redact or block comes out byte for byte as it went in.
+"""
+
+from __future__ import annotations
+
+import re
+
+from policies.moderation.config import OVERLAP_CHARS
+from policies.moderation.rules import Rules, Window
+from policies.moderation.verdict import Finding, Release
+
+__all__ = ["MIN_WINDOW", "OVERLAP_CHARS", "StreamModerator", "classifier_windows", "next_cut"]
+
+MIN_WINDOW = 32
+"""Shortest window cut at a sentence end: "Yes." alone tells the classifier nothing."""
+
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]*_]*\s|\n")
+
+
+def next_cut(pending: str, window_chars: int) -> tuple[int, int] | None:
+    """``(cut, look_end)``: release ``pending[:cut]``, checking it with ``pending[cut:look_end]``.
+
+    None while the text could still continue the current window. Depends on the text only:
+    the same text cut into any chunks gives the same windows.
+    """
+    for m in _SENTENCE_END.finditer(pending, 0, window_chars):
+        if m.end() >= MIN_WINDOW:
+            return m.end(), m.end()
+    if len(pending) < window_chars:
+        return None
+    limit = window_chars - OVERLAP_CHARS
+    space = max(pending.rfind(" ", MIN_WINDOW, limit), pending.rfind("\n", MIN_WINDOW, limit))
+    return (space + 1 if space >= 0 else limit), window_chars
+
+
+def classifier_windows(text: str, window_chars: int) -> list[str]:
+    """What the classifier reads for each window of a whole ``text`` (context + window + look-ahead).
+
+    For training and benchmarks: scoring a text as the gateway does is the max over these.
+    PII cut adjustments are left out (they move a cut only where a PII value straddles it).
+    """
+    out, context, pending = [], "", text
+    while pending:
+        cut, look_end = next_cut(pending, window_chars) or (len(pending), len(pending))
+        out.append(context + pending[:look_end])
+        context = (context + pending[:cut])[-OVERLAP_CHARS:]
+        pending = pending[cut:]
+    return out
+
+
+class StreamModerator:
+    """Incremental moderation of one output stream; synchronous, one call per delta.
+
+    Args:
+        rules: the compiled output checks (``Moderator.stream()`` builds this object).
+        window_chars: most characters held back at once.
+    """
+
+    def __init__(self, rules: Rules, window_chars: int) -> None:
+        if window_chars < 2 * OVERLAP_CHARS:
+            raise ValueError(f"window_chars must be at least {2 * OVERLAP_CHARS}")
+        self._rules = rules
+        self._window = window_chars
+        self._pending = ""
+        self._context = ""  # the last OVERLAP_CHARS released characters, unredacted
+        self._offset = 0  # where _pending starts in the whole stream
+        self._blocked: Finding | None = None
+        self._flagged: set[str] = set()
+
+    @property
+    def held(self) -> int:
+        """Characters received and not yet released (at most ``window_chars - 1`` between calls)."""
+        return len(self._pending)
+
+    @property
+    def blocked(self) -> Finding | None:
+        """The finding that stopped the stream, if any."""
+        return self._blocked
+
+    def feed(self, delta: str) -> Release:
+        """Take the next piece of text; return what may be sent now."""
+        if self._blocked is not None:
+            return Release(blocked=self._blocked)
+        self._pending += delta
+        return self._release(final=False)
+
+    def finish(self) -> Release:
+        """The stream ended: check and release the rest."""
+        if self._blocked is not None:
+            return Release(blocked=self._blocked)
+        return self._release(final=True)
+
+    def _release(self, *, final: bool) -> Release:
+        windows: list[Window] = []
+        context, pending, offset = self._context, self._pending, self._offset
+        while pending:
+            cut_at = next_cut(pending, self._window)
+            if cut_at is None:
+                if not final:
+                    break
+                cut_at = (len(pending), len(pending))
+            window = self._window_at(context, pending, offset, *cut_at)
+            windows.append(window)
+            released = window.end - window.start
+            context = (context + pending[:released])[-OVERLAP_CHARS:]
+            pending, offset = pending[released:], offset + released
+        if not windows:
+            return Release()
+        return self._apply(windows)
+
+    def _window_at(self, context: str, pending: str, offset: int, cut: int, look_end: int) -> Window:
+        text = context + pending[:look_end]
+        spans = self._rules.pii(text)
+        base = len(context)
+        for span in spans:  # never cut through a PII value: cut before it, or after it
+            start, end = span.start - base, span.end - base
+            if start < cut < end:
+                cut = start if start > 0 else min(end, look_end)
+        return Window(text, base, base + cut, offset - base, tuple(spans))
+
+    def _apply(self, windows: list[Window]) -> Release:
+        texts: list[str] = []
+        findings: list[Finding] = []
+        for window, outcome in zip(windows, self._rules.check(windows), strict=True):
+            findings += [f for f in outcome.findings if self._is_new(f)]
+            if outcome.blocked is not None:
+                self._blocked = outcome.blocked
+                break
+            texts.append(outcome.text)
+            self._consume(window)
+        return Release("".join(texts), self._blocked, tuple(findings))
+
+    def _consume(self, window: Window) -> None:
+        released = window.text[window.start:window.end]
+        self._context = (self._context + released)[-OVERLAP_CHARS:]
+        self._pending = self._pending[len(released):]
+        self._offset += len(released)
+
+    def _is_new(self, finding: Finding) -> bool:
+        """Category flags are reported once per stream (the window after a flagged one reads it
+        again as context); spans and blocks always."""
+        if finding.kind != "category" or finding.action == "block":
+            return True
+        if finding.name in self._flagged:
+            return False
+        self._flagged.add(finding.name)
+        return True
+
