@@ -17,6 +17,7 @@ from gateway.probes import healthz, list_models, metrics, readyz
 from gateway.settings import Settings
 from gateway.state import Gateway
 from gateway.telemetry import Telemetry
+from policies.moderation import ModerationClassifier, ModerationModelError
 from router.difficulty import ClassifierError, DifficultyClassifier
 
 log = logging.getLogger("switchyard.gateway")
@@ -31,6 +32,16 @@ def _load_classifier(settings: Settings) -> tuple[DifficultyClassifier | None, s
         return None, exc.message
 
 
+def _load_moderation(settings: Settings) -> tuple[ModerationClassifier | None, str]:
+    """The process's moderation classifier; its error if it cannot be loaded (policies that
+    moderate categories are then refused with that reason)."""
+    try:
+        return ModerationClassifier.load(settings.moderation_model_path), ""
+    except ModerationModelError as exc:
+        log.error("moderation classifier: %s", exc)
+        return None, str(exc)
+
+
 def create_app(settings: Settings, telemetry: Telemetry | None = None) -> Litestar:
     """Build the gateway app. The policy is loaded and the backends opened at start-up.
 
@@ -43,10 +54,11 @@ def create_app(settings: Settings, telemetry: Telemetry | None = None) -> Litest
     telemetry = telemetry or Telemetry.from_env(settings.access_log)
     gateway = Gateway(settings, telemetry)
     scorer, scorer_error = _load_classifier(settings)
+    moderation, moderation_error = _load_moderation(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        manager = PolicyManager(gateway, settings, scorer, scorer_error)
+        manager = PolicyManager(gateway, settings, scorer, scorer_error, moderation, moderation_error)
         app.state.policies = manager
         try:
             await manager.start()

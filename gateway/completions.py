@@ -33,6 +33,7 @@ from backends.types import (
     Usage,
 )
 from gateway.accounting import TRIMMED_HEADER
+from gateway.moderation import StreamGuard, check_answer, check_request
 from gateway.response_cache import CacheLookup, replay
 from gateway.runtime import Runtime
 from gateway.sse import DONE, encode_error_event, encode_event
@@ -107,6 +108,8 @@ class StreamLease:
         """Chunks relayed so far: what is charged if the stream is cut short."""
         self.error: BaseException | None = None
         """Why the stream ended early, if it did (for the request's telemetry)."""
+        self.produced: list[str] = []
+        """Text the upstream generated, chunk by chunk, before moderation: what is charged."""
 
     async def release(self, error: BaseException | None = None) -> None:
         if self._released:
@@ -175,6 +178,9 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
             headers["x-switchyard-difficulty"] = f"{decision.score:.4f}"
     headers["x-switchyard-model"] = model
     record.model, record.version = model, runtime.versions[model]
+    moderator = runtime.moderation.for_request(caller.tenant, model)
+    if moderator is not None:
+        call = check_request(moderator, call, record)
     with record.phase("switchyard.admission"):
         call, ticket = await runtime.accounting.admit(runtime.policy, caller, model, call, record.request_id)
     headers.update(ticket.headers)
@@ -233,13 +239,15 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
         headers["x-switchyard-route"] = route_header(choice.selection)
 
     if call.is_stream:
+        lease: StreamLease
+
         async def on_done(chunks: list[Chunk]) -> None:
-            selector.on_outcome(worker.id, routing, "".join(operation.text(c) for c in chunks))
+            selector.on_outcome(worker.id, routing, "".join(lease.produced))
             await cached.put_stream(chunks)
 
         def on_end(chunks: list[Chunk], error: BaseException | None) -> None:
             usage = next((c.usage for c in reversed(chunks) if isinstance(c.usage, Usage)), None)
-            text = "".join(operation.text(c) for c in chunks)
+            text = "".join(lease.produced)  # what the worker generated, moderated or not
             record.charge = settle(ticket, usage, text)
             record.finish_reasons = finish_reasons([c for chunk in chunks for c in chunk.choices])
             if chunks:
@@ -252,12 +260,15 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
         lease = StreamLease(worker, upstream, on_end)
         options = call.params.stream_options
         include_usage = bool(options and options.include_usage is True)
-        relay = _relay(first, upstream, model, include_usage, lease, on_done, record)
+        guard = StreamGuard(moderator, record) if moderator is not None and moderator.checks_output else None
+        relay = _relay(first, upstream, model, include_usage, lease, on_done, record, operation.text, guard)
         return Stream(relay, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers},
                       background=BackgroundTask(lease.release))
     text = operation.text(answer)
     record.charge = settle(ticket, answer.usage if isinstance(answer.usage, Usage) else None, text)
     selector.on_outcome(worker.id, routing, text)
+    if moderator is not None:
+        check_answer(moderator, answer, record)
     answer.model = model
     record.finish_reasons, record.response_id = finish_reasons(answer.choices), answer.id
     if record.capture:
@@ -319,22 +330,30 @@ def _from_cache(hit: ChatResponse, call: ChatRequest | TextRequest, model: str,
 
 async def _relay(first: Chunk, upstream: AsyncIterator[Chunk], model: str, include_usage: bool,
                  lease: StreamLease, on_done: Callable[[list[Chunk]], Awaitable[None]],
-                 record: RequestRecord) -> AsyncIterator[bytes]:
+                 record: RequestRecord, text_of: Callable[[Chunk], str],
+                 guard: StreamGuard | None) -> AsyncIterator[bytes]:
     """Re-emit upstream chunks under the public model name; usage only if the client asked.
 
     The chunks are kept for ``on_done``, which runs once the client has ``[DONE]``: routing
     learns the worker now holds prompt + answer, and the response cache stores the answer.
+    With output moderation, each chunk's text is what the guard releases; a block ends the
+    stream with ``finish_reason: content_filter`` and closes the upstream request.
     """
     chunk = first
     received: list[Chunk] = lease.received
     try:
         while True:
             received.append(chunk)
-            if include_usage or chunk.choices:
-                if not include_usage:
-                    chunk.usage = msgspec.UNSET
-                chunk.model = model
-                yield encode_event(chunk)
+            lease.produced.append(text_of(chunk))
+            for out in guard.apply(chunk) if guard is not None else (chunk,):
+                if include_usage or out.choices:
+                    if not include_usage:
+                        out.usage = msgspec.UNSET
+                    out.model = model
+                    yield encode_event(out)
+            if guard is not None and guard.blocked is not None:
+                yield DONE
+                return  # the finally releases the lease: the upstream request is closed now
             try:
                 chunk = await anext(upstream)
             except StopAsyncIteration:
@@ -350,6 +369,8 @@ async def _relay(first: Chunk, upstream: AsyncIterator[Chunk], model: str, inclu
         lease.error = exc
         raise
     finally:
+        if guard is not None:
+            guard.close()
         await lease.release()
 
 

@@ -32,6 +32,7 @@ from gateway.state import Gateway
 from policies.document import Policy
 from policies.limits_config import LimitsStoreConfig
 from policies.loader import PolicyError, parse_policy
+from policies.moderation.rules import Scorer as ModerationScorer
 from policies.rate_limit import RateLimiter
 from policies.spend import UsageLedger
 from router.tiering import Scorer
@@ -76,10 +77,12 @@ class PolicyManager:
     """Owns what outlives a policy (Redis clients, the control-plane HTTP client, the limit
     stores) and turns policy documents into the gateway's active runtime."""
 
-    def __init__(self, gateway: Gateway, settings: Settings, scorer: Scorer | None, scorer_error: str) -> None:
+    def __init__(self, gateway: Gateway, settings: Settings, scorer: Scorer | None, scorer_error: str,
+                 moderation: ModerationScorer | None = None, moderation_error: str = "") -> None:
         self._gateway = gateway
         self._settings = settings
         self._scorer, self._scorer_error = scorer, scorer_error
+        self._moderation, self._moderation_error = moderation, moderation_error
         self._lock = asyncio.Lock()
         self._control = httpx.AsyncClient(timeout=httpx.Timeout(5.0), limits=httpx.Limits(max_connections=64))
         self._redis = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
@@ -141,7 +144,8 @@ class PolicyManager:
             runtime = Runtime.build(
                 policy, control=self._control, max_connections=self._settings.max_connections_per_backend,
                 redis_client=self._redis, scorer=self._scorer, scorer_error=self._scorer_error,
-                limit_stores=limits.stores, previous=current)
+                limit_stores=limits.stores, previous=current, moderation_classifier=self._moderation,
+                moderation_error=self._moderation_error)
         except BaseException:
             if limits is not self._limits:
                 await limits.aclose()

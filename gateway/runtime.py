@@ -24,6 +24,7 @@ from backends.openai_compat import OpenAICompatBackend
 from backends.pool import WorkerPool
 from backends.sglang import SGLangBackend
 from gateway.accounting import Accounting
+from gateway.moderation import ModerationPolicies
 from gateway.response_cache import ResponseCache
 from gateway.stores import CacheStore, MemoryCacheStore, RedisCacheStore
 from gateway.upstream import RetryBudget
@@ -47,6 +48,7 @@ from router.tiering import DifficultyRoute, Scorer, share_threshold
 
 if TYPE_CHECKING:
     from gateway.telemetry import RequestRecord
+    from policies.moderation.rules import Scorer as ModerationScorer
 
 
 def _timeouts(config: TimeoutsConfig) -> Timeouts:
@@ -159,7 +161,7 @@ class Runtime:
     def __init__(self, policy: Policy, slots: dict[str, BackendSlot], owned: set[str],
                  models: dict[str, ModelRoute], response_caches: dict[str, ResponseCache],
                  routes: dict[str, DifficultyRoute], accounting: Accounting,
-                 versions: dict[str, str]) -> None:
+                 versions: dict[str, str], moderation: ModerationPolicies) -> None:
         self.policy = policy
         self.digest = policy_digest(policy)
         self.keyring = KeyRing(policy)
@@ -174,6 +176,7 @@ class Runtime:
         """Admission and charging; the limiter and ledger outlive policy reloads."""
         self.versions = versions
         """Per public model, its version (``model_version``)."""
+        self.moderation = moderation
         self.retry_budget = RetryBudget(policy.retries)
         """Retries left to all requests under this policy (``policies.document.RetryConfig``)."""
         self.active = 0
@@ -187,7 +190,8 @@ class Runtime:
               environ: Mapping[str, str] | None = None, redis_client: redis.Redis | None = None,
               scorer: Scorer | None = None, scorer_error: str = "",
               limit_stores: tuple[RateLimiter, UsageLedger] | None = None,
-              previous: Runtime | None = None) -> Runtime:
+              previous: Runtime | None = None, moderation_classifier: ModerationScorer | None = None,
+              moderation_error: str = "") -> Runtime:
         """Compile ``policy``; raise ``PolicyError`` if it cannot run here (missing env var,
         difficulty routes without a working classifier).
 
@@ -197,6 +201,7 @@ class Runtime:
         none). ``previous`` is the runtime being replaced: unchanged backends are taken over.
         """
         routes = compile_routes(policy, scorer, scorer_error)
+        moderation = compile_moderation(policy, moderation_classifier, moderation_error)
         counter = TokenCounter.load(m.tokens.tokenizer for m in policy.models.values())
         limiter, ledger = limit_stores or (MemoryRateLimiter(), MemoryUsageLedger())
         accounting = Accounting(counter, limiter, ledger)
@@ -222,7 +227,7 @@ class Runtime:
         versions = {name: model_version(model) for name, model in policy.models.items()}
         caches = {name: _response_cache(name, model, versions[name], redis_client)
                   for name, model in policy.models.items() if model.response_cache.enabled}
-        return cls(policy, slots, owned, models, caches, routes, accounting, versions)
+        return cls(policy, slots, owned, models, caches, routes, accounting, versions, moderation)
 
     async def start(self) -> None:
         """Check every new worker once (so readiness is known), then keep checking in the
@@ -291,6 +296,15 @@ def compile_routes(policy: Policy, scorer: Scorer | None, error: str = "") -> di
         routes[name] = DifficultyRoute(name, route.cheap, route.strong, threshold,
                                        route.allow_tier_header, scorer)
     return routes
+
+
+def compile_moderation(policy: Policy, classifier: ModerationScorer | None, error: str = "") -> ModerationPolicies:
+    """The policy's moderators; ``PolicyError`` if it checks categories without a classifier."""
+    section = policy.moderation
+    try:
+        return ModerationPolicies(section.default, section.models, section.tenants, classifier)
+    except ValueError as exc:
+        raise PolicyError([("moderation", f"{exc} (the moderation classifier failed to load: {error})")]) from None
 
 
 def model_version(model: ModelConfig) -> str:

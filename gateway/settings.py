@@ -24,6 +24,8 @@ class Settings:
     """Cap on pooled upstream connections per policy backend; 0 = no cap."""
     classifier_path: Path | None = None
     """The difficulty model for ``routes``; the shipped ``router/models/difficulty.onnx`` if unset."""
+    moderation_model_path: Path | None = None
+    """The moderation classifier; the shipped ``policies/moderation/models/moderation.onnx`` if unset."""
     redis_url: str | None = None
     """Shared state for several replicas (response cache, ...); in memory when unset."""
     cluster: str = "default"
@@ -47,6 +49,8 @@ class Settings:
         classifier = os.environ.get("SWITCHYARD_CLASSIFIER")
         return cls(policy_path=Path(path), max_body_bytes=max_body,
                    classifier_path=Path(classifier) if classifier else None,
+                   moderation_model_path=Path(moderation) if (moderation := os.environ.get(
+                       "SWITCHYARD_MODERATION_MODEL")) else None,
                    redis_url=os.environ.get("REDIS_URL") or None,
                    cluster=os.environ.get("SWITCHYARD_CLUSTER", "default"),
                    access_log=os.environ.get("SWITCHYARD_ACCESS_LOG", "stdout"),

@@ -15,6 +15,7 @@ from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 
 from backends.circuit import CircuitBreakerConfig
 from backends.config import StrictModel
+from policies.moderation.config import ModerationConfig
 from policies.limits_config import (
     BudgetConfig,
     ContextConfig,
@@ -240,6 +241,16 @@ class ObservabilityConfig(StrictModel):
     session id), which is what ``switchyard replay`` reads. Off: no text is ever recorded."""
 
 
+class ModerationSection(StrictModel):
+    """Which moderation applies to a request: the tenant's section, else the model's, else
+    ``default`` (``moderation:`` at the top level; docs/moderation-model.md)."""
+
+    default: ModerationConfig | None = None
+    models: dict[str, ModerationConfig] = {}
+    """By public model name (a difficulty route's requests use the model they are routed to)."""
+    tenants: dict[str, ModerationConfig] = {}
+
+
 class Policy(StrictModel):
     """The whole policy document."""
 
@@ -256,6 +267,7 @@ class Policy(StrictModel):
     """SHA-256 of the admin key for ``/admin/*``; with none set, the admin API is off (404)."""
     observability: ObservabilityConfig = ObservabilityConfig()
     retries: RetryConfig = RetryConfig()
+    moderation: ModerationSection = ModerationSection()
 
     @field_validator("admin_key_sha256")
     @classmethod
@@ -286,6 +298,11 @@ def reference_problems(document: Mapping[str, Any]) -> list[tuple[str, str]]:
             if isinstance(backend, str) and backend not in backends:
                 problems.append((f"models.{model_name}.deployments[{index}].backend",
                                  f"no backend named {backend!r}"))
+    moderation = _mapping(document.get("moderation"))
+    for section, known in (("models", models), ("tenants", tenants)):
+        for name in _mapping(moderation.get(section)):
+            if name not in known:
+                problems.append((f"moderation.{section}.{name}", f"no {section[:-1]} named {name!r}"))
     seen: dict[str, str] = {}
     for tenant_name, tenant in tenants.items():
         for model_name in _list(_mapping(tenant).get("models")):

@@ -125,6 +125,9 @@ class Metrics:
         self.retries = Counter("switchyard_retries", "Upstream attempts that failed before the first "
                                "byte and were retried or gave up, by error code", ["model", "code"],
                                registry=registry)
+        self.moderation = Counter("switchyard_moderation_verdicts", "Moderation findings by side, "
+                                  "category or PII type, and action", [*model, "direction", "category", "action"],
+                                  registry=registry)
         self.tiers = Counter("switchyard_route_tier_decisions", "Difficulty-route decisions",
                              ["route", "tier"], registry=registry)
         self.rejections = Counter("switchyard_rejections", "Requests refused by rate limits, budgets "

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from backends.pool import Worker
     from gateway.telemetry import Telemetry
     from gateway.telemetry.metrics import Series
+    from policies.moderation.verdict import Finding
     from policies.spend import Charge
     from router.base import Selection
 
@@ -103,6 +104,8 @@ class RequestRecord:
         "first_token_at",
         "key",
         "model",
+        "moderation",
+        "moderation_s",
         "on_finish",
         "operation",
         "pool",
@@ -164,6 +167,9 @@ class RequestRecord:
         self.session: str | None = None
         self.completion: str | None = None
         self.request_params: dict[str, Any] = {}
+        self.moderation: list[str] = []
+        """``direction:name:action`` of each moderation finding."""
+        self.moderation_s = 0.0
         self.fallback = False
         """A deployment other than the model's first served (or was tried)."""
         self.retries: list[str] = []
@@ -219,6 +225,15 @@ class RequestRecord:
         self.selection, self.pool, self.worker = selection, pool, selection.worker.id
         self.fallback = self.fallback or fallback
         self._telemetry.metrics.routing.labels(pool, selection.worker.id, selection.reason).inc()
+
+    def moderated(self, direction: str, findings: tuple[Finding, ...], seconds: float) -> None:
+        """Moderation findings (never text): span events, the verdict metric, the access line."""
+        self.moderation_s += seconds
+        metrics = self._telemetry.metrics.moderation
+        for finding in findings:
+            self.span.add_event("moderation", {"moderation.direction": direction, **finding.attributes()})
+            metrics.labels(self.model, self.version, direction, finding.name, finding.action).inc()
+            self.moderation.append(f"{direction}:{finding.name}:{finding.action}")
 
     def attempt_failed(self, error: SwitchyardError) -> None:
         """An upstream attempt failed before its first byte and may be retried elsewhere."""
@@ -297,6 +312,10 @@ class RequestRecord:
             attributes["switchyard.trimmed_tokens"] = self.trimmed_tokens
         if self.retries:
             attributes["switchyard.retries"] = self.retries
+        if self.moderation:
+            attributes["switchyard.moderation.findings"] = self.moderation
+        if self.moderation_s:
+            attributes["switchyard.moderation.ms"] = round(self.moderation_s * 1000, 3)
         if self.fallback:
             attributes["switchyard.fallback"] = True
         if self.charge is not None:
@@ -350,6 +369,8 @@ class RequestRecord:
             line["worker_reason"] = self.selection.reason
         if self.retries:
             line["retries"] = self.retries
+        if self.moderation:
+            line["moderation"] = self.moderation
         if self.fallback:
             line["fallback"] = True
         if self.capture:

@@ -1,0 +1,265 @@
+"""Moderation in the request path: the request's messages, a JSON answer, a stream as it flows.
+
+The checks themselves live in ``policies.moderation``; this module applies their verdicts to
+the wire types: a blocked request becomes 400 ``content_policy_violation``, a blocked answer
+ends with ``finish_reason: "content_filter"`` (OpenAI's convention), redactions replace the
+text in place. Every finding goes to the request's telemetry, never the text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import msgspec
+
+from backends.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    Message,
+    TextRequest,
+    TextResponse,
+)
+from gateway.telemetry import RequestRecord
+from policies.moderation import ModerationConfig, Moderator, StreamModerator
+from policies.moderation.rules import Scorer
+from policies.moderation.verdict import ContentPolicyViolation, Finding
+
+CONTENT_FILTER = "content_filter"
+Call = TypeVar("Call", ChatRequest, TextRequest)
+
+
+class ModerationPolicies:
+    """The moderators of one policy revision: per tenant, per model, and a default.
+
+    The most specific wins: the tenant's section, else the model's, else ``default``.
+    """
+
+    def __init__(self, default: ModerationConfig | None, models: Mapping[str, ModerationConfig],
+                 tenants: Mapping[str, ModerationConfig], classifier: Scorer | None) -> None:
+        built: dict[int, Moderator] = {}
+
+        def moderator(config: ModerationConfig) -> Moderator:
+            if id(config) not in built:
+                built[id(config)] = Moderator(config, classifier)
+            return built[id(config)]
+
+        self._default = moderator(default) if default is not None else None
+        self._models = {name: moderator(config) for name, config in models.items()}
+        self._tenants = {name: moderator(config) for name, config in tenants.items()}
+
+    def for_request(self, tenant: str, model: str) -> Moderator | None:
+        return self._tenants.get(tenant) or self._models.get(model) or self._default
+
+
+def _text_of(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: only the text parts are read
+        return "\n".join(part.text for part in content if isinstance(getattr(part, "text", None), str))
+    return ""
+
+
+def check_request(moderator: Moderator, call: Call, record: RequestRecord) -> Call:
+    """Check the request's text; raise ``ContentPolicyViolation`` if it is blocked, return it
+    with any ``redact`` spans replaced otherwise."""
+    roles = moderator.input_roles
+    if not roles:
+        return call
+    started = time.perf_counter()
+    with record.phase("switchyard.moderation.input"):
+        if isinstance(call, TextRequest):
+            prompt = call.params.prompt
+            text = prompt if isinstance(prompt, str) else "\n".join(map(str, prompt))
+            verdict = moderator.check_text(text, "input")
+            record.moderated("input", verdict.findings, time.perf_counter() - started)
+            if verdict.blocked is not None:
+                raise ContentPolicyViolation.of(verdict.blocked, param="prompt")
+            if verdict.redacted and isinstance(prompt, str):
+                return msgspec.structs.replace(call, params=msgspec.structs.replace(call.params, prompt=verdict.text))
+            return call
+        messages: list[Message] = []
+        changed = False
+        findings: list[Finding] = []
+        for message in call.params.messages:
+            if message.role in roles and isinstance(message.content, str) and message.content:
+                verdict = moderator.check_text(message.content, "input")
+                findings += verdict.findings
+                if verdict.blocked is not None:
+                    record.moderated("input", tuple(findings), time.perf_counter() - started)
+                    raise ContentPolicyViolation.of(verdict.blocked)
+                if verdict.redacted:
+                    message = msgspec.structs.replace(message, content=verdict.text)
+                    changed = True
+            elif message.role in roles and isinstance(message.content, list):
+                verdict = moderator.check_text(_text_of(message.content), "input")
+                findings += verdict.findings
+                if verdict.blocked is not None:
+                    record.moderated("input", tuple(findings), time.perf_counter() - started)
+                    raise ContentPolicyViolation.of(verdict.blocked)
+            messages.append(message)
+        record.moderated("input", tuple(findings), time.perf_counter() - started)
+    if not changed:
+        return call
+    return msgspec.structs.replace(call, params=msgspec.structs.replace(call.params, messages=messages))
+
+
+def check_answer(moderator: Moderator, answer: ChatResponse | TextResponse, record: RequestRecord) -> None:
+    """Moderate a whole answer in place: redact, or cut a blocked choice to what precedes the
+    blocking window with ``finish_reason: content_filter``; tool arguments likewise."""
+    if not moderator.checks_output:
+        return
+    started = time.perf_counter()
+    findings: list[Finding] = []
+    choice: Any
+    for choice in answer.choices:
+        text = choice.message.content if hasattr(choice, "message") else choice.text
+        if isinstance(text, str) and text:
+            verdict = moderator.check_text(text, "output")
+            findings += verdict.findings
+            _set_choice_text(choice, verdict.text)
+            if verdict.blocked is not None:
+                choice.finish_reason = CONTENT_FILTER
+                if hasattr(choice, "message"):
+                    choice.message.tool_calls = msgspec.UNSET
+                continue
+        for call in getattr(getattr(choice, "message", None), "tool_calls", None) or ():
+            verdict = moderator.check_tool_arguments(call.function.arguments)
+            findings += verdict.findings
+            if verdict.blocked is not None:
+                choice.message.tool_calls = msgspec.UNSET
+                choice.finish_reason = CONTENT_FILTER
+                break
+            call.function.arguments = verdict.text
+    record.moderated("output", tuple(findings), time.perf_counter() - started)
+
+
+def _set_choice_text(choice: Any, text: str) -> None:
+    if hasattr(choice, "message"):
+        choice.message.content = text
+    else:
+        choice.text = text
+
+
+class StreamGuard:
+    """Moderates a stream chunk by chunk: one ``StreamModerator`` per choice index.
+
+    ``apply(chunk)`` rewrites the chunk's text to what may be sent now and returns False once
+    the stream is blocked: the relay then sends ``final_chunk`` and stops the upstream.
+    Tool-call deltas are held back until their choice finishes, then checked whole.
+    """
+
+    def __init__(self, moderator: Moderator, record: RequestRecord) -> None:
+        self._moderator = moderator
+        self._record = record
+        self._streams: dict[int, StreamModerator] = {}
+        self._tool_chunks: dict[int, list[Any]] = {}
+        self.blocked: Finding | None = None
+        self._spent = 0.0
+
+    def _stream(self, index: int) -> StreamModerator:
+        stream = self._streams.get(index)
+        if stream is None:
+            created = self._moderator.stream()
+            assert created is not None
+            stream = self._streams[index] = created
+        return stream
+
+    def apply(self, chunk: ChatChunk | TextResponse) -> list[ChatChunk | TextResponse]:
+        """The chunks to send for this upstream chunk (none, it, or held tool chunks with it)."""
+        started = time.perf_counter()
+        out: list[Any] = [chunk]
+        for choice in chunk.choices:
+            delta = getattr(choice, "delta", None)
+            text = delta.content if delta is not None else getattr(choice, "text", None)
+            if isinstance(text, str) and text:
+                release = self._stream(choice.index).feed(text)
+                self._note(release.findings)
+                _set_delta_text(choice, release.text)
+                if release.blocked is not None:
+                    return self._block(chunk, release.blocked)
+            if delta is not None and isinstance(delta.tool_calls, list) and self._checks_tools:
+                self._tool_chunks.setdefault(choice.index, []).append(chunk)
+                out = []
+            if choice.finish_reason is not None:
+                release = self._stream(choice.index).finish()
+                self._note(release.findings)
+                previous = _delta_text(choice)
+                _set_delta_text(choice, previous + release.text)
+                if release.blocked is not None:
+                    return self._block(chunk, release.blocked)
+                held = self._tool_chunks.pop(choice.index, [])
+                if held:
+                    checked = self._check_tools(held)
+                    if checked is None:
+                        return self._block(chunk, self.blocked)
+                    out = [*checked, chunk] if chunk not in checked else checked
+        self._spent += time.perf_counter() - started
+        return out
+
+    @property
+    def _checks_tools(self) -> bool:
+        output = self._moderator.config.output
+        return output is not None and output.tool_arguments
+
+    def _check_tools(self, held: list[ChatChunk]) -> list[ChatChunk] | None:
+        arguments: dict[int, list[str]] = {}
+        for chunk in held:
+            for choice in chunk.choices:
+                for call in choice.delta.tool_calls or ():
+                    fragment = call.function.get("arguments") if isinstance(call.function, dict) else None
+                    if isinstance(fragment, str):
+                        arguments.setdefault(call.index, []).append(fragment)
+        redacted: dict[int, str] = {}
+        for index, parts in arguments.items():
+            verdict = self._moderator.check_tool_arguments("".join(parts))
+            self._note(verdict.findings)
+            if verdict.blocked is not None:
+                self.blocked = verdict.blocked
+                return None
+            if verdict.text != "".join(parts):
+                redacted[index] = verdict.text
+        if redacted:  # send each redacted call's arguments whole, in its first fragment
+            first_seen: set[int] = set()
+            for chunk in held:
+                for choice in chunk.choices:
+                    for call in choice.delta.tool_calls or ():
+                        if call.index in redacted and isinstance(call.function, dict):
+                            call.function["arguments"] = redacted[call.index] if call.index not in first_seen else ""
+                            first_seen.add(call.index)
+        return held
+
+    def _block(self, chunk: ChatChunk | TextResponse, finding: Finding | None) -> list[ChatChunk | TextResponse]:
+        self.blocked = finding
+        for choice in chunk.choices:
+            choice.finish_reason = CONTENT_FILTER
+            delta = getattr(choice, "delta", None)
+            if delta is not None:
+                delta.tool_calls = msgspec.UNSET
+        chunk.usage = msgspec.UNSET
+        return [chunk]
+
+    def _note(self, findings: tuple[Finding, ...]) -> None:
+        if findings:
+            self._record.moderated("output", findings, 0.0)
+
+    def close(self) -> None:
+        """Record the time spent moderating this stream."""
+        self._record.moderation_s += self._spent
+
+
+def _delta_text(choice: Any) -> str:
+    delta = getattr(choice, "delta", None)
+    text = delta.content if delta is not None else choice.text
+    return text if isinstance(text, str) else ""
+
+
+def _set_delta_text(choice: Any, text: str) -> None:
+    delta = getattr(choice, "delta", None)
+    if delta is not None:
+        if text or isinstance(delta.content, str):
+            delta.content = text
+    else:
+        choice.text = text

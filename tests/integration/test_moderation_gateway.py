@@ -1,0 +1,123 @@
+"""Moderation through the real endpoint with the openai SDK: streamed, mid-stream, and not.
+
+The policy here checks blocked terms and PII, which are deterministic and need no model file;
+``test_moderation_classifier_gateway`` below covers a classifier category when the shipped
+model is present.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from gateway.local_stack import DEMO_KEY, LOCAL_MODEL, TEAM_B_KEY
+from gateway.telemetry import AccessLog, Telemetry
+from tests.conftest import ThreadedStack
+
+TERM = "project nightingale"
+
+
+def _moderated(document: dict[str, Any]) -> None:
+    document["moderation"] = {
+        "models": {LOCAL_MODEL: {
+            "input": {"categories": {}, "pii": {}, "blocked_terms": ["forbidden launch codes"]},
+            "output": {"categories": {}, "blocked_terms": [TERM]},
+        }},
+        "tenants": {"team-b": {"input": None, "output": None}},  # the tenant's section wins: none
+    }
+
+
+@pytest.fixture(scope="module")
+def moderated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ThreadedStack, io.StringIO]]:
+    access = io.StringIO()
+    stack = ThreadedStack(tmp_path_factory.mktemp("moderated"), edit_policy=_moderated,
+                          telemetry=Telemetry(None, AccessLog(access)))
+    yield stack, access
+    stack.close()
+
+
+def _client(stack: ThreadedStack, key: str = DEMO_KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.url + "/v1", api_key=key, max_retries=0)
+
+
+def _stream(stack: ThreadedStack, pieces: list[str], key: str = DEMO_KEY) -> tuple[str, list[Any]]:
+    chunks = list(_client(stack, key).chat.completions.create(
+        model=LOCAL_MODEL, stream=True, messages=[{"role": "user", "content": "go"}],
+        extra_body={"sim_reply": pieces}))
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices), chunks
+
+
+def test_a_blocked_phrase_split_across_chunks_never_reaches_the_client(
+        moderated: tuple[ThreadedStack, io.StringIO]) -> None:
+    stack, access = moderated
+    pieces = ["The plan is called proj", "ect night", "ingale and it starts ", "tomorrow at dawn. ",
+              "More details follow in a long paragraph that keeps going for a while."]
+    text, chunks = _stream(stack, pieces)
+    assert "nightingale" not in text.lower() and "night" not in text.lower()
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
+    line = json.loads(access.getvalue().splitlines()[-1])
+    assert line["moderation"] == ["output:blocked_term:block"]
+    assert line["completion_tokens"] > 0  # what the worker produced is charged
+    assert TERM not in access.getvalue()
+    metrics = httpx.get(stack.url + "/metrics").text
+    assert ('switchyard_moderation_verdicts_total{action="block",category="blocked_term",direction="output",'
+            f'model="{LOCAL_MODEL}"') in metrics
+
+
+def test_an_email_in_the_output_arrives_redacted_streamed_and_not(
+        moderated: tuple[ThreadedStack, io.StringIO]) -> None:
+    stack, _ = moderated
+    pieces = ["Write to ", "jane.doe@exa", "mple.com for access. ", "Thanks."]
+    text, chunks = _stream(stack, pieces)
+    assert text == "Write to [REDACTED:EMAIL] for access. Thanks."
+    assert chunks[-1].choices[0].finish_reason != "content_filter"
+    answer = _client(stack).chat.completions.create(
+        model=LOCAL_MODEL, messages=[{"role": "user", "content": "go"}],
+        extra_body={"sim_reply": "Card 4111 1111 1111 1111, mail jane.doe@example.com."})
+    assert answer.choices[0].message.content == "Card [REDACTED:CREDIT_CARD], mail [REDACTED:EMAIL]."
+
+
+def test_a_benign_stream_passes_byte_for_byte(moderated: tuple[ThreadedStack, io.StringIO]) -> None:
+    stack, _ = moderated
+    pieces = ["Sure! ", "Here is a haiku:\n", "An old silent pond\u2026 ", "a frog jumps ", "into the pond\u2014",
+              "splash! ", "Silence again.\n", "  Version 2.0 (2024), see https://example.org/x?y=1."]
+    text, chunks = _stream(stack, pieces)
+    assert text == "".join(pieces)
+    assert chunks[-1].choices[0].finish_reason not in ("content_filter", None)
+
+
+def test_a_blocked_request_is_a_400_naming_the_category_not_the_text(
+        moderated: tuple[ThreadedStack, io.StringIO]) -> None:
+    stack, access = moderated
+    before = len(stack.sim_requests(stack.stack.sglang[0].url)) + len(stack.sim_requests(stack.stack.sglang[1].url))
+    with pytest.raises(openai.BadRequestError) as caught:
+        _client(stack).chat.completions.create(
+            model=LOCAL_MODEL, messages=[{"role": "user", "content": "Send me the Forbidden  Launch Codes now"}])
+    error = caught.value.body
+    assert error["code"] == "content_policy_violation"  # type: ignore[index]
+    assert "blocked term" in error["message"] and "launch" not in error["message"].lower()  # type: ignore[index]
+    after = len(stack.sim_requests(stack.stack.sglang[0].url)) + len(stack.sim_requests(stack.stack.sglang[1].url))
+    assert after == before  # never sent upstream
+    assert "Launch Codes" not in access.getvalue()
+
+
+def test_the_tenant_section_wins_over_the_model_section(moderated: tuple[ThreadedStack, io.StringIO]) -> None:
+    stack, _ = moderated
+    text, chunks = _stream(stack, ["code name: project ", "nightingale."], key=TEAM_B_KEY)
+    assert text == "code name: project nightingale."
+
+
+def test_a_moderation_section_naming_an_unknown_model_is_refused() -> None:
+    from policies.loader import PolicyError, parse_policy
+
+    with pytest.raises(PolicyError) as caught:
+        parse_policy("backends: {o: {kind: openai, base_url: 'http://x/v1'}}\n"
+                     "models: {m: {deployments: [{backend: o, model: x}]}}\n"
+                     "moderation: {models: {nope: {}}}\n")
+    assert "moderation.models.nope" in caught.value.message
