@@ -15,7 +15,7 @@ from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 
 from backends.circuit import CircuitBreakerConfig
 from backends.config import StrictModel
-from policies.moderation.config import ModerationConfig
+from policies.canary.config import CanaryConfig
 from policies.limits_config import (
     BudgetConfig,
     ContextConfig,
@@ -24,9 +24,13 @@ from policies.limits_config import (
     RateLimitConfig,
     TokenCountingConfig,
 )
+from policies.moderation.config import ModerationConfig
 from router.config import RoundRobinConfig, SelectionConfig
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DEFAULT_VERSION = "default"
+"""The one version of a model that lists ``deployments`` instead of ``versions``."""
 
 
 class TimeoutsConfig(StrictModel):
@@ -149,11 +153,29 @@ class ResponseCacheConfig(StrictModel):
     """Responses larger than this are not stored."""
 
 
-class ModelConfig(StrictModel):
-    """A public model name clients ask for."""
+class VersionConfig(StrictModel):
+    """One version of a public model (``models.<name>.versions.<version>``)."""
 
     deployments: Annotated[list[DeploymentConfig], Field(min_length=1)]
     """Tried in order: the first with a healthy worker serves the request."""
+    description: str = ""
+
+
+class ModelConfig(StrictModel):
+    """A public model name clients ask for.
+
+    Give ``deployments`` (one version), or ``versions`` with ``stable`` and optionally a
+    ``canary`` (docs/canary.md).
+    """
+
+    deployments: Annotated[list[DeploymentConfig], Field(default_factory=list)]
+    """Tried in order: the first with a healthy worker serves the request."""
+    versions: Annotated[dict[str, VersionConfig], Field(default_factory=dict)]
+    """Named versions, each with its own deployments, instead of ``deployments``."""
+    stable: str | None = None
+    """The version that serves every request the canary does not take (a key of ``versions``)."""
+    canary: CanaryConfig | None = None
+    """A version under test: a split, a shadow, or an automatic rollout."""
     description: str = ""
     response_cache: ResponseCacheConfig = ResponseCacheConfig()
     tokens: TokenCountingConfig = TokenCountingConfig()
@@ -162,6 +184,38 @@ class ModelConfig(StrictModel):
     """Context budget: window, output reserve, and what to do with a prompt that does not fit."""
     prices: PriceConfig | None = None
     """USD per million tokens, for spend accounting and money budgets."""
+
+    @field_validator("versions")
+    @classmethod
+    def _version_names(cls, versions: dict[str, VersionConfig]) -> dict[str, VersionConfig]:
+        for name in versions:
+            if not _VERSION_NAME.match(name):
+                raise ValueError(f"version name {name!r}: letters, digits, '.', '_', '-' (at most 64)")
+        return versions
+
+    @model_validator(mode="after")
+    def _deployments_or_versions(self) -> ModelConfig:
+        if self.versions:
+            if self.deployments:
+                raise ValueError("give deployments or versions, not both")
+            if self.stable is None:
+                raise ValueError("a model with versions needs stable: the version serving by default")
+        elif not self.deployments:
+            raise ValueError("give deployments (or versions and stable)")
+        elif self.stable is not None or self.canary is not None:
+            raise ValueError("stable and canary name versions: give versions instead of deployments")
+        return self
+
+    @property
+    def stable_version(self) -> str:
+        """The name of the version serving by default (``DEFAULT_VERSION`` without versions)."""
+        return self.stable or DEFAULT_VERSION
+
+    def version_deployments(self) -> dict[str, list[DeploymentConfig]]:
+        """Every version's deployments; a model without ``versions`` has one, ``DEFAULT_VERSION``."""
+        if not self.versions:
+            return {DEFAULT_VERSION: self.deployments}
+        return {name: version.deployments for name, version in self.versions.items()}
 
 
 Threshold = Annotated[float, Field(ge=0, le=1)]
@@ -293,11 +347,8 @@ def reference_problems(document: Mapping[str, Any]) -> list[tuple[str, str]]:
             if isinstance(target, str) and target not in models:
                 problems.append((f"routes.{route_name}.{tier}", f"no model named {target!r}"))
     for model_name, model in models.items():
-        for index, deployment in enumerate(_list(_mapping(model).get("deployments"))):
-            backend = _mapping(deployment).get("backend")
-            if isinstance(backend, str) and backend not in backends:
-                problems.append((f"models.{model_name}.deployments[{index}].backend",
-                                 f"no backend named {backend!r}"))
+        problems += _deployment_problems(f"models.{model_name}", _mapping(model), backends)
+        problems += _version_problems(f"models.{model_name}", _mapping(model), backends)
     moderation = _mapping(document.get("moderation"))
     for section, known in (("models", models), ("tenants", tenants)):
         for name in _mapping(moderation.get(section)):
@@ -317,6 +368,34 @@ def reference_problems(document: Mapping[str, Any]) -> list[tuple[str, str]]:
             if digest in seen:
                 problems.append((path, f"the same key is already declared at {seen[digest]}"))
             seen.setdefault(digest, path)
+    return problems
+
+
+def _deployment_problems(path: str, holder: Mapping[str, Any],
+                         backends: Mapping[str, Any]) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for index, deployment in enumerate(_list(holder.get("deployments"))):
+        backend = _mapping(deployment).get("backend")
+        if isinstance(backend, str) and backend not in backends:
+            problems.append((f"{path}.deployments[{index}].backend", f"no backend named {backend!r}"))
+    return problems
+
+
+def _version_problems(path: str, model: Mapping[str, Any],
+                      backends: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A model's versions: their deployments' backends, and ``stable``/``canary.version``."""
+    versions = _mapping(model.get("versions"))
+    problems: list[tuple[str, str]] = []
+    for name, version in versions.items():
+        problems += _deployment_problems(f"{path}.versions.{name}", _mapping(version), backends)
+    stable, canary = model.get("stable"), _mapping(model.get("canary")).get("version")
+    if versions and isinstance(stable, str) and stable not in versions:
+        problems.append((f"{path}.stable", f"no version named {stable!r}"))
+    if versions and isinstance(canary, str):
+        if canary not in versions:
+            problems.append((f"{path}.canary.version", f"no version named {canary!r}"))
+        elif canary == stable:
+            problems.append((f"{path}.canary.version", "the canary must be another version than stable"))
     return problems
 
 
