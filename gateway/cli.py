@@ -1,4 +1,4 @@
-"""The ``switchyard`` command: serve, demo, sim, policy check, keys."""
+"""The ``switchyard`` command: serve, demo, sim, policy check, keys, canary."""
 
 from __future__ import annotations
 
@@ -181,6 +181,60 @@ def _usage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _canary(args: argparse.Namespace) -> int:
+    import json
+    from urllib.parse import quote
+
+    import httpx
+
+    from policies.canary.status import render
+
+    base = args.url.rstrip("/") + "/admin/canaries"
+    headers = {"authorization": f"Bearer {args.admin_key}"}
+    try:
+        if args.canary_command == "status":
+            response = httpx.get(base, headers=headers, timeout=10)
+        else:
+            response = httpx.post(f"{base}/{quote(args.model, safe='')}/{args.canary_command}", headers=headers,
+                                  json={"reason": args.reason} if args.reason else None, timeout=10)
+    except httpx.HTTPError as exc:
+        print(f"cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": {"message": response.text}}
+    if response.status_code != 200:
+        print(f"HTTP {response.status_code}: {body.get('error', {}).get('message', body)}", file=sys.stderr)
+        return 1
+    rollouts = body["canaries"] if args.canary_command == "status" else [body]
+    if args.canary_command == "status" and args.model:
+        rollouts = [r for r in rollouts if r["model"] == args.model]
+    print(json.dumps(rollouts, indent=2) if args.json else render(rollouts))
+    return 0
+
+
+def _add_canary_arguments(canary: argparse.ArgumentParser) -> None:
+    commands = canary.add_subparsers(dest="canary_command", required=True)
+    status = commands.add_parser("status", help="every canary's phase, weight, step, statistics and guards")
+    status.add_argument("model", nargs="?", help="one model (default: all)")
+    subs = [status]
+    for action, what in (("promote", "send every request to the canary now"),
+                         ("rollback", "send every request to stable now"),
+                         ("pause", "hold the weight (guards still roll back)"),
+                         ("resume", "continue a paused rollout, or restart a rolled back one")):
+        sub = commands.add_parser(action, help=what)
+        sub.add_argument("model")
+        sub.add_argument("--reason", default="", help="kept in the rollout's history")
+        subs.append(sub)
+    for sub in subs:
+        sub.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway")
+        sub.add_argument("--admin-key", default=os.environ.get("SWITCHYARD_ADMIN_KEY", ""),
+                         help="default: $SWITCHYARD_ADMIN_KEY")
+        sub.add_argument("--json", action="store_true", help="print the API's JSON")
+        sub.set_defaults(func=_canary)
+
+
 def _route_explain(args: argparse.Namespace) -> int:
     from gateway.route_cli import explain
 
@@ -255,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument("--admin-key", default=os.environ.get("SWITCHYARD_ADMIN_KEY", ""),
                        help="default: $SWITCHYARD_ADMIN_KEY")
     usage.set_defaults(func=_usage)
+
+    _add_canary_arguments(commands.add_parser("canary", help="canary rollouts, on a running gateway"))
 
     keys = commands.add_parser("keys", help="API keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)

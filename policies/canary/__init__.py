@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from policies.canary.assign import VersionChoice, bucket, is_canary
 from policies.canary.config import CanaryConfig, GuardsConfig, PlanConfig
-from policies.canary.controller import CanaryController, CanaryRoutes, ShadowPermit
+from policies.canary.controller import CanaryController
 from policies.canary.guards import GuardCheck, Verdict, judge
 from policies.canary.rollout import (
     CanaryStateError,
@@ -16,6 +16,7 @@ from policies.canary.rollout import (
     RolloutState,
     Transition,
 )
+from policies.canary.routes import CanaryRoutes, ShadowPermit
 from policies.canary.stats import (
     MemoryStatsStore,
     Outcome,

@@ -20,12 +20,12 @@ import logging
 import random
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from backends.errors import NotFoundError, ServiceUnavailableError, SwitchyardError
-from policies.canary.assign import VersionChoice, is_canary
-from policies.canary.guards import Verdict, judge
+from policies.canary.assign import VersionChoice
+from policies.canary.guards import judge
 from policies.canary.rollout import (
     Action,
     CanaryStateError,
@@ -35,6 +35,7 @@ from policies.canary.rollout import (
     act,
     decide,
 )
+from policies.canary.routes import CanaryRoutes, Live, ShadowPermit
 from policies.canary.stats import (
     MemoryStatsStore,
     Outcome,
@@ -54,83 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchyard.canary")
 
 OnEvent = Callable[[Transition], None]
-
-
-@dataclass(eq=False, slots=True)
-class Live:
-    """A rollout as this process knows it."""
-
-    spec: RolloutSpec
-    state: RolloutState | None = None
-    """None until the store answered once: meanwhile every request goes to stable."""
-    verdict: Verdict | None = None
-    """The guards' last judgement of the current step."""
-    window: dict[str, VersionStats] = field(default_factory=dict)
-    """The current step's statistics per version, as last read."""
-    shadow_in_flight: int = 0
-    shadow_dropped: int = 0
-    """Mirrors skipped because ``shadow_max_concurrency`` were in flight."""
-
-
-class ShadowPermit:
-    """A slot for one mirrored call; ``release()`` when it ends (twice is harmless)."""
-
-    __slots__ = ("_live",)
-
-    def __init__(self, live: Live) -> None:
-        self._live: Live | None = live
-
-    def release(self) -> None:
-        if self._live is not None:
-            self._live.shadow_in_flight -= 1
-            self._live = None
-
-
-class CanaryRoutes:
-    """The canaries of one policy revision: requests served under it assign with this."""
-
-    def __init__(self, lives: dict[str, Live], specs: dict[str, RolloutSpec], stable: dict[str, str],
-                 rng: random.Random) -> None:
-        self.specs = specs
-        """Per model with a canary, its rollout."""
-        self._lives = lives  # the controller's, by rollout id: states change in place
-        self._rng = rng
-        self._plain = {model: VersionChoice(model, version, "stable") for model, version in stable.items()}
-        self._choices = {model: _Choices(spec) for model, spec in specs.items()}
-
-    def assign(self, model: str, sticky_key: str | None) -> VersionChoice:
-        """The version serving this request (and the one mirroring it, in shadow mode)."""
-        choices = self._choices.get(model)
-        if choices is None:
-            return self._plain.get(model) or VersionChoice(model, "default", "stable")
-        spec = choices.spec
-        live = self._lives.get(spec.rollout)
-        state = live.state if live is not None else None
-        if state is None or state.phase == "rolled_back":
-            return choices.stable
-        if state.phase == "promoted":
-            return choices.promoted
-        if spec.config.shadow:
-            return choices.mirrored if self._rng.random() < spec.config.shadow_share else choices.stable
-        return choices.canary if is_canary(model, sticky_key, state.weight, self._rng) else choices.stable
-
-
-@dataclass(frozen=True, slots=True)
-class _Choices:
-    """The few answers ``assign`` can give for one rollout, made once."""
-
-    spec: RolloutSpec
-    stable: VersionChoice = field(init=False)
-    canary: VersionChoice = field(init=False)
-    promoted: VersionChoice = field(init=False)
-    mirrored: VersionChoice = field(init=False)
-
-    def __post_init__(self) -> None:
-        s = self.spec
-        object.__setattr__(self, "stable", VersionChoice(s.model, s.stable, "stable", None, s.rollout))
-        object.__setattr__(self, "canary", VersionChoice(s.model, s.canary, "canary", None, s.rollout))
-        object.__setattr__(self, "promoted", VersionChoice(s.model, s.canary, "stable", None, s.rollout))
-        object.__setattr__(self, "mirrored", VersionChoice(s.model, s.stable, "stable", s.canary, s.rollout))
 
 
 class CanaryController:

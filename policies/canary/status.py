@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from policies.canary.controller import Live
     from policies.canary.rollout import RolloutSpec, RolloutState
+    from policies.canary.routes import Live
 
 
 def describe(live: Live, now: float) -> dict[str, Any]:
@@ -56,3 +57,61 @@ def next_step(spec: RolloutSpec, state: RolloutState | None) -> str:
     if state.held:
         return "the last step passed: promote by hand"
     return "running: advances when the step's duration, requests and guards all pass"
+
+
+def render(rollouts: list[dict[str, Any]]) -> str:
+    """``describe`` output as text for ``switchyard canary status``."""
+    if not rollouts:
+        return "no canaries in the active policy"
+    return "\n\n".join(_render_one(r) for r in rollouts)
+
+
+def _render_one(r: dict[str, Any]) -> str:
+    weight = "?" if r["weight"] is None else f"{r['weight']:.1%}"
+    head = f"{r['model']}: canary {r['canary']} beside stable {r['stable']} ({r['mode']}), {r['phase']}, weight {weight}"
+    if r["steps"]:
+        steps = ", ".join(f"{s:.0%}" for s in r["steps"])
+        head += (f", step {r['step']}/{len(r['steps'])} [{steps}] for {_duration(r['step_elapsed_s'])}"
+                 f" (needs {_duration(r['min_step_duration_s'])} and {r['min_requests_per_step']} canary requests)")
+    lines = [head]
+    if r["window"]:
+        lines.append(f"  {'this step':<16} {'requests':>9} {'errors':>8} {'blocked':>8} {'ttft p95':>9} {'e2e p95':>9}")
+        for role in ("stable", "canary"):
+            version = r[role]
+            w = r["window"].get(version)
+            if w is not None:
+                lines.append(f"  {role + ' ' + version:<16} {w['requests']:>9.0f} {_rate(w['error_rate']):>8} "
+                             f"{_rate(w['moderation_block_rate']):>8} {_seconds(w['ttft_p95_s']):>9} "
+                             f"{_seconds(w['e2e_p95_s']):>9}")
+    if r["verdict"]:
+        lines.append(f"  guards: {r['verdict']['judgement']}")
+        lines += [f"    {c['judgement']:<6} {c['reason']}" for c in r["verdict"]["checks"]]
+    if "shadow" in r:
+        s = r["shadow"]
+        lines.append(f"  shadow: {s['share']:.0%} mirrored, {s['in_flight']}/{s['max_concurrency']} in flight here, "
+                     f"{s['dropped']} skipped at the bound")
+    for t in r["history"][-3:]:
+        lines.append(f"  {_when(t['at'])} {t['kind']} by {t['actor']}: {t['from_weight']:.1%} -> "
+                     f"{t['to_weight']:.1%}; {t['reason']}")
+    lines.append(f"  next: {r['next']}")
+    return "\n".join(lines)
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f} ms" if value < 10 else f"{value:.1f} s"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at)) + "Z"
