@@ -178,8 +178,8 @@ def decide(spec: RolloutSpec, state: RolloutState, verdict: Verdict, canary_requ
         return None
     if now - state.step_started_at < plan.min_step_duration_s or canary_requests < plan.min_requests_per_step:
         return None
-    passed = f"step {state.step + 1}/{len(plan.steps)} at {state.weight:.0%} passed: " + "; ".join(
-        c.reason for c in verdict.checks)
+    passed = (f"step {state.step + 1}/{len(plan.steps)} at {state.weight:.0%} passed: "
+              f"{canary_requests:.0f} canary requests in {now - state.step_started_at:.0f}s, every guard within")
     if state.step + 1 >= len(plan.steps):  # the last step was below 1.0: hold for a manual promote
         return _change(state, Transition(spec.model, spec.rollout, "hold", "auto", state.weight, state.weight,
                                          state.step, now, passed + "; promote by hand"),

@@ -69,7 +69,7 @@ def render(rollouts: list[dict[str, Any]]) -> str:
 def _render_one(r: dict[str, Any]) -> str:
     weight = "?" if r["weight"] is None else f"{r['weight']:.1%}"
     head = f"{r['model']}: canary {r['canary']} beside stable {r['stable']} ({r['mode']}), {r['phase']}, weight {weight}"
-    if r["steps"]:
+    if r["steps"] and r["phase"] in ("running", "paused"):
         steps = ", ".join(f"{s:.0%}" for s in r["steps"])
         head += (f", step {r['step']}/{len(r['steps'])} [{steps}] for {_duration(r['step_elapsed_s'])}"
                  f" (needs {_duration(r['min_step_duration_s'])} and {r['min_requests_per_step']} canary requests)")
