@@ -100,7 +100,8 @@ class CanaryController:
     # --- the request path ---------------------------------------------------------------------
 
     def bind(self, policy: Policy) -> CanaryRoutes:
-        """The canaries of ``policy`` (pure: nothing changes until ``activate``)."""
+        """The canaries of ``policy``, for the runtime built from it (no I/O; the rollouts
+        run once ``activate`` is awaited)."""
         specs = {name: spec for name, model in policy.models.items()
                  if (spec := RolloutSpec.from_model(name, model)) is not None}
         for spec in specs.values():
@@ -240,7 +241,7 @@ class CanaryController:
 
     def _adopt(self, live: Live, state: RolloutState) -> None:
         current = live.state
-        if current is not None and current.revision >= state.revision:
+        if current is not None and current.created_at == state.created_at and current.revision >= state.revision:
             return
         _set_state(live, state)
         if current is not None and state.last is not None:
@@ -297,6 +298,10 @@ class CanaryController:
         """Every canary of the active policy: phase, weight, step, window, verdict, history."""
         now = self._clock()
         return {"canaries": [describe(live, now) for live in self._active()]}
+
+    def weights(self) -> dict[str, float]:
+        """The canary weight of each model with a canary whose state is known (for a gauge)."""
+        return {live.spec.model: live.state.weight for live in self._active() if live.state is not None}
 
     def model_status(self, model: str) -> dict[str, Any]:
         return describe(self._live_of(model), self._clock())

@@ -95,7 +95,7 @@ class RolloutSpec:
         weight = self.first_weight()
         start = Transition(self.model, self.rollout, "start", "auto", 0.0, weight, 0, now,
                            f"{self.canary} beside {self.stable} ({self.mode})")
-        return RolloutState(self.model, self.rollout, "running", 0, weight, 1, now, 0, (start,))
+        return RolloutState(self.model, self.rollout, "running", 0, weight, 1, now, 0, (start,), created_at=now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +135,9 @@ class RolloutState:
     history: tuple[Transition, ...] = ()
     held: bool = False
     """The last step passed and there is no next one below 1.0: waiting for a promote."""
+    created_at: float = 0.0
+    """When the rollout was first stored: a state created anew (the store lost its data)
+    replaces what replicas hold even though its revision is lower."""
 
     @property
     def last(self) -> Transition | None:

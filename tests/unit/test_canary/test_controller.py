@@ -54,6 +54,7 @@ async def test_a_new_rollout_starts_at_its_first_step() -> None:
     assert [e.kind for e in events] == ["start"]
     [status] = controller.status()["canaries"]
     assert (status["phase"], status["weight"], status["step"], status["mode"]) == ("running", 0.05, 1, "split")
+    assert controller.weights() == {"chat": 0.05}
     users = [f"u{i}" for i in range(4_000)]
     share = sum(controller.assign("chat", u).role == "canary" for u in users) / len(users)
     assert 0.035 < share < 0.065
@@ -190,3 +191,20 @@ async def test_state_unknown_means_stable() -> None:
     await controller.activate(controller.bind(canary_policy({"version": "v2", "weight": 1.0})))
     assert controller.assign("chat", "u1").version == "v1"
     assert controller.status()["canaries"][0]["phase"] == "unknown"
+
+
+async def test_a_store_that_lost_its_data_is_followed() -> None:
+    store, stats = MemoryRolloutStore(), MemoryStatsStore()
+    clock = Clock()
+    first, second = (CanaryController(store, stats, clock=clock) for _ in range(2))
+    policy = canary_policy(plan())
+    for controller in (first, second):
+        await controller.activate(controller.bind(policy))
+    await first.pause("chat")
+    await first.resume("chat")
+    await second.refresh()
+    store._states.clear()  # Redis flushed: the next reader stores a fresh rollout (revision 1)
+    clock.now += 10
+    await first.refresh()
+    await second.refresh()
+    assert first.status()["canaries"][0]["revision"] == second.status()["canaries"][0]["revision"] == 1
