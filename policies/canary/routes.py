@@ -62,6 +62,7 @@ class CanaryRoutes:
         """The version serving this request (and the one mirroring it, in shadow mode)."""
         choices = self._choices.get(model)
         if choices is None:
+            # "default" is policies.document.DEFAULT_VERSION (importing it here would be a cycle)
             return self._plain.get(model) or VersionChoice(model, "default", "stable")
         spec = choices.spec
         live = self._lives.get(spec.rollout)
@@ -75,19 +76,14 @@ class CanaryRoutes:
         return choices.canary if is_canary(model, sticky_key, state.weight, self._rng) else choices.stable
 
 
-@dataclass(frozen=True, slots=True)
 class _Choices:
     """The few answers ``assign`` can give for one rollout, made once."""
 
-    spec: RolloutSpec
-    stable: VersionChoice = field(init=False)
-    canary: VersionChoice = field(init=False)
-    promoted: VersionChoice = field(init=False)
-    mirrored: VersionChoice = field(init=False)
+    __slots__ = ("canary", "mirrored", "promoted", "spec", "stable")
 
-    def __post_init__(self) -> None:
-        s = self.spec
-        object.__setattr__(self, "stable", VersionChoice(s.model, s.stable, "stable", None, s.rollout))
-        object.__setattr__(self, "canary", VersionChoice(s.model, s.canary, "canary", None, s.rollout))
-        object.__setattr__(self, "promoted", VersionChoice(s.model, s.canary, "stable", None, s.rollout))
-        object.__setattr__(self, "mirrored", VersionChoice(s.model, s.stable, "stable", s.canary, s.rollout))
+    def __init__(self, spec: RolloutSpec) -> None:
+        self.spec = spec
+        self.stable = VersionChoice(spec.model, spec.stable, "stable", None, spec.rollout)
+        self.canary = VersionChoice(spec.model, spec.canary, "canary", None, spec.rollout)
+        self.promoted = VersionChoice(spec.model, spec.canary, "stable", None, spec.rollout)
+        self.mirrored = VersionChoice(spec.model, spec.stable, "stable", spec.canary, spec.rollout)
