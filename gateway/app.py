@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
+from opentelemetry import trace
 
 from gateway.admin import admin_usage, get_policy, put_policy
+from gateway.canary_admin import CANARY_ADMIN_HANDLERS
 from gateway.completions import chat_completions, text_completions
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.policy_manager import PolicyManager
@@ -17,6 +19,7 @@ from gateway.probes import healthz, list_models, metrics, readyz
 from gateway.settings import Settings
 from gateway.state import Gateway
 from gateway.telemetry import Telemetry
+from policies.canary import CanaryController, Transition
 from policies.moderation import ModerationClassifier, ModerationModelError
 from router.difficulty import ClassifierError, DifficultyClassifier
 
@@ -42,6 +45,17 @@ def _load_moderation(settings: Settings) -> tuple[ModerationClassifier | None, s
         return None, str(exc)
 
 
+def _canary_transition(telemetry: Telemetry, transition: Transition) -> None:
+    """Every rollout transition: a log line, a metric, and an event on the current span
+    (the admin request's, for a manual one)."""
+    log.warning("canary %s: %s %s (%s) weight %.3f -> %.3f: %s", transition.model, transition.actor,
+                transition.kind, transition.rollout, transition.from_weight, transition.to_weight, transition.reason)
+    telemetry.metrics.canary_transitions.labels(transition.model, transition.kind, transition.actor).inc()
+    trace.get_current_span().add_event("canary." + transition.kind, {
+        "switchyard.model": transition.model, "switchyard.canary.actor": transition.actor,
+        "switchyard.canary.to_weight": transition.to_weight, "switchyard.canary.reason": transition.reason})
+
+
 def create_app(settings: Settings, telemetry: Telemetry | None = None) -> Litestar:
     """Build the gateway app. The policy is loaded and the backends opened at start-up.
 
@@ -59,18 +73,24 @@ def create_app(settings: Settings, telemetry: Telemetry | None = None) -> Litest
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         manager = PolicyManager(gateway, settings, scorer, scorer_error, moderation, moderation_error)
-        app.state.policies = manager
+        canaries = CanaryController.create(manager.redis_client, settings.cluster,
+                                           on_event=lambda t: _canary_transition(telemetry, t))
+        manager.canaries = canaries
+        telemetry.metrics.watch_canaries(canaries.weights)
+        app.state.policies, app.state.canaries = manager, canaries
         try:
+            await canaries.start()
             await manager.start()
             yield
         finally:
+            await canaries.aclose()
             await manager.aclose()
             if own_telemetry:
                 telemetry.shutdown()
 
     app = Litestar(
         route_handlers=[chat_completions, text_completions, list_models, healthz, readyz, metrics,
-                        admin_usage, get_policy, put_policy],
+                        admin_usage, get_policy, put_policy, *CANARY_ADMIN_HANDLERS],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -41,9 +43,10 @@ from gateway.state import Gateway
 from gateway.telemetry import RequestRecord, finish_reasons
 from gateway.upstream import call_upstream
 from gateway.wire import parse_chat, parse_text
+from policies.canary import Outcome, VersionChoice
 from policies.keys import Caller
 from router.base import RoutingRequest, Selection
-from router.decide import Choice
+from router.decide import Choice, choose
 from router.prompt_text import render_chat, render_text
 
 Req = TypeVar("Req", ChatRequest, TextRequest)
@@ -52,6 +55,8 @@ Chunk = TypeVar("Chunk", ChatChunk, TextResponse)
 
 _ENCODER = msgspec.json.Encoder()
 SESSION_HEADER = "x-switchyard-session"
+VERSION_HEADER = "x-switchyard-model-version"
+log = logging.getLogger("switchyard.gateway")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -177,7 +182,13 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
         if decision.score is not None:
             headers["x-switchyard-difficulty"] = f"{decision.score:.4f}"
     headers["x-switchyard-model"] = model
-    record.model, record.version = model, runtime.versions[model]
+    user = params.user if isinstance(params.user, str) else None
+    sticky_key = request.headers.get(SESSION_HEADER) or user or caller.key_name
+    assignment = runtime.canary.assign(model, sticky_key)
+    record.model, record.version = model, runtime.versions[model, assignment.version]
+    headers[VERSION_HEADER] = record.version
+    if assignment.rollout:
+        record.on_finish.append(lambda: _report_outcome(runtime, assignment, record))
     moderator = runtime.moderation.for_request(caller.tenant, model)
     if moderator is not None:
         call = check_request(moderator, call, record)
@@ -187,7 +198,8 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
     trimmed = ticket.headers.get(TRIMMED_HEADER)
     record.trimmed_tokens = int(trimmed) if trimmed else 0
     settle = runtime.accounting.settle
-    cached = CacheLookup.start(runtime.response_caches.get(model), caller.tenant, call, request.headers)
+    cached = CacheLookup.start(runtime.response_caches.get((model, assignment.version)), caller.tenant, call,
+                               request.headers)
     hit = await cached.get()
     if cached.state:
         headers["x-switchyard-cache"] = record.cache = cached.state
@@ -195,11 +207,10 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
         record.charge = settle(ticket, Usage())  # served without upstream tokens: refund the estimate
         return _from_cache(hit, call, model, headers, record)
 
-    user = params.user if isinstance(params.user, str) else None
     prompt, head_chars = operation.render(call)
-    routing = RoutingRequest(model=model, tenant=caller.tenant,
-                             sticky_key=request.headers.get(SESSION_HEADER) or user or caller.key_name,
+    routing = RoutingRequest(model=model, tenant=caller.tenant, sticky_key=sticky_key,
                              prompt=prompt, head_chars=head_chars)
+    deployments = runtime.version_routes[model][assignment.version]
 
     def prepared(choice: Choice) -> Req:
         """The call as this attempt sends it: its upstream model name and trace context."""
@@ -225,14 +236,16 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
     retries, budget = runtime.policy.retries, runtime.retry_budget
     try:
         if call.is_stream:
-            choice, (first, upstream) = await call_upstream(runtime.models[model], routing, record, retries,
+            choice, (first, upstream) = await call_upstream(deployments, routing, record, retries,
                                                             budget, send_stream)
         else:
-            choice, answer = await call_upstream(runtime.models[model], routing, record, retries, budget, send)
+            choice, answer = await call_upstream(deployments, routing, record, retries, budget, send)
             choice.worker.release()
     except BaseException:
         record.charge = settle(ticket, Usage())  # failed before any output: nothing was generated
         raise
+    if assignment.shadow_version is not None:
+        _mirror(runtime, assignment, operation, call, routing)
     worker, selector = choice.worker, choice.deployment.selector
     headers["x-switchyard-worker"] = worker.id
     if selector.debug_header:
@@ -276,6 +289,59 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
     record.finish()
     return Response(_ENCODER.encode(answer), media_type="application/json", headers=headers,
                     background=BackgroundTask(cached.put, answer) if cached.key else None)
+
+
+def _report_outcome(runtime: Runtime, assignment: VersionChoice, record: RequestRecord) -> None:
+    """Feed the canary's statistics: every upstream-served request of a model in a rollout,
+    stable ones too (they are the baseline). Client errors and cache hits say nothing."""
+    status = record.status
+    if record.upstream_started is None or record.cache == "hit" or (400 <= status < 500 and status != 429):
+        return
+    ended = record.ended or time.perf_counter()
+    first = record.first_token_at if record.first_token_at is not None else ended
+    blocked = any(m.startswith("output:") and m.endswith(":block") for m in record.moderation)
+    runtime.canaries.record(assignment, Outcome(ok=status < 400, status=status, ttft_s=first - record.started,
+                                                e2e_s=ended - record.started, moderation_blocked=blocked))
+
+
+_SHADOWS: set[asyncio.Task[None]] = set()
+
+
+def _mirror(runtime: Runtime, assignment: VersionChoice, operation: Operation[Any, Any, Any], call: Any,
+            routing: RoutingRequest) -> None:
+    """Send a copy to the shadow version in the background, bounded by its permit; its answer
+    is discarded, its latency, errors and length recorded. Never delays or fails the request,
+    and is not charged to the tenant (the mirror is the release engineer's cost)."""
+    permit = runtime.canaries.try_shadow(assignment)
+    if permit is None or assignment.shadow_version is None:
+        return
+    route = runtime.version_routes[assignment.model][assignment.shadow_version]
+    mirrored = msgspec.structs.replace(call, params=msgspec.structs.replace(call.params, stream=False))
+
+    async def run() -> None:
+        started = time.perf_counter()
+        outcome = Outcome(ok=False, status=502)
+        try:
+            choice = await choose(route, routing)
+            choice.worker.acquire()
+            try:
+                request = msgspec.structs.replace(mirrored, upstream_model=choice.deployment.upstream_model)
+                await operation.complete(choice.worker.backend, request)
+            finally:
+                choice.worker.release()
+            elapsed = time.perf_counter() - started
+            outcome = Outcome(ok=True, status=200, ttft_s=elapsed, e2e_s=elapsed)
+        except SwitchyardError as exc:
+            outcome = Outcome(ok=False, status=exc.status_code)
+        except Exception:  # a mirror must never take anything down
+            log.exception("shadow request to %s failed", assignment.shadow_version)
+        finally:
+            permit.release()
+        runtime.canaries.record(assignment, outcome, shadow=True)
+
+    task = asyncio.get_running_loop().create_task(run(), name="canary-shadow")
+    _SHADOWS.add(task)
+    task.add_done_callback(_SHADOWS.discard)
 
 
 def _request_attributes(params: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from gateway.policy_sync import PolicySync, PublishedPolicy
 from gateway.runtime import Runtime, policy_digest
 from gateway.settings import Settings
 from gateway.state import Gateway
+from policies.canary import CanaryController
 from policies.document import Policy
 from policies.limits_config import LimitsStoreConfig
 from policies.loader import PolicyError, parse_policy
@@ -93,6 +94,8 @@ class PolicyManager:
         self._rejected_file: str | None = None
         self.sync = PolicySync(self._redis, settings.cluster, self._follow) if self._redis is not None else None
         self.active: ActivePolicy | None = None
+        self.canaries: CanaryController | None = None
+        """The process's canary controller, handed to every runtime built here."""
 
     @property
     def redis_client(self) -> redis.Redis | None:
@@ -145,7 +148,7 @@ class PolicyManager:
                 policy, control=self._control, max_connections=self._settings.max_connections_per_backend,
                 redis_client=self._redis, scorer=self._scorer, scorer_error=self._scorer_error,
                 limit_stores=limits.stores, previous=current, moderation_classifier=self._moderation,
-                moderation_error=self._moderation_error)
+                moderation_error=self._moderation_error, canaries=self.canaries)
         except BaseException:
             if limits is not self._limits:
                 await limits.aclose()

@@ -28,6 +28,7 @@ from gateway.moderation import ModerationPolicies
 from gateway.response_cache import ResponseCache
 from gateway.stores import CacheStore, MemoryCacheStore, RedisCacheStore
 from gateway.upstream import RetryBudget
+from policies.canary import CanaryController, CanaryRoutes
 from policies.document import (
     AnthropicBackendConfig,
     BackendConfig,
@@ -159,23 +160,33 @@ class Runtime:
     """
 
     def __init__(self, policy: Policy, slots: dict[str, BackendSlot], owned: set[str],
-                 models: dict[str, ModelRoute], response_caches: dict[str, ResponseCache],
+                 version_routes: dict[str, dict[str, ModelRoute]],
+                 response_caches: dict[tuple[str, str], ResponseCache],
                  routes: dict[str, DifficultyRoute], accounting: Accounting,
-                 versions: dict[str, str], moderation: ModerationPolicies) -> None:
+                 versions: dict[tuple[str, str], str], moderation: ModerationPolicies,
+                 canaries: CanaryController, canary: CanaryRoutes) -> None:
         self.policy = policy
         self.digest = policy_digest(policy)
         self.keyring = KeyRing(policy)
         self.slots = slots
         self.pools = {name: slot.pool for name, slot in slots.items()}
-        self.models = models
+        self.version_routes = version_routes
+        """Per public model, its versions' deployments (one, ``default``, without ``versions``)."""
+        self.models = {name: by_version[policy.models[name].stable_version]
+                       for name, by_version in version_routes.items()}
+        """Per public model, the stable version's deployments."""
         self.response_caches = response_caches
-        """Per public model, for the models that enable ``response_cache``."""
+        """Per (public model, version), for the models that enable ``response_cache``."""
+        self.canaries = canaries
+        """The process's canary controller (it outlives policy revisions)."""
+        self.canary = canary
+        """This revision's canary assignment (``assign(model, sticky_key)``)."""
         self.routes = routes
         """Difficulty routes by public name."""
         self.accounting = accounting
         """Admission and charging; the limiter and ledger outlive policy reloads."""
         self.versions = versions
-        """Per public model, its version (``model_version``)."""
+        """Per (public model, version name), the label in metrics and traces (``version_label``)."""
         self.moderation = moderation
         self.retry_budget = RetryBudget(policy.retries)
         """Retries left to all requests under this policy (``policies.document.RetryConfig``)."""
@@ -191,7 +202,7 @@ class Runtime:
               scorer: Scorer | None = None, scorer_error: str = "",
               limit_stores: tuple[RateLimiter, UsageLedger] | None = None,
               previous: Runtime | None = None, moderation_classifier: ModerationScorer | None = None,
-              moderation_error: str = "") -> Runtime:
+              moderation_error: str = "", canaries: CanaryController | None = None) -> Runtime:
         """Compile ``policy``; raise ``PolicyError`` if it cannot run here (missing env var,
         difficulty routes without a working classifier).
 
@@ -217,17 +228,19 @@ class Runtime:
                     asyncio.get_running_loop().create_task(slot.aclose())
             raise
         owned = {name for name, slot in slots.items() if slot is not old.get(name)}
-        models = {
-            model_name: ModelRoute(model_name, tuple(
-                Deployment(slots[d.backend].pool, d.model, slots[d.backend].selector)
-                for d in model.deployments
-            ))
+        version_routes = {
+            model_name: {version: ModelRoute(model_name, tuple(
+                Deployment(slots[d.backend].pool, d.model, slots[d.backend].selector) for d in deployments))
+                for version, deployments in model.version_deployments().items()}
             for model_name, model in policy.models.items()
         }
-        versions = {name: model_version(model) for name, model in policy.models.items()}
-        caches = {name: _response_cache(name, model, versions[name], redis_client)
-                  for name, model in policy.models.items() if model.response_cache.enabled}
-        return cls(policy, slots, owned, models, caches, routes, accounting, versions, moderation)
+        labels = {(name, version): version_label(model, version)
+                  for name, model in policy.models.items() for version in model.version_deployments()}
+        caches = {(name, version): _response_cache(name, policy.models[name], labels[name, version], redis_client)
+                  for (name, version) in labels if policy.models[name].response_cache.enabled}
+        controller = canaries or CanaryController.create(None)
+        return cls(policy, slots, owned, version_routes, caches, routes, accounting, labels, moderation,
+                   controller, controller.bind(policy))
 
     async def start(self) -> None:
         """Check every new worker once (so readiness is known), then keep checking in the
@@ -238,6 +251,7 @@ class Runtime:
             for worker_id in slot.departed:
                 slot.selector.on_worker_removed(worker_id)
             slot.pool.start()
+        await self.canaries.activate(self.canary)
 
     def take_over(self, previous: Runtime) -> None:
         """Become the owner of the backends shared with ``previous`` (called once swapped in)."""
@@ -307,9 +321,12 @@ def compile_moderation(policy: Policy, classifier: ModerationScorer | None, erro
         raise PolicyError([("moderation", f"{exc} (the moderation classifier failed to load: {error})")]) from None
 
 
-def model_version(model: ModelConfig) -> str:
-    """A model's version: a short hash of its deployments (what serves it), so a change of
-    upstream model or backend shows as a new version in metrics, traces and cache keys."""
+def version_label(model: ModelConfig, version: str) -> str:
+    """A version's label in metrics, traces and cache keys: its name when the policy names
+    versions; for a model with plain ``deployments``, a short hash of them, so a change of
+    upstream model or backend still shows as a new version."""
+    if model.versions:
+        return version
     return hashlib.sha256(model.model_dump_json(include={"deployments"}).encode()).hexdigest()[:12]
 
 

@@ -69,6 +69,20 @@ class Series:
         self.total += value
 
 
+class CanaryWeights(Collector):
+    """``switchyard_canary_weight``: the share of traffic each model's canary gets now."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], dict[str, float]] = dict
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily("switchyard_canary_weight", "Share of requests sent to the canary",
+                                   labels=["model"])
+        for model, weight in self.source().items():
+            family.add_metric([model], weight)
+        yield family
+
+
 class PoolCollector(Collector):
     """Worker health, load and reported queue, read from the active runtime at scrape time."""
 
@@ -128,6 +142,11 @@ class Metrics:
         self.moderation = Counter("switchyard_moderation_verdicts", "Moderation findings by side, "
                                   "category or PII type, and action", [*model, "direction", "category", "action"],
                                   registry=registry)
+        self.canary_transitions = Counter("switchyard_canary_transitions", "Rollout transitions (start, "
+                                          "advance, promote, rollback, ...)", ["model", "kind", "actor"],
+                                          registry=registry)
+        self._canary_weights = CanaryWeights()
+        registry.register(self._canary_weights)
         self.tiers = Counter("switchyard_route_tier_decisions", "Difficulty-route decisions",
                              ["route", "tier"], registry=registry)
         self.rejections = Counter("switchyard_rejections", "Requests refused by rate limits, budgets "
@@ -140,6 +159,10 @@ class Metrics:
                                  ["version", "sha256"], registry=registry)
         self._pools = PoolCollector()
         registry.register(self._pools)
+
+    def watch_canaries(self, source: Callable[[], dict[str, float]]) -> None:
+        """Where the canary weight gauge comes from: the controller, at scrape time."""
+        self._canary_weights.source = source
 
     def watch_pools(self, source: Callable[[], Iterable[WorkerPool]]) -> None:
         """Where the worker gauges come from: the active runtime's pools, at scrape time."""

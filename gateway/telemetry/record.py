@@ -99,6 +99,7 @@ class RequestRecord:
         "capture",
         "charge",
         "completion",
+        "ended",
         "fallback",
         "finish_reasons",
         "first_token_at",
@@ -123,6 +124,7 @@ class RequestRecord:
         "span",
         "started",
         "started_wall",
+        "status",
         "stream",
         "tenant",
         "tier",
@@ -167,6 +169,9 @@ class RequestRecord:
         self.session: str | None = None
         self.completion: str | None = None
         self.request_params: dict[str, Any] = {}
+        self.status = 0
+        """The HTTP status it ended with (set by ``finish``)."""
+        self.ended: float | None = None
         self.moderation: list[str] = []
         """``direction:name:action`` of each moderation finding."""
         self.moderation_s = 0.0
@@ -252,10 +257,11 @@ class RequestRecord:
         if self._finished:
             return
         self._finished = True
-        ended = time.perf_counter()
+        self.ended = ended = time.perf_counter()
         code = ""
         if error is not None:
             status, code = status_of(error)
+        self.status = status
         metrics = self._telemetry.metrics
         metrics.in_flight.dec()
         model, version = self.model or self.request_model, self.version
