@@ -54,8 +54,13 @@ def _policy_check(args: argparse.Namespace) -> int:
         where = getattr(backend, "workers", None) or [getattr(backend, "base_url", "")]
         print(f"  backend {name} ({backend.kind}): {', '.join(str(u) for u in where)}")
     for name, model in policy.models.items():
-        route = " -> ".join(f"{d.backend}:{d.model}" for d in model.deployments)
-        print(f"  model {name}: {route}")
+        for version, deployments in model.version_deployments().items():
+            route = " -> ".join(f"{d.backend}:{d.model}" for d in deployments)
+            role = "" if not model.versions else (
+                " (stable)" if version == model.stable_version else
+                " (canary)" if model.canary and model.canary.version == version else "")
+            label = f"{name}" if not model.versions else f"{name} version {version}{role}"
+            print(f"  model {label}: {route}")
     for name, tenant in policy.tenants.items():
         print(f"  tenant {name}: {len(tenant.keys)} key(s), models {', '.join(tenant.models)}")
     return 0
