@@ -145,7 +145,7 @@ def complete_schema(served: dict[str, Any]) -> dict[str, Any]:
 def app_schema() -> dict[str, Any]:
     """The OpenAPI document the app serves, built without a server: schemathesis needs it
     when pytest collects the module (its lazy fixture loader does not work on pytest 9)."""
-    app = create_app(Settings(policy_path=Path("unused.yaml")))
+    app = create_app(Settings(policy_path=Path("unused.yaml")), Telemetry(None, AccessLog("off")))
     return app.openapi_schema.to_schema()
 
 

@@ -390,7 +390,7 @@ def test_a_100_kb_header_gets_431(stack: ThreadedStack) -> None:
 
 @pytest.mark.xfail(strict=True, reason="token ids in a /v1/completions prompt are not range-checked: "
                    "[-1] and [2**200] reach the worker (the sim answers 200; a real one fails)")
-@pytest.mark.parametrize("token", [-1, 2**200])
+@pytest.mark.parametrize("token", [-1, 2**200], ids=["negative", "2**200"])
 def test_out_of_range_token_ids_are_refused(stack: ThreadedStack, token: int) -> None:
     body = json.dumps({"model": LOCAL_MODEL, "prompt": [1, token], "max_tokens": 2}).encode()
     response = send(stack, body, path=TEXT)

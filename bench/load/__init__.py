@@ -1,0 +1,1 @@
+"""Load benchmark: ``python -m bench.load`` (see ``bench/load/__main__.py``)."""

@@ -1,0 +1,195 @@
+"""Load: the highest request rate the gateway sustains before its p99 added latency passes 10 ms.
+
+Usage: ``python -m bench.load [--rates 200,400,...] [--duration S] [--stream] [--quick]``.
+
+Steps an open-loop rate up, for one gateway process and for two (``switchyard serve
+--workers 2``), each in front of one zero-latency simulated SGLang worker. At every rate the
+same load goes first to the simulator directly, then through the gateway, in the same run:
+the added latency is the difference of the two p99s. A rate is sustained when the gateway
+answers everything (no error), keeps up (answers at least 95 % of the offered rate) and adds
+at most 10 ms at p99; the load generator must keep up too (p99 send lag under 5 ms), or the
+cell says so and does not count. A failing rate is measured once more before the stepping
+stops, so one noisy cell on a shared machine does not end the search.
+
+Processes and cores (2 here): the simulator and the load generator share core 1; one gateway
+process runs alone on core 0; two gateway processes are not pinned (they share the machine
+with the simulator and the load generator, which is what two processes on two cores means).
+Results: ``bench/results/load.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.overhead.__main__ import background_load, describe_code, describe_machine
+from bench.overhead.procs import (
+    CLIENT_CORE,
+    GATEWAY_CORE,
+    REPO,
+    Service,
+    free_port,
+    pinned,
+    start,
+)
+from bench.overhead.runner import Load, Target, run_cell
+from bench.overhead.stack import (
+    PUBLIC_MODEL,
+    SIM_MODEL,
+    gateway_argv,
+    start_sim,
+    write_policy,
+)
+
+ADDED_P99_BAR_MS = 10.0
+KEEP_UP = 0.95
+"""Share of the offered rate that must be answered within the window."""
+SEND_LAG_P99_MS = 5.0
+DEFAULT_RATES = (200, 400, 600, 800, 1000, 1200, 1400, 1600, 2000, 2400)
+
+
+def start_gateway(workdir: Path, policy: Path, processes: int) -> Service:
+    """``switchyard serve --workers N``: pinned to core 0 alone, unpinned when N > 1."""
+    port = free_port()
+    argv = gateway_argv("uvicorn", policy, port)
+    argv[argv.index("--workers") + 1] = str(processes)
+    if processes == 1:
+        argv = pinned(GATEWAY_CORE, argv)
+    return start(f"gateway-x{processes}", argv, f"http://127.0.0.1:{port}", workdir / "logs",
+                 ready_path="/readyz", env={"SWITCHYARD_ACCESS_LOG": "off"})
+
+
+def judge(direct: dict[str, Any], gateway: dict[str, Any], rate: float) -> dict[str, Any]:
+    """One rate's row: the two p99s, what the gateway added, and whether it held."""
+    added = gateway["latency_ms"].get("p99", float("inf")) - direct["latency_ms"].get("p99", 0.0)
+    lag = max((cell["send_lag_ms"] or {}).get("p99", 0.0) for cell in (direct, gateway))
+    reasons = []
+    if gateway["errors"]:
+        reasons.append(f"{gateway['errors']} errors ({gateway['first_error']})")
+    if gateway["rps"] < KEEP_UP * rate:
+        reasons.append(f"answered {gateway['rps']:.0f} of {rate:g} req/s")
+    if added > ADDED_P99_BAR_MS:
+        reasons.append(f"p99 added {added:.1f} ms")
+    valid = lag <= SEND_LAG_P99_MS and not direct["errors"] and direct["rps"] >= KEEP_UP * rate
+    return {
+        "rate": rate, "direct_p99_ms": round(direct["latency_ms"].get("p99", 0.0), 2),
+        "gateway_p99_ms": round(gateway["latency_ms"].get("p99", 0.0), 2),
+        "added_p99_ms": round(added, 2),
+        "added_p50_ms": round(gateway["latency_ms"].get("p50", 0.0) - direct["latency_ms"].get("p50", 0.0), 2),
+        "gateway_rps": round(gateway["rps"], 1), "errors": gateway["errors"],
+        "gateway_cpu_s_per_1k": gateway["cpu_s_per_1k"], "send_lag_p99_ms": round(lag, 2),
+        "noise": max(direct["noise"], gateway["noise"]),
+        "valid": valid, "sustained": valid and not reasons,
+        "why_not": reasons if valid else [*reasons, (f"load generator lagged (p99 {lag:.1f} ms) or the "
+                                          "simulator could not keep up: this cell measures the client")],
+    }
+
+
+def step_up(sim: Service, gateway: Target, args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
+    """Rows for rising rates until a rate fails twice (or the load generator is the limit)."""
+    direct = Target("direct", SIM_MODEL, lambda: sim, core=CLIENT_CORE, service=sim)
+    rows: list[dict[str, Any]] = []
+    for rate in args.rates:
+        attempts = []
+        for _ in range(2):
+            load = Load(f"r{rate}{'_stream' if args.stream else ''}", rate=rate, stream=args.stream)
+            gateway.ready()  # fresh process per cell: no cell inherits the last one's state
+            reference = run_cell(direct, load, sim, args.duration, args.warmup)
+            measured = run_cell(gateway, load, sim, args.duration, args.warmup)
+            attempts.append(judge(reference, measured, rate))
+            row = attempts[-1]
+            log(f"{gateway.name:12} {rate:6g} req/s  direct p99 {row['direct_p99_ms']:6.2f}  gateway p99 "
+                f"{row['gateway_p99_ms']:7.2f}  added {row['added_p99_ms']:6.2f} ms  "
+                f"{'ok' if row['sustained'] else 'FAIL ' + '; '.join(row['why_not'])}")
+            if row["sustained"]:
+                break
+        row = attempts[-1]
+        row["attempts"] = len(attempts)
+        rows.append(row)
+        if not row["sustained"]:
+            break
+    return rows
+
+
+def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    configs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="switchyard-load-") as tmp, contextlib.ExitStack() as stack:
+        workdir = Path(tmp)
+        sim = start_sim(workdir)
+        stack.callback(sim.stop)
+        policy = write_policy(workdir, sim.url)
+        for processes in args.processes:
+            target = Target(f"gateway-x{processes}", PUBLIC_MODEL,
+                            functools.partial(start_gateway, workdir, policy, processes), fresh=True)
+            stack.callback(target.stop)
+            rows = step_up(sim, target, args, log)
+            target.stop()
+            held = [r["rate"] for r in rows if r["sustained"]]
+            configs[f"{processes}_process{'es' if processes > 1 else ''}"] = {
+                "processes": processes, "max_sustained_rate": max(held) if held else None,
+                "limited_by": rows[-1]["why_not"] if rows and not rows[-1]["sustained"] else
+                ["highest rate tried"], "rows": rows}
+    return configs
+
+
+def render(configs: dict[str, Any]) -> str:
+    lines = [("| gateway | rate (req/s) | direct p99 ms | gateway p99 ms | added p99 ms | added p50 ms | "
+             "answered req/s | CPU-s / 1k | held |"), "|" + " --- |" * 9]
+    for name, config in configs.items():
+        for r in config["rows"]:
+            held = "yes" if r["sustained"] else "no: " + "; ".join(r["why_not"])
+            lines.append(f"| {name} | {r['rate']:g} | {r['direct_p99_ms']} | {r['gateway_p99_ms']} | "
+                         f"{r['added_p99_ms']} | {r['added_p50_ms']} | {r['gateway_rps']} | "
+                         f"{r['gateway_cpu_s_per_1k'] or 0:.3f} | {held} |")
+    return "\n".join(lines)
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=lambda s: [float(r) for r in s.split(",")], default=list(DEFAULT_RATES))
+    parser.add_argument("--processes", type=lambda s: [int(p) for p in s.split(",")], default=[1, 2])
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per cell")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each cell")
+    parser.add_argument("--stream", action="store_true", help="streamed requests (latency to the last byte)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 3 s cells, three rates")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="JSON output (default bench/results/load.json; load-quick.json with --quick)")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.warmup, args.rates = 3.0, 1.0, [200.0, 800.0, 3000.0]
+    if args.results is None:
+        suffix = ("-quick" if args.quick else "") + ("-stream" if args.stream else "")
+        args.results = REPO / "bench/results" / f"load{suffix}.json"
+    started, code, background = time.time(), describe_code(), background_load()
+    configs = run(args, _log)
+    result = {
+        "benchmark": "bench/load", "command": " ".join(["python -m bench.load", *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "wall_s": round(time.time() - started, 1), "machine": describe_machine(), "code": code,
+        "background_load": background,
+        "settings": {"rates": args.rates, "duration_s": args.duration, "warmup_s": args.warmup,
+                     "stream": args.stream, "added_p99_bar_ms": ADDED_P99_BAR_MS, "keep_up": KEEP_UP,
+                     "send_lag_p99_ms": SEND_LAG_P99_MS},
+        "configs": configs,
+    }
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(render(configs))
+    for name, config in configs.items():
+        print(f"{name}: max sustained {config['max_sustained_rate']} req/s; limited by {config['limited_by']}")
+    _log(f"results written to {args.results}")
+
+
+if __name__ == "__main__":
+    main()
