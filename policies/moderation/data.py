@@ -8,10 +8,12 @@ row means. Training time and benchmarks only: the gateway never reads data.
   hate (and, for HateCheck's threats, violence); benign sets are 0 everywhere. A category a set
   says nothing about is unknown, never a guessed 0.
 - **Dev split**: 20 % of every set by SHA-256 of the whitespace-normalised, lower-cased text,
-  so one text is on the same side in every set. Nothing in it is trained on.
+  so one text is on the same side in every set. Nothing in it is trained on. XSTest's model
+  answers are split 50/50 by prompt: they are the only answer-style benign text (what output
+  moderation reads), so half trains and half measures false positives on unseen prompts.
 - **Licences**: only ``TRAIN`` sets (MIT, Apache-2.0, CC BY, CDLA-Permissive) are trained on.
-  ``mod_ethos`` (GPL-3.0) and the CC BY-NC routing sets are never read. XSTest (CC BY) is kept
-  whole for evaluation: its safe prompts are the false-positive test.
+  ``mod_ethos`` (GPL-3.0) and the CC BY-NC routing sets are never read. XSTest's prompts (CC
+  BY) are kept whole for evaluation: its safe prompts are the false-positive test.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class Example:
     targets: Targets
     group: str = ""
     """A subset name for the benchmark tables (e.g. XSTest's safe prompts)."""
+    key: str = ""
+    """What the dev split hashes (default: the text)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,10 @@ class ModerationSet:
     licence: str
     targets: Callable[[Row], Targets | None]
     group: Callable[[Row], str] = lambda row: ""
+    key: Callable[[Row], str] | None = None
+    """What the dev split hashes; default the text. XSTest completions: the prompt, so all five
+    models' answers to one prompt sit on the same side."""
+    dev_share: float = DEV_SHARE
 
 
 def _targets(**known: float) -> Targets:
@@ -76,13 +84,13 @@ def _openai(row: Row) -> Targets:
 
 
 def _davidson(row: Row) -> Targets:
-    # Tweets: "neither" is benign; "offensive_language" is abuse and profanity that annotators
-    # did not call hate: not hate, and (measured: it helps the harassment AUPRC) harassment.
+    # Tweets: "neither" is benign; "offensive_language" is profanity and abuse the annotators
+    # did not call hate. It is not taken as harassment: measured, that taught "tweet-like" and
+    # flagged 9 % of XSTest's safe prompts, and OpenAI dev harassment AUPRC fell (0.34 -> 0.28).
     category = row["category"]
     if category == "neither":
         return _targets(hate=0, harassment=0, violence=0, self_harm=0, sexual=0, sexual_minors=0)
-    return _targets(hate=float(category == "hate_speech"), self_harm=0, sexual_minors=0,
-                    **({"harassment": 1.0} if category == "offensive_language" else {}))
+    return _targets(hate=float(category == "hate_speech"), self_harm=0, sexual_minors=0)
 
 
 def _hatecheck(row: Row) -> Targets:
@@ -107,7 +115,11 @@ def _xstest(row: Row) -> Targets | None:
 
 
 def _xstest_completion(row: Row) -> Targets | None:
-    return _benign(row) if not row["prompt_unsafe"] else None
+    # answers to safe prompts, and refusals of unsafe ones, are benign; a compliant or partial
+    # answer to an unsafe prompt is harmful for reasons the set does not map to our categories
+    if not row["prompt_unsafe"] or row["response_type"] == "2_full_refusal":
+        return _benign(row)
+    return None
 
 
 BENIGN_SETS = ("route_routellm_mmlu", "route_mmlu_pro", "route_routellm_gsm8k", "route_arena_bench_v1",
@@ -123,8 +135,8 @@ SETS: dict[str, ModerationSet] = {s.name: s for s in (
     ModerationSet("mod_toxigen_seed", "train", "MIT + CDLA-Permissive-2.0", _toxigen),
     *(ModerationSet(name, "train", "Apache-2.0 / MIT", _benign) for name in BENIGN_SETS),
     ModerationSet("mod_xstest_prompts", "eval", "CC BY 4.0", _xstest, lambda row: str(row["category"])),
-    ModerationSet("mod_xstest_completions", "eval", "CC BY 4.0", _xstest_completion,
-                  lambda row: str(row["model"])),
+    ModerationSet("mod_xstest_completions", "train", "CC BY 4.0", _xstest_completion,
+                  lambda row: str(row["category"]), key=lambda row: str(row["xstest_prompt_id"]), dev_share=0.5),
 )}
 """Every set the moderation model reads. Not listed, so never read: mod_ethos (GPL-3.0), the
 CC BY-NC routing sets, and mod_safetext (physical-harm advice: not one of our categories)."""
@@ -132,9 +144,10 @@ CC BY-NC routing sets, and mod_safetext (physical-harm advice: not one of our ca
 TRAIN = tuple(name for name, s in SETS.items() if s.role == "train")
 LABELLED = ("mod_openai_moderation", "mod_davidson", "mod_hatecheck", "mod_toxigen_seed")
 """Sets with toxic rows, for the per-category precision / recall tables."""
-TUNE_SETS = ("mod_openai_moderation", "mod_hatecheck", "mod_toxigen_seed", *BENIGN_SETS)
-"""Dev rows the thresholds are tuned on: Davidson's hate/offensive line is its annotators' own
-and would pull the hate threshold towards tweets; XSTest is kept out to stay an honest test."""
+TUNE_SETS = ("mod_openai_moderation",)
+"""Labelled dev rows the thresholds are tuned for (F1): OpenAI's LLM-style texts, the traffic
+the gateway sees. The hate sets (tweets, templates) would pull the hate threshold to their own
+score range; XSTest is kept out to stay an honest false-positive test."""
 
 
 def split_key(text: str) -> str:
@@ -175,13 +188,20 @@ def load_set(data_dir: Path, name: str) -> list[Example]:
     for row in read_rows(data_dir, name):
         targets = spec.targets(row)
         if targets is not None and str(row.get("text", "")).strip():
-            out.append(Example(row["text"], name, targets, spec.group(row)))
+            out.append(Example(row["text"], name, targets, spec.group(row), spec.key(row) if spec.key else ""))
     return out
 
 
-def split(examples: list[Example]) -> tuple[list[Example], list[Example]]:
-    """(train, dev) by ``is_dev``."""
-    return [e for e in examples if not is_dev(e.text)], [e for e in examples if is_dev(e.text)]
+def split(examples: list[Example], share: float = DEV_SHARE) -> tuple[list[Example], list[Example]]:
+    """(train, dev) by ``is_dev`` of each example's key (its text unless the set says otherwise)."""
+    dev = [is_dev(e.key or e.text, share) for e in examples]
+    return [e for e, d in zip(examples, dev, strict=True) if not d], [e for e, d in zip(examples, dev, strict=True) if d]
+
+
+def split_set(examples: list[Example], name: str) -> tuple[list[Example], list[Example]]:
+    """(train, dev) of one set: everything is dev for an evaluation-only set."""
+    spec = SETS[name]
+    return ([], examples) if spec.role == "eval" else split(examples, spec.dev_share)
 
 
 def target_matrix(examples: list[Example]) -> npt.NDArray[np.float64]:

@@ -73,19 +73,19 @@ def false_positive_rate(scores: FloatArray, threshold: float) -> float:
     return float((scores >= threshold).mean()) if len(scores) else 0.0
 
 
-def tune_threshold(labels: FloatArray, scores: FloatArray, *, floor: float = 0.5) -> float:
-    """The threshold with the best F1 (ties: the higher threshold), never below ``floor``.
+def tune_threshold(labels: FloatArray, scores: FloatArray, benign: FloatArray, *, max_fpr: float = 0.002,
+                   floor: float = 0.5) -> float:
+    """The threshold with the best F1 on ``labels``/``scores`` among those that flag at most
+    ``max_fpr`` of the ``benign`` scores, never below ``floor`` (ties: the higher threshold).
 
-    Candidates are the scores themselves (rounded to 0.01, so the value is stable from run to
-    run) above the floor.
+    Candidates are the scores rounded to 0.01 (so the value is stable from run to run) from the
+    floor up; if none meets the false-positive bound, the least threshold that does.
     """
-    candidates = np.unique(np.round(scores[scores >= floor], 2))
-    best, best_f1 = max(floor, 0.99), -1.0
-    for threshold in candidates[::-1]:
-        f1 = metrics_at(labels, scores, float(threshold)).f1
-        if f1 > best_f1:
-            best, best_f1 = float(threshold), f1
-    return best
+    candidates = np.unique(np.round(np.r_[scores[scores >= floor], benign[benign >= floor], floor, 0.99], 2))
+    allowed = [float(t) for t in candidates if false_positive_rate(benign, float(t)) <= max_fpr]
+    if not allowed:
+        return 0.99
+    return max(allowed[::-1], key=lambda t: metrics_at(labels, scores, t).f1)
 
 
 def known_rows(scores: Mapping[str, FloatArray], dev: Mapping[str, list[D.Example]], names: Iterable[str],
@@ -102,18 +102,16 @@ def known_rows(scores: Mapping[str, FloatArray], dev: Mapping[str, list[D.Exampl
 
 def dev_report(scores: Mapping[str, FloatArray], dev: Mapping[str, list[D.Example]],
                thresholds: Mapping[str, float]) -> dict[str, Any]:
-    """Per category P/R/F1/AUPRC on OpenAI's dev rows and on the pooled tuning rows; per set
-    AUPRC; false-positive rates on the benign sets."""
+    """Per category: P/R/F1/AUPRC at the category's threshold on the dev rows of every labelled
+    set with positives for it (``openai`` is the reference: the only set labelling every
+    category, and the closest to LLM traffic); false-positive rates on the benign sets."""
     per_category: dict[str, Any] = {}
     for k, category in enumerate(CATEGORIES):
         entry: dict[str, Any] = {}
-        for label, names in (("openai", ("mod_openai_moderation",)), ("tuning_pool", D.TUNE_SETS)):
-            y, s = known_rows(scores, dev, names, k)
-            entry[label] = metrics_at(y, s, thresholds[category]).as_json()
         for name in D.LABELLED:
             y, s = known_rows(scores, dev, (name,), k)
             if y.sum() > 0:
-                entry.setdefault("auprc_by_set", {})[name] = round(metrics_at(y, s, 0.5).auprc, 4)
+                entry[name] = metrics_at(y, s, thresholds[category]).as_json()
         per_category[category] = entry
     return {"categories": per_category, "false_positive_rates": benign_fpr(scores, dev, thresholds)}
 
@@ -123,7 +121,7 @@ def benign_fpr(scores: Mapping[str, FloatArray], dev: Mapping[str, list[D.Exampl
     """Share of benign texts that any category flags, per benign pool, with the worst category."""
     t = np.array([thresholds[c] for c in CATEGORIES])
     pools = {"routing_prompts_dev": list(D.BENIGN_SETS), "xstest_safe_prompts": ["mod_xstest_prompts"],
-             "xstest_safe_prompt_completions": ["mod_xstest_completions"]}
+             "xstest_answers_dev": ["mod_xstest_completions"]}
     out: dict[str, Any] = {}
     for pool, names in pools.items():
         s = np.vstack([scores[n] for n in names])

@@ -79,10 +79,6 @@ def _char_keys(text: str, family: np.uint64) -> npt.NDArray[np.uint64]:
     return keys ^ family
 
 
-def _bag(indices: npt.NDArray[np.int64], start: int, count: int, values: npt.NDArray[np.float32]) -> None:
-    values[start:start + count] = 1.0 / max(count, 1)
-
-
 class FeatureExtractor:
     """Turns text into the sparse vector of spec ``FEATURE_SPEC_VERSION``.
 
@@ -116,22 +112,30 @@ class FeatureExtractor:
         indices[keys.size:] = _DENSE_INDICES
         values = np.empty(indices.size, dtype=np.float32)
         start = 0
-        for size in sizes:
-            _bag(indices, start, size, values)
+        for size in sizes:  # each family a bag average
+            values[start:start + size] = 1.0 / max(size, 1)
             start += size
         values[keys.size:] = dense_features(text, lower)
         return SparseFeatures(indices, values)
 
 
 def dense_features(text: str, lower: str) -> npt.NDArray[np.float32]:
-    """The features named in ``DENSE``, each scaled to about [0, 2]."""
-    n = max(len(text), 1)
-    letters = sum(c.isalpha() for c in text) or 1
-    upper = sum(c.isupper() for c in text)
+    """The features named in ``DENSE``, each scaled to about [0, 2] (numpy over code points)."""
+    cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    lowered = np.frombuffer(lower.encode("utf-32-le"), dtype=np.uint32)
+    # upper case: characters lower() changes; cased: those lower() or upper() changes. When
+    # lower() changes the length (a few characters, e.g. "İ"), fall back to the str methods.
+    if lowered.size == cps.size:
+        upper = int((cps != lowered).sum())
+        raised = np.frombuffer(text.upper().encode("utf-32-le"), dtype=np.uint32)
+        cased = upper + int((cps != raised).sum()) if raised.size == cps.size else sum(c.isalpha() for c in text)
+    else:
+        upper, cased = sum(c.isupper() for c in text), sum(c.isalpha() for c in text)
+    n = max(cps.size, 1)
     return np.array([
-        math.log1p(len(text)) / 8,
-        upper / letters * 2,
+        math.log1p(cps.size) / 8,
+        upper / max(cased, 1) * 2,
         min(text.count("!"), 10) / 5,
-        sum(ord(c) > 127 for c in text) / n * 5,
+        int((cps > 127).sum()) / n * 5,
         min(len(_SECOND_PERSON.findall(lower)), 6) / 3,
     ], dtype=np.float32)

@@ -76,6 +76,10 @@ _KEYED = re.compile(
     r"(?:bearer\s+|basic\s+|token\s+)?|(?:bearer|basic|token)\s+))([A-Za-z0-9_~+/=-](?:[A-Za-z0-9._~+/=-]*[A-Za-z0-9_~+/=-])?)")
 _PLACEHOLDER = re.compile(r"(?i)your|xxxx|example|placeholder|redacted|\.\.\.|<|\*\*\*")
 _TOKEN = re.compile(r"(?<![\w+/=-])[A-Za-z0-9_+/=-]{32,}(?![\w+/=-])")
+_SECRET_PREFIXES = ("sk-", "sk_", "rk_", "AKIA", "ASIA", "ABIA", "ACCA", "gh", "github_pat_", "xox", "AIza", "eyJ",
+                    "-----BEGIN")
+_KEY_WORDS = ("bearer", "basic", "token", "key", "secret", "auth", "passw", "pwd", "sig")
+_LONG_RUN = re.compile(r"[^\s]{32}")
 _WORDISH = re.compile(r"[A-Z]?[a-z]{3,}|[A-Z]{4,}")
 
 IBAN_LENGTHS = {
@@ -157,7 +161,7 @@ def _ssns(text: str) -> Iterator[tuple[int, int]]:
 
 
 def _ips(text: str) -> Iterator[tuple[int, int]]:
-    for m in _IPV4.finditer(text):
+    for m in _IPV4.finditer(text) if "." in text else ():
         try:
             if _is_public(ipaddress.IPv4Address(m.group())):
                 yield m.span()
@@ -267,14 +271,20 @@ def _keyed_value_ok(value: str) -> bool:
 
 
 def _secrets(text: str) -> Iterator[tuple[int, int]]:
-    for m in _SECRETS.finditer(text):
-        yield m.span()
-    for m in _KEYED.finditer(text):
-        if _keyed_value_ok(m.group(1)):
-            yield m.span(1)
-    for m in _TOKEN.finditer(text):
-        if _looks_random(m.group()):
+    # substring checks first: most text holds none of the prefixes, keys or long runs, and
+    # these three regexes are the slowest of the detectors
+    if any(prefix in text for prefix in _SECRET_PREFIXES):
+        for m in _SECRETS.finditer(text):
             yield m.span()
+    lower = text.lower()
+    if any(key in lower for key in _KEY_WORDS):
+        for m in _KEYED.finditer(text):
+            if _keyed_value_ok(m.group(1)):
+                yield m.span(1)
+    if _LONG_RUN.search(text):
+        for m in _TOKEN.finditer(text):
+            if _looks_random(m.group()):
+                yield m.span()
 
 
 def _emails(text: str) -> Iterator[tuple[int, int]]:

@@ -14,10 +14,10 @@ TOXIC = "Fine. I will hurt you badly, and nobody will stop me. Goodbye."
 
 
 def test_output_check_blocks_and_keeps_only_what_precedes_the_window(scorer: KeywordScorer) -> None:
-    verdict = Moderator(ModerationConfig(), scorer).check_text("A first harmless sentence of some length. " + TOXIC,
+    verdict = Moderator(ModerationConfig(), scorer).check_text("A first harmless sentence of some length, long enough to stand alone. " + TOXIC,
                                                                "output")
     assert verdict.blocked is not None and verdict.blocked.name == "violence"
-    assert verdict.text == "A first harmless sentence of some length. "
+    assert verdict.text == "A first harmless sentence of some length, long enough to stand alone. "
 
 
 def test_input_flags_what_output_blocks(scorer: KeywordScorer) -> None:

@@ -80,14 +80,14 @@ def test_benign_text_with_every_check_on_is_unchanged_in_any_chunking(text: str,
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 9, 17])
 def test_a_blocked_phrase_split_across_chunks_is_never_released(scorer: KeywordScorer, size: int) -> None:
-    text = "Okay, listen to me carefully right now. I will hurt you badly if you come back here. Bye."
+    text = "Okay, listen to me carefully right now, because I mean every word. I will hurt you badly if you come back here. Bye."
     stream = moderator(scorer).stream()
     assert stream is not None
     out, releases = run(stream, chunked(text, size))
     blocked = [r for r in releases if r.blocked is not None]
     assert blocked and blocked[0].blocked is not None and blocked[0].blocked.name == "violence"
     assert "hurt" not in out and "badly" not in out
-    assert out == "Okay, listen to me carefully right now. "
+    assert out == "Okay, listen to me carefully right now, because I mean every word. "
     assert stream.feed("more text. ").text == "" and stream.finish().blocked is not None
 
 
@@ -173,9 +173,9 @@ def test_a_flagged_category_is_reported_once(scorer: KeywordScorer) -> None:
 
 def test_next_cut() -> None:
     assert next_cut("Short. ", 160) is None  # too short to judge alone
-    sentence = "This sentence is long enough to be released alone. And the next"
-    assert next_cut(sentence, 160) == (51, 51)
-    assert next_cut("x" * 40 + "\n" + "y", 160) == (41, 41)
+    sentence = "This sentence is long enough to be released alone, all by itself. And the next"
+    assert next_cut(sentence, 160) == (66, 66)
+    assert next_cut("x" * 70 + "\n" + "y", 160) == (71, 71)
     assert next_cut("word " * 10, 160) is None  # waits: it may still end a sentence
     at = next_cut("word " * 40, 160)
     assert at is not None

@@ -1,0 +1,134 @@
+"""The moderation classifier at run time: a batch of texts in, per-category scores out.
+
+Build one ``ModerationClassifier`` per process at start-up (``ModerationClassifier.load``) and
+hand it to every ``Moderator``; it owns the process's one ``onnxruntime.InferenceSession``
+(one thread: a batch of stream windows is ~0.1 ms of work). The model is a logistic layer per
+category over hashed n-grams (``features.py``); see ``docs/moderation-model.md``.
+
+Loading checks the file before the gateway takes traffic and fails with a
+``ModerationModelError`` that names the file and the fix: missing or unreadable file, not
+ONNX, another feature spec or shape, other categories, a graph that does not run. There is no
+silent fallback: a gateway that quietly stopped moderating would be worse than one that does
+not start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from backends.errors import SwitchyardError
+from policies.moderation.categories import CATEGORIES
+from policies.moderation.features import FeatureExtractor
+from router.sparse_linear import batch_inputs, session_options
+
+__all__ = ["MODEL_FILE", "OUTPUT", "ModerationClassifier", "ModerationModelError", "default_model_path"]
+
+MODEL_FILE = "moderation.onnx"
+OUTPUT = "scores"
+_INPUTS = {"indices", "values"}
+_RETRAIN = "retrain with `python -m policies.moderation.train --data <shared/data>`"
+
+
+class ModerationModelError(SwitchyardError):
+    """The moderation model is missing, unreadable, or does not match this build."""
+
+    status_code, error_type, code = 503, "api_error", "moderation_unavailable"
+
+
+def default_model_path() -> Path:
+    """The model shipped in the package: ``policies/moderation/models/moderation.onnx``."""
+    return Path(str(resources.files("policies.moderation.models").joinpath(MODEL_FILE)))
+
+
+class ModerationClassifier:
+    """Scores texts per category (``CATEGORIES`` order), each score in [0, 1].
+
+    Attributes:
+        version: ``<feature spec>:<first 12 hex of the file's SHA-256>``, for spans and metrics.
+        path: where the model was loaded from.
+        thresholds: the per-category thresholds tuned at training time (used where the policy
+            sets none).
+        summary: the training summary recorded in the file (data, licences, seed, metrics).
+    """
+
+    def __init__(self, session: ort.InferenceSession, extractor: FeatureExtractor, *,
+                 path: Path, digest: str) -> None:
+        meta = _checked_metadata(session, extractor, path)
+        self._session = session
+        self._extractor = extractor
+        self.path = path
+        self.version = f"{meta['feature_spec_version']}:{digest[:12]}"
+        self.family = meta.get("model_family", "unknown")
+        self.thresholds: dict[str, float] = {c: float(t) for c, t in json.loads(meta["thresholds"]).items()}
+        self.summary: dict[str, Any] = json.loads(meta.get("training_summary", "{}"))
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, *, extractor: FeatureExtractor | None = None,
+             threads: int = 1) -> ModerationClassifier:
+        """Open a model file (default: the shipped one), check it, and run it once.
+
+        Raises:
+            ModerationModelError: the file is missing or broken, or was built for another
+                feature spec or category list; the message says which and how to fix it.
+        """
+        model_path = Path(path) if path is not None else default_model_path()
+        try:
+            blob = model_path.read_bytes()
+        except OSError as e:
+            raise ModerationModelError(f"moderation model {model_path} cannot be read ({e.strerror or e}); "
+                                       f"point the gateway at a model file or {_RETRAIN}") from e
+        try:
+            session = ort.InferenceSession(blob, session_options(threads), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own untyped errors for bad files
+            raise ModerationModelError(f"moderation model {model_path} is not a valid ONNX model: {e}") from e
+        classifier = cls(session, extractor or FeatureExtractor.create(), path=model_path,
+                         digest=hashlib.sha256(blob).hexdigest())
+        classifier.scores(["Is this model working?", ""])  # a graph that cannot run fails now
+        return classifier
+
+    def scores(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """``[len(texts), len(CATEGORIES)]`` scores, one ONNX run for the whole batch.
+
+        Raises:
+            ModerationModelError: onnxruntime failed to run the model.
+        """
+        if not texts:
+            return np.zeros((0, len(CATEGORIES)), dtype=np.float32)
+        indices, values = batch_inputs([self._extractor.extract(t) for t in texts])
+        try:
+            (out,) = self._session.run([OUTPUT], {"indices": indices, "values": values})
+        except Exception as e:
+            raise ModerationModelError(f"moderation model {self.path} failed to run: {e}") from e
+        return np.asarray(out, dtype=np.float32).reshape(len(texts), len(CATEGORIES))
+
+
+def _checked_metadata(session: ort.InferenceSession, extractor: FeatureExtractor, path: Path) -> dict[str, str]:
+    meta: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
+    spec = meta.get("feature_spec_version")
+    if spec is None or "thresholds" not in meta:
+        raise ModerationModelError(f"moderation model {path} has no feature_spec_version or thresholds in its "
+                                   f"metadata: it is not a Switchyard moderation model; {_RETRAIN}")
+    if spec != extractor.spec_version:
+        raise ModerationModelError(f"moderation model {path} was trained on feature spec {spec!r}, but this "
+                                   f"Switchyard extracts {extractor.spec_version!r}; {_RETRAIN}")
+    if meta.get("feature_dim") != str(extractor.dim):
+        raise ModerationModelError(f"moderation model {path} expects {meta.get('feature_dim')} features, "
+                                   f"spec {spec!r} has {extractor.dim}; {_RETRAIN}")
+    if json.loads(meta.get("categories", "[]")) != list(CATEGORIES):
+        raise ModerationModelError(f"moderation model {path} scores categories {meta.get('categories')}, "
+                                   f"this Switchyard expects {list(CATEGORIES)}; {_RETRAIN}")
+    inputs = {i.name for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if inputs != _INPUTS or OUTPUT not in outputs:
+        raise ModerationModelError(f"moderation model {path} has inputs {sorted(inputs)} and outputs "
+                                   f"{sorted(outputs)}; expected {sorted(_INPUTS)} -> {OUTPUT!r}; {_RETRAIN}")
+    return meta
