@@ -138,7 +138,7 @@ def test_models_of_another_spec_shape_or_kind_are_refused(tmp_path: Path) -> Non
     from router.difficulty.export import build_model as build_difficulty
 
     w = np.zeros((4, len(CATEGORIES)), dtype=np.float32), np.zeros(len(CATEGORIES), dtype=np.float32)
-    thresholds = dict.fromkeys(CATEGORIES, 0.5)
+    thresholds: dict[str, float] = dict.fromkeys(CATEGORIES, 0.5)
     cases = {
         "old_spec.onnx": (build_model([w], thresholds=thresholds, summary={}, spec_version="moderation-ngrams/0",
                                       feature_dim=4), "trained on feature spec 'moderation-ngrams/0'"),
