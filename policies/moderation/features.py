@@ -53,6 +53,8 @@ _SQUEEZED_FAMILY = np.uint64(1 << 63)
 _LOOKALIKE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a",
                             "$": "s", "!": "i", "|": "i", "€": "e", "¡": "i"})
 _NOT_WORD = re.compile(r"[\W_]+")
+_HAS_DIGIT = re.compile(r"\d")
+_DIGIT_WORD = re.compile(r"\S*\d\S*")
 _SECOND_PERSON = re.compile(r"\b(?:you|your|you're|youre|ur|u|yourself|ya)\b")
 _DENSE_INDICES = np.arange(N_HASHED, FEATURE_DIM, dtype=np.int64)
 
@@ -63,8 +65,15 @@ def unmask(text: str) -> str:
     Digits inside words become the letters they imitate only when the word has letters too, so
     ``4 people`` keeps its digit and ``h4te`` becomes ``hate``.
     """
-    words = _NOT_WORD.sub(" ", text.lower().replace("$", "s").replace("@", "a")).split()
-    return " ".join(w.translate(_LOOKALIKE) if not w.isdigit() else w for w in words)
+    plain = _NOT_WORD.sub(" ", text.lower().replace("$", "s").replace("@", "a")).strip()
+    if not _HAS_DIGIT.search(plain):
+        return plain  # the other look-alikes are not word characters: already folded away
+    return _DIGIT_WORD.sub(_unmask_word, plain)
+
+
+def _unmask_word(m: re.Match[str]) -> str:
+    word = m.group()
+    return word if word.isdigit() else word.translate(_LOOKALIKE)
 
 
 def _char_keys(text: str, family: np.uint64) -> npt.NDArray[np.uint64]:
