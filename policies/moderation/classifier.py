@@ -33,6 +33,9 @@ from router.sparse_linear import batch_inputs, session_options
 __all__ = ["MODEL_FILE", "OUTPUT", "ModerationClassifier", "ModerationModelError", "default_model_path"]
 
 MODEL_FILE = "moderation.onnx"
+BATCH = 32
+"""Texts per ONNX run: a batch's ``values`` is dense ``[batch, features of the whole batch]``,
+so it grows with the square of the batch; 32 windows are ~1 MB and one run."""
 OUTPUT = "scores"
 _INPUTS = {"indices", "values"}
 _RETRAIN = "retrain with `python -m policies.moderation.train --data <shared/data>`"
@@ -96,13 +99,17 @@ class ModerationClassifier:
         return classifier
 
     def scores(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """``[len(texts), len(CATEGORIES)]`` scores, one ONNX run for the whole batch.
+        """``[len(texts), len(CATEGORIES)]`` scores, one ONNX run per ``BATCH`` texts.
 
         Raises:
             ModerationModelError: onnxruntime failed to run the model.
         """
-        if not texts:
-            return np.zeros((0, len(CATEGORIES)), dtype=np.float32)
+        out = np.zeros((len(texts), len(CATEGORIES)), dtype=np.float32)
+        for start in range(0, len(texts), BATCH):
+            out[start:start + BATCH] = self._run(texts[start:start + BATCH])
+        return out
+
+    def _run(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         indices, values = batch_inputs([self._extractor.extract(t) for t in texts])
         try:
             (out,) = self._session.run([OUTPUT], {"indices": indices, "values": values})

@@ -83,6 +83,8 @@ def test_a_batch_scores_like_single_texts(classifier: ModerationClassifier) -> N
     one_by_one = np.vstack([classifier.scores([t]) for t in texts])
     np.testing.assert_allclose(batch, one_by_one, atol=1e-6)
     assert classifier.scores([]).shape == (0, len(CATEGORIES))
+    many = texts * 10  # more than one ONNX batch
+    np.testing.assert_allclose(classifier.scores(many), np.vstack([batch] * 10), atol=1e-6)
 
 
 def test_scores_do_not_depend_on_the_process_hash_seed(classifier: ModerationClassifier) -> None:
