@@ -121,3 +121,25 @@ def test_a_moderation_section_naming_an_unknown_model_is_refused() -> None:
                      "models: {m: {deployments: [{backend: o, model: x}]}}\n"
                      "moderation: {models: {nope: {}}}\n")
     assert "moderation.models.nope" in caught.value.message
+
+
+def test_the_shipped_classifier_blocks_hate_mid_stream(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The default output checks (every category blocks at its tuned threshold) with the
+    committed ONNX model: a hateful sentence streamed in pieces ends with content_filter."""
+
+    def defaults(document: dict[str, Any]) -> None:
+        document["moderation"] = {"default": {}}
+
+    stack = ThreadedStack(tmp_path_factory.mktemp("classified"), edit_policy=defaults)
+    try:
+        benign = ["Sourdough needs a lively starter. ", "Feed it daily, ", "then bake at 250 degrees."]
+        text, chunks = _stream(stack, benign)
+        assert text == "".join(benign) and chunks[-1].choices[0].finish_reason != "content_filter"
+        hateful = ["Here is my view. ", "I hate immigrants. They are vermin ", "and should all be exterminated. ",
+                   "Anyway, the weather is nice."]
+        text, chunks = _stream(stack, hateful)
+        assert "vermin" not in text and "exterminated" not in text
+        assert chunks[-1].choices[0].finish_reason == "content_filter"
+        assert text.startswith("Here is my view.")  # what passed before the blocking window arrives
+    finally:
+        stack.close()
