@@ -8,8 +8,9 @@ same load goes first to the simulator directly, then through the gateway, in the
 the added latency is the difference of the two p99s. A rate is sustained when the gateway
 answers everything (no error), keeps up (answers at least 95 % of the offered rate) and adds
 at most 10 ms at p99; the load generator must keep up too (p99 send lag under 5 ms), or the
-cell says so and does not count. A failing rate is measured once more before the stepping
-stops, so one noisy cell on a shared machine does not end the search.
+cell says so and does not count. A failing rate is measured again before the stepping stops
+(more than once while other processes took over ``--max-noise`` of a core during it), so one
+noisy cell on a shared machine does not end the search; the table shows the noise per row.
 
 Processes and cores (2 here): the simulator and the load generator share core 1; one gateway
 process runs alone on core 0; two gateway processes are not pinned (they share the machine
@@ -66,6 +67,18 @@ def start_gateway(workdir: Path, policy: Path, processes: int) -> Service:
                  ready_path="/readyz", env={"SWITCHYARD_ACCESS_LOG": "off"})
 
 
+def others(cell: dict[str, Any], direct: bool) -> float:
+    """Cores that processes outside the benchmark kept busy during a cell, machine-wide.
+
+    (``run_cell``'s own ``noise`` assumes the target alone on core 0, which two unpinned
+    gateway processes are not.)
+    """
+    cpu = cell["cpu_s"]
+    busy = sum(v for k, v in cpu.items() if k.startswith("cpu"))
+    ours = cpu["sim"] + cpu["loadgen"] + (0.0 if direct else cpu["target"])  # direct: target is the sim
+    return round(max(0.0, busy - ours) / float(cell["duration_s"]), 3)
+
+
 def judge(direct: dict[str, Any], gateway: dict[str, Any], rate: float) -> dict[str, Any]:
     """One rate's row: the two p99s, what the gateway added, and whether it held."""
     added = gateway["latency_ms"].get("p99", float("inf")) - direct["latency_ms"].get("p99", 0.0)
@@ -85,35 +98,45 @@ def judge(direct: dict[str, Any], gateway: dict[str, Any], rate: float) -> dict[
         "added_p50_ms": round(gateway["latency_ms"].get("p50", 0.0) - direct["latency_ms"].get("p50", 0.0), 2),
         "gateway_rps": round(gateway["rps"], 1), "errors": gateway["errors"],
         "gateway_cpu_s_per_1k": gateway["cpu_s_per_1k"], "send_lag_p99_ms": round(lag, 2),
-        "noise": max(direct["noise"], gateway["noise"]),
+        "noise": max(others(direct, True), others(gateway, False)),
         "valid": valid, "sustained": valid and not reasons,
         "why_not": reasons if valid else [*reasons, (f"load generator lagged (p99 {lag:.1f} ms) or the "
                                           "simulator could not keep up: this cell measures the client")],
     }
 
 
-def step_up(sim: Service, gateway: Target, args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
-    """Rows for rising rates until a rate fails twice (or the load generator is the limit)."""
+def measure(sim: Service, gateway: Target, rate: float, args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    """One rate's row. A failing cell is measured again while other processes took more than
+    ``--max-noise`` of a core during it (up to ``--retries`` times), and once more in any
+    case; a held attempt wins, else the quietest failing one."""
     direct = Target("direct", SIM_MODEL, lambda: sim, core=CLIENT_CORE, service=sim)
+    load = Load(f"r{rate:g}{'_stream' if args.stream else ''}", rate=rate, stream=args.stream)
+    attempts: list[dict[str, Any]] = []
+    while True:
+        gateway.ready()  # a fresh process per cell: no cell inherits the last one's state
+        reference = run_cell(direct, load, sim, args.duration, args.warmup)
+        row = judge(reference, run_cell(gateway, load, sim, args.duration, args.warmup), rate)
+        attempts.append(row)
+        log(f"{gateway.name:12} {rate:6g} req/s  direct p99 {row['direct_p99_ms']:6.2f}  gateway p99 "
+            f"{row['gateway_p99_ms']:7.2f}  added {row['added_p99_ms']:7.2f} ms  others took "
+            f"{100 * row['noise']:3.0f}% of a core  "
+            f"{'ok' if row['sustained'] else 'FAIL ' + '; '.join(row['why_not'])}")
+        noisy = row["noise"] > args.max_noise and len(attempts) <= args.retries
+        if row["sustained"] or (len(attempts) >= 2 and not noisy):
+            break
+    held = [a for a in attempts if a["sustained"]]
+    best = held[0] if held else min(attempts, key=lambda a: a["noise"])
+    best["discarded"] = [{"added_p99_ms": a["added_p99_ms"], "noise": a["noise"], "sustained": a["sustained"]}
+                         for a in attempts if a is not best]
+    return best
+
+
+def step_up(sim: Service, gateway: Target, args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
+    """Rows for rising rates until one is not held."""
     rows: list[dict[str, Any]] = []
     for rate in args.rates:
-        attempts = []
-        for _ in range(2):
-            load = Load(f"r{rate}{'_stream' if args.stream else ''}", rate=rate, stream=args.stream)
-            gateway.ready()  # fresh process per cell: no cell inherits the last one's state
-            reference = run_cell(direct, load, sim, args.duration, args.warmup)
-            measured = run_cell(gateway, load, sim, args.duration, args.warmup)
-            attempts.append(judge(reference, measured, rate))
-            row = attempts[-1]
-            log(f"{gateway.name:12} {rate:6g} req/s  direct p99 {row['direct_p99_ms']:6.2f}  gateway p99 "
-                f"{row['gateway_p99_ms']:7.2f}  added {row['added_p99_ms']:6.2f} ms  "
-                f"{'ok' if row['sustained'] else 'FAIL ' + '; '.join(row['why_not'])}")
-            if row["sustained"]:
-                break
-        row = attempts[-1]
-        row["attempts"] = len(attempts)
-        rows.append(row)
-        if not row["sustained"]:
+        rows.append(measure(sim, gateway, rate, args, log))
+        if not rows[-1]["sustained"]:
             break
     return rows
 
@@ -141,13 +164,13 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
 
 def render(configs: dict[str, Any]) -> str:
     lines = [("| gateway | rate (req/s) | direct p99 ms | gateway p99 ms | added p99 ms | added p50 ms | "
-             "answered req/s | CPU-s / 1k | held |"), "|" + " --- |" * 9]
+              "answered req/s | CPU-s / 1k | taken by others | held |"), "|" + " --- |" * 10]
     for name, config in configs.items():
         for r in config["rows"]:
             held = "yes" if r["sustained"] else "no: " + "; ".join(r["why_not"])
             lines.append(f"| {name} | {r['rate']:g} | {r['direct_p99_ms']} | {r['gateway_p99_ms']} | "
                          f"{r['added_p99_ms']} | {r['added_p50_ms']} | {r['gateway_rps']} | "
-                         f"{r['gateway_cpu_s_per_1k'] or 0:.3f} | {held} |")
+                         f"{r['gateway_cpu_s_per_1k'] or 0:.3f} | {100 * r['noise']:.0f}% | {held} |")
     return "\n".join(lines)
 
 
@@ -162,6 +185,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each cell")
     parser.add_argument("--stream", action="store_true", help="streamed requests (latency to the last byte)")
+    parser.add_argument("--max-noise", type=float, default=0.15,
+                        help="measure a failing cell again when other processes took more of a core")
+    parser.add_argument("--retries", type=int, default=3, help="extra attempts for a noisy failing cell")
     parser.add_argument("--quick", action="store_true", help="smoke test: 3 s cells, three rates")
     parser.add_argument("--results", type=Path, default=None,
                         help="JSON output (default bench/results/load.json; load-quick.json with --quick)")
@@ -179,7 +205,7 @@ def main() -> None:
         "wall_s": round(time.time() - started, 1), "machine": describe_machine(), "code": code,
         "background_load": background,
         "settings": {"rates": args.rates, "duration_s": args.duration, "warmup_s": args.warmup,
-                     "stream": args.stream, "added_p99_bar_ms": ADDED_P99_BAR_MS, "keep_up": KEEP_UP,
+                     "stream": args.stream, "max_noise": args.max_noise, "retries": args.retries, "added_p99_bar_ms": ADDED_P99_BAR_MS, "keep_up": KEEP_UP,
                      "send_lag_p99_ms": SEND_LAG_P99_MS},
         "configs": configs,
     }
