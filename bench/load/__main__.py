@@ -73,10 +73,11 @@ def others(cell: dict[str, Any], direct: bool) -> float:
     (``run_cell``'s own ``noise`` assumes the target alone on core 0, which two unpinned
     gateway processes are not.)
     """
-    cpu = cell["cpu_s"]
+    cpu: dict[str, float] = cell["cpu_s"]
     busy = sum(v for k, v in cpu.items() if k.startswith("cpu"))
     ours = cpu["sim"] + cpu["loadgen"] + (0.0 if direct else cpu["target"])  # direct: target is the sim
-    return round(max(0.0, busy - ours) / float(cell["duration_s"]), 3)
+    duration: float = cell["duration_s"]
+    return round(max(0.0, busy - ours) / duration, 3)
 
 
 def judge(direct: dict[str, Any], gateway: dict[str, Any], rate: float) -> dict[str, Any]:
