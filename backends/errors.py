@@ -101,6 +101,12 @@ class RateLimitedError(SwitchyardError):
         self.retry_after_s = retry_after_s
 
 
+class HeadersTooLargeError(SwitchyardError):
+    """The request line and headers are over the server's limit."""
+
+    status_code, error_type, code = 431, "invalid_request_error", "headers_too_large"
+
+
 # --- the upstream's fault -----------------------------------------------------------------
 
 

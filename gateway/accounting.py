@@ -91,7 +91,18 @@ class Accounting:
         if isinstance(call, TextRequest):
             prompt = call.params.prompt
             text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
-            return call, await counter.offload(len(text), counter.count_text, text, tokens), {}
+            count = await counter.offload(len(text), counter.count_text, text, tokens)
+            if config.context is None:
+                return call, count, {}
+            # a text prompt is one turn that cannot be dropped: it fits, or it is refused;
+            # max_tokens is clamped or refused as for chat
+            requested = call.params.max_tokens if isinstance(call.params.max_tokens, int) else None
+            fitted = fit_context([Message(role="user", content="")], lambda _: count, config.context,
+                                 max_tokens=requested)
+            if fitted.max_tokens is not None and fitted.max_tokens != requested:
+                call = msgspec.structs.replace(call, params=msgspec.structs.replace(
+                    call.params, max_tokens=fitted.max_tokens))
+            return call, count, {}
         params = call.params
         tools = params.tools if isinstance(params.tools, list) else None
         if config.context is None:

@@ -15,7 +15,9 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from backends.errors import HeadersTooLargeError, InvalidRequestError, SwitchyardError
 from gateway.app import create_app
+from gateway.errors import error_body
 from gateway.settings import Settings
 
 
@@ -28,12 +30,54 @@ def set_nodelay(transport: asyncio.BaseTransport) -> bool:
     return True
 
 
-class NoDelayHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, setting TCP_NODELAY as each connection is accepted."""
+MAX_HEADER_BYTES = 64 * 1024
+"""Request line and headers together; past it the request gets 431 (uvicorn sets no limit)."""
+
+
+def _error_response(status: int, reason: bytes, error: SwitchyardError) -> bytes:
+    body = error_body(error)
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n" % (status, reason, len(body))) + body
+
+
+class GatewayHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with three changes at the socket level: TCP_NODELAY on each
+    accepted connection, a bound on header size (431), and OpenAI-shaped errors for requests
+    the HTTP parser refuses (uvicorn answers those with its own text/plain body)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         set_nodelay(transport)
         super().connection_made(transport)
+        self._header_bytes = 0
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > MAX_HEADER_BYTES:
+            # an exception in a parser callback stops httptools, which uvicorn answers through
+            # send_400_response: the flag turns that answer into a 431
+            raise HeadersTooLargeError(f"The request's headers are larger than {MAX_HEADER_BYTES} bytes.")
+
+    def send_400_response(self, msg: str) -> None:
+        if self._header_bytes > MAX_HEADER_BYTES:
+            error: SwitchyardError = HeadersTooLargeError(
+                f"The request's headers are larger than {MAX_HEADER_BYTES} bytes.")
+            self.transport.write(_error_response(431, b"Request Header Fields Too Large", error))
+        else:
+            error = InvalidRequestError("The request is not valid HTTP/1.1.")
+            self.transport.write(_error_response(400, b"Bad Request", error))
+        self.transport.close()
 
 
 def app_from_env() -> Any:
@@ -44,7 +88,7 @@ def app_from_env() -> Any:
 def _options(log_level: str) -> dict[str, Any]:
     return {
         "loop": "uvloop",
-        "http": NoDelayHttpToolsProtocol,
+        "http": GatewayHttpProtocol,
         "access_log": False,  # the gateway writes its own structured access line
         "log_level": log_level,
         "backlog": 4096,

@@ -65,11 +65,22 @@ def parse_chat(body: bytes) -> ChatRequest:
     return ChatRequest(params=params, extra=extra)
 
 
+MAX_TOKEN_ID = 2**31 - 1
+"""Token ids are int32 in every tokenizer the backends use; larger or negative ones are refused
+here rather than crashing a worker."""
+
+
+def _is_token(value: object) -> bool:
+    return type(value) is int and 0 <= value <= MAX_TOKEN_ID
+
+
 def _is_prompt_list(prompt: list[Any]) -> bool:
     kinds = {type(item) for item in prompt}
-    if kinds <= {str} or kinds <= {int}:
+    if kinds <= {str}:
         return True
-    return kinds == {list} and all(isinstance(t, int) for item in prompt for t in item)
+    if kinds <= {int}:
+        return all(_is_token(t) for t in prompt)
+    return kinds == {list} and all(_is_token(t) for item in prompt for t in item)
 
 
 def parse_text(body: bytes) -> TextRequest:
@@ -78,7 +89,7 @@ def parse_text(body: bytes) -> TextRequest:
     params = _convert(data, TextParams)
     if isinstance(params.prompt, list) and not _is_prompt_list(params.prompt):
         raise InvalidRequestError(
-            "prompt: must be a string, or a list of strings, of token ids or of token-id lists",
+            "prompt: must be a string, or a list of strings, of token ids (0 to 2**31-1) or of token-id lists",
             param="prompt")
     extra = {k: v for k, v in data.items() if k not in _TEXT_FIELDS} if len(data) > 2 else {}
     return TextRequest(params=params, extra=extra)

@@ -45,11 +45,15 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(document)"
         raise PolicyError([(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")], source) from None
+    except RecursionError:  # a document nested thousands deep: refuse it, do not crash on it
+        raise PolicyError([("(document)", "nested too deeply")], source) from None
     if not isinstance(data, dict):
         raise PolicyError([("(document)", "must be a mapping with backends and models")], source)
-    problems = reference_problems(data)
     try:
+        problems = reference_problems(data)
         policy = Policy.model_validate(data)
+    except RecursionError:
+        raise PolicyError([("(document)", "nested too deeply")], source) from None
     except ValidationError as exc:
         schema = [(format_location(e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]
         raise PolicyError(schema + problems, source) from None

@@ -372,9 +372,6 @@ def test_no_request_field_makes_the_gateway_call_another_url(secured: Secured) -
 # --- limits cannot be side-stepped --------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="/v1/completions skips the model's context budget "
-                   "(gateway/accounting.py _fit returns early for TextRequest): max_tokens 5000 "
-                   "reaches the worker although max_output_tokens is 16")
 def test_context_budget_applies_to_legacy_completions(secured: Secured) -> None:
     marker = f"legacy budget {time.time_ns()}"
     response = secured.post({"model": LOCAL_MODEL, "prompt": marker, "max_tokens": 5000}, path="/v1/completions")

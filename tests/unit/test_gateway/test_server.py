@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from gateway.server import NoDelayHttpToolsProtocol, set_nodelay, uvicorn_config
+from gateway.server import GatewayHttpProtocol, set_nodelay, uvicorn_config
 
 
 async def test_set_nodelay_on_an_accepted_socket() -> None:
@@ -31,5 +31,5 @@ async def test_set_nodelay_on_an_accepted_socket() -> None:
 
 def test_the_server_uses_the_nodelay_protocol() -> None:
     config = uvicorn_config(object(), "127.0.0.1", 0)
-    assert config.http is NoDelayHttpToolsProtocol
+    assert config.http is GatewayHttpProtocol
     assert config.loop == "uvloop"
