@@ -44,6 +44,7 @@ from gateway.telemetry import RequestRecord, finish_reasons
 from gateway.upstream import call_upstream
 from gateway.wire import parse_chat, parse_text
 from policies.canary import Outcome, VersionChoice
+from policies.moderation import Moderator
 from policies.keys import Caller
 from router.base import RoutingRequest, Selection
 from router.decide import Choice, choose
@@ -245,7 +246,7 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
         record.charge = settle(ticket, Usage())  # failed before any output: nothing was generated
         raise
     if assignment.shadow_version is not None:
-        _mirror(runtime, assignment, operation, call, routing)
+        _mirror(runtime, assignment, operation, call, routing, moderator)
     worker, selector = choice.worker, choice.deployment.selector
     headers["x-switchyard-worker"] = worker.id
     if selector.debug_header:
@@ -308,10 +309,11 @@ _SHADOWS: set[asyncio.Task[None]] = set()
 
 
 def _mirror(runtime: Runtime, assignment: VersionChoice, operation: Operation[Any, Any, Any], call: Any,
-            routing: RoutingRequest) -> None:
+            routing: RoutingRequest, moderator: Moderator | None) -> None:
     """Send a copy to the shadow version in the background, bounded by its permit; its answer
-    is discarded, its latency, errors and length recorded. Never delays or fails the request,
-    and is not charged to the tenant (the mirror is the release engineer's cost)."""
+    is discarded after its latency, errors and moderation verdict are recorded. Never delays
+    or fails the request, and is not charged to the tenant (the mirror is the release
+    engineer's cost). Mirrors go out non-streamed: their first token is their whole answer."""
     permit = runtime.canaries.try_shadow(assignment)
     if permit is None or assignment.shadow_version is None:
         return
@@ -326,11 +328,13 @@ def _mirror(runtime: Runtime, assignment: VersionChoice, operation: Operation[An
             choice.worker.acquire()
             try:
                 request = msgspec.structs.replace(mirrored, upstream_model=choice.deployment.upstream_model)
-                await operation.complete(choice.worker.backend, request)
+                answer = await operation.complete(choice.worker.backend, request)
             finally:
                 choice.worker.release()
             elapsed = time.perf_counter() - started
-            outcome = Outcome(ok=True, status=200, ttft_s=elapsed, e2e_s=elapsed)
+            blocked = moderator is not None and moderator.checks_output and \
+                moderator.check_text(operation.text(answer), "output").blocked is not None
+            outcome = Outcome(ok=True, status=200, ttft_s=elapsed, e2e_s=elapsed, moderation_blocked=blocked)
         except SwitchyardError as exc:
             outcome = Outcome(ok=False, status=exc.status_code)
         except Exception:  # a mirror must never take anything down

@@ -180,3 +180,26 @@ def test_two_processes_sharing_redis_assign_alike_and_raising_the_weight_moves_n
         client = redis.Redis.from_url(REDIS_URL)
         for key in client.scan_iter(f"switchyard:{cluster}:*"):
             client.delete(key)
+
+
+def test_shadow_mode_mirrors_requests_without_touching_the_answers(tmp_path: Path, canary_sim: Any) -> None:
+    canary_url = canary_sim(0.0)
+    stack = ThreadedStack(tmp_path, edit_policy=_versions(canary_url, {"shadow": True, "shadow_share": 1.0}))
+    try:
+        versions = {_ask(stack.url, f"user-{i}")[1] for i in range(30)}
+        assert versions == {"v1"}, "every user is answered by stable"
+        deadline = time.monotonic() + 5
+        while httpx.get(canary_url + "/sim/stats").json()["requests_total"] < 30 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(canary_url + "/sim/stats").json()["requests_total"] >= 30  # each one mirrored
+        mirrored = httpx.get(canary_url + "/sim/requests").json()[-1]["body"]
+        assert mirrored["model"] == "sim-next" and mirrored["stream"] is False
+        status = _status(stack.url)
+        assert status["mode"] == "shadow" and status["shadow"]["max_concurrency"] == 16
+        deadline = time.monotonic() + 5  # statistics reach the window on the next flush
+        while status["window"].get("v2", {}).get("requests", 0) < 30 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status = _status(stack.url)
+        assert status["window"]["v2"]["requests"] >= 30, status["window"]
+    finally:
+        stack.close()
