@@ -53,7 +53,7 @@ ADDED_P99_BAR_MS = 10.0
 KEEP_UP = 0.95
 """Share of the offered rate that must be answered within the window."""
 SEND_LAG_P99_MS = 5.0
-DEFAULT_RATES = (200, 300, 400, 500, 600, 800, 1000, 1200, 1600, 2000)
+DEFAULT_RATES = (100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1600, 2000)
 
 
 def start_gateway(workdir: Path, policy: Path, processes: int) -> Service:
