@@ -191,3 +191,114 @@ def test_a_worker_killed_mid_stream_ends_the_stream_with_an_error_and_charges_it
         worker.kill()
         worker.wait(5)
         stack.close()
+
+
+class _BrokenWorker:
+    """An SGLang-looking worker that answers garbage: invalid JSON, broken SSE."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                self._send(200, b"ok", "text/plain")
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                mode = body["messages"][-1]["content"]
+                if not body.get("stream"):
+                    self._send(200, b'{"id": "x", "choices": [', "application/json")
+                elif mode == "broken-first":
+                    self._send(200, b"data: {not json\n\n", "text/event-stream")
+                else:  # one good chunk, then garbage
+                    good = json.dumps({"id": "c", "created": 1, "model": "m", "object": "chat.completion.chunk",
+                                       "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]})
+                    self._send(200, f"data: {good}\n\ndata: {{broken\n\n".encode(), "text/event-stream")
+
+            def _send(self, status: int, body: bytes, kind: str) -> None:
+                self.send_response(status)
+                self.send_header("content-type", kind)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+
+def test_a_worker_answering_garbage_gets_clean_errors_and_the_gateway_serves_on(tmp_path: Path) -> None:
+    broken = _BrokenWorker()
+
+    def with_broken(document: dict[str, Any]) -> None:
+        document["backends"]["broken"] = {"kind": "sglang", "workers": [broken.url], "health_interval_s": 60}
+        document["models"]["broken-model"] = {"deployments": [{"backend": "broken", "model": "m"}]}
+    stack, access = _stack(tmp_path, with_broken)
+    try:
+        client = _client(stack)
+        with pytest.raises(openai.APIStatusError) as caught:  # invalid JSON
+            client.chat.completions.create(model="broken-model", messages=[{"role": "user", "content": "x"}])
+        assert caught.value.status_code == 502 and caught.value.body["code"] == "upstream_error"  # type: ignore[index]
+        with pytest.raises(openai.APIStatusError) as caught:  # broken SSE before the first chunk
+            list(client.chat.completions.create(model="broken-model", stream=True,
+                                                messages=[{"role": "user", "content": "broken-first"}]))
+        assert caught.value.status_code == 502
+        received: list[str] = []
+        with pytest.raises(openai.APIError):  # broken SSE after the first chunk: an error event
+            for chunk in client.chat.completions.create(model="broken-model", stream=True,
+                                                        messages=[{"role": "user", "content": "broken-later"}]):
+                received.append(chunk.choices[0].delta.content or "")
+        assert received == ["hi"]
+        _ask(client)  # the gateway serves on
+        deadline = time.monotonic() + 5
+        while len(_lines(access)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        statuses = [(x["request_model"], x["status"]) for x in _lines(access)]
+        assert all(status != 500 for _, status in statuses), statuses
+        assert _metric(stack, "switchyard_backend_in_flight", worker="broken/0") == 0
+    finally:
+        stack.close()
+        broken.server.shutdown()
+
+
+def test_policy_reloads_under_load_drop_nothing(tmp_path: Path) -> None:
+    import yaml
+
+    stack, access = _stack(tmp_path)
+    stop = threading.Event()
+    results: list[int] = []
+
+    def load() -> None:
+        client = _client(stack)
+        while not stop.is_set():
+            try:
+                stream = client.chat.completions.create(model=LOCAL_MODEL, stream=True, max_tokens=20,
+                                                        messages=[{"role": "user", "content": "x"}])
+                results.append(200 if list(stream) else 0)
+            except openai.APIStatusError as exc:
+                results.append(exc.status_code)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        document = yaml.safe_load(stack.stack.policy_path.read_text())
+        for i in range(4):  # alternate changes that rebuild the pool and that do not
+            document["version"] = f"load-{i}"
+            document["backends"]["local"]["health_interval_s"] = 1.0 + i / 10
+            response = httpx.post(stack.url + "/admin/policy", content=yaml.safe_dump(document),
+                                  headers={"authorization": "Bearer sy-admin-key"}, timeout=30)
+            assert response.status_code == 200, response.text
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        stack.close()
+    assert len(results) > 20 and set(results) == {200}, sorted(set(results))
+    assert all(x["status"] == 200 for x in _lines(access))
