@@ -122,7 +122,7 @@ def test_a_blocked_request_is_a_400_naming_the_category_not_the_text(
 
 def test_the_tenant_section_wins_over_the_model_section(moderated: tuple[ThreadedStack, io.StringIO]) -> None:
     stack, _ = moderated
-    text, chunks = _stream(stack, ["code name: project ", "nightingale."], key=TEAM_B_KEY)
+    text, _ = _stream(stack, ["code name: project ", "nightingale."], key=TEAM_B_KEY)
     assert text == "code name: project nightingale."
 
 

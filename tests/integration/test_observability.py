@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import openai
@@ -210,9 +210,9 @@ def test_a_client_gone_mid_stream_is_logged_as_499(observed: Observed) -> None:
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    bodies: list[bytes] = []
+    bodies: ClassVar[list[bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         _Receiver.bodies.append(self.rfile.read(int(self.headers["content-length"])))
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
@@ -223,7 +223,9 @@ class _Receiver(BaseHTTPRequestHandler):
 
 
 def test_spans_are_exported_over_real_otlp_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
