@@ -17,7 +17,7 @@ BARS = {
     "uncached_ratio": "cache_aware's uncached prefill tokens/request <= 1/3 of round_robin's",
     "ttft_p50": "cache_aware's p50 TTFT at least 30% lower than round_robin's",
     "balance": "cache_aware's max/min requests per worker <= 1.5",
-    "hit_vs_reference": "cache_aware's token hit rate within 0.03 of the pinned reference",
+    "hit_vs_reference": "cache_aware's token hit rate at most 0.03 below the pinned reference",
     "two_replicas": "cache_aware with 2 replicas keeps its hit rate within 10% of 1 replica",
     "decision_p99": "p99 of one decision < 0.5 ms at 16 workers x 10k conversations",
 }
@@ -112,7 +112,9 @@ def judge(runs: list[dict[str, Any]], decision: dict[str, Any] | None) -> dict[s
                           "detail": str(ca["requests_per_worker"])}
     if ca and ref:
         gap = ref["hit_rate"] - ca["hit_rate"]
-        out["hit_vs_reference"] = {"value": gap, "met": abs(gap) <= 0.03,
+        # the reference is a yardstick of what balanced pinning achieves: a hit rate above it
+        # is better, not a miss (docs/routing.md)
+        out["hit_vs_reference"] = {"value": gap, "met": gap <= 0.03,
                                    "detail": f"{ca['hit_rate']:.3f} vs {ref['hit_rate']:.3f}"}
     if ca and ca2:
         loss = 1 - ca2["hit_rate"] / ca["hit_rate"]
