@@ -3,7 +3,6 @@ two gateway processes sharing Redis assigning alike."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -141,14 +140,9 @@ def test_two_processes_sharing_redis_assign_alike_and_raising_the_weight_moves_n
     import redis
 
     from tests.integration.test_limits import free_port, serve_process
-    from tests.redis_support import REDIS_URL
+    from tests.redis_support import REDIS_URL, require_redis
 
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.ConnectionError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+    require_redis()
     cluster = f"canary-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("SWITCHYARD_CLUSTER", cluster)
     monkeypatch.setenv("SWITCHYARD_ACCESS_LOG", "off")

@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import redis
 
 from gateway.local_stack import (
     ADMIN_KEY,
@@ -25,7 +24,7 @@ from gateway.local_stack import (
 )
 from policies.keys import hash_key
 from tests.conftest import ThreadedStack
-from tests.redis_support import REDIS_URL
+from tests.redis_support import REDIS_URL, require_redis
 
 LONG_TURN = "Please summarise the incident log that follows. " + "disk full on node seven, " * 40
 
@@ -182,12 +181,7 @@ def serve_process(policy: Path, port: int, redis_url: str) -> subprocess.Popen[b
 
 
 def test_two_gateway_processes_sharing_redis_enforce_one_rpm_limit(tmp_path: Path) -> None:
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.ConnectionError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+    require_redis()
     name = f"shared{uuid.uuid4().hex[:6]}"
     stack = ThreadedStack(tmp_path, sglang_workers=1, edit_policy=tenant(name, rate_limits={"rpm": 10}))
     ports = [free_port(), free_port()]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -184,14 +183,9 @@ def test_a_push_reaches_a_second_process_sharing_redis_within_a_second(
     import redis
 
     from tests.integration.test_limits import free_port, serve_process
-    from tests.redis_support import REDIS_URL
+    from tests.redis_support import REDIS_URL, require_redis
 
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.ConnectionError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+    require_redis()
     cluster = f"reload-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("SWITCHYARD_CLUSTER", cluster)
     monkeypatch.setenv("SWITCHYARD_ACCESS_LOG", "off")

@@ -8,11 +8,10 @@ from typing import Any
 
 import openai
 import pytest
-import redis
 
 from gateway.local_stack import DEMO_KEY, LOCAL_MODEL, TEAM_B_KEY
 from tests.conftest import ThreadedStack
-from tests.redis_support import REDIS_URL
+from tests.redis_support import REDIS_URL, require_redis
 
 
 def enable_cache(document: dict[str, Any]) -> None:
@@ -23,13 +22,7 @@ def enable_cache(document: dict[str, Any]) -> None:
 def cached_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
     settings: dict[str, Any] = {}
     if request.param == "redis":
-        try:
-            redis.Redis.from_url(REDIS_URL).ping()
-        except redis.ConnectionError as exc:
-            import os
-            if os.environ.get("CI"):
-                raise
-            pytest.skip(f"no Redis at {REDIS_URL} ({exc}); .ci/run starts one")
+        require_redis()
         settings["redis_url"] = REDIS_URL
     stack = ThreadedStack(tmp_path_factory.mktemp(f"cache-{request.param}"), sglang_workers=1,
                           edit_policy=enable_cache, settings_overrides=settings)
