@@ -216,6 +216,12 @@ def test_usage_is_charged_to_the_calling_tenant_only(secured: Secured) -> None:
     def total(tenant: str) -> int:
         return int(secured.get("/admin/usage", tenant=tenant).json()["total_tokens"])
 
+    def settled() -> bool:  # charges land in the background: start from quiet totals
+        before = total("demo")
+        time.sleep(0.2)
+        return total("demo") == before
+
+    assert eventually(settled)
     demo_before, team_b_before = total("demo"), total("team-b")
     for _ in range(3):
         assert secured.post(chat(content=f"team-b {time.time_ns()}"), key=TEAM_B_KEY).status_code == 200
