@@ -84,21 +84,17 @@ def check_request(moderator: Moderator, call: Call, record: RequestRecord) -> Ca
         changed = False
         findings: list[Finding] = []
         for message in call.params.messages:
-            if message.role in roles and isinstance(message.content, str) and message.content:
-                verdict = moderator.check_text(message.content, "input")
+            text = _text_of(message.content) if message.role in roles else ""
+            if text:
+                verdict = moderator.check_text(text, "input")
                 findings += verdict.findings
                 if verdict.blocked is not None:
                     record.moderated("input", tuple(findings), time.perf_counter() - started)
                     raise ContentPolicyViolation.of(verdict.blocked)
-                if verdict.redacted:
+                # content parts are checked, not rewritten: a redaction applies to plain text only
+                if verdict.redacted and isinstance(message.content, str):
                     message = msgspec.structs.replace(message, content=verdict.text)
                     changed = True
-            elif message.role in roles and isinstance(message.content, list):
-                verdict = moderator.check_text(_text_of(message.content), "input")
-                findings += verdict.findings
-                if verdict.blocked is not None:
-                    record.moderated("input", tuple(findings), time.perf_counter() - started)
-                    raise ContentPolicyViolation.of(verdict.blocked)
             messages.append(message)
         record.moderated("input", tuple(findings), time.perf_counter() - started)
     if not changed:
