@@ -30,7 +30,13 @@ from policies.rate_limit import (
     RedisRateLimiter,
 )
 from policies.resilient import ResilientLedger, ResilientRateLimiter, StoreHealth
-from policies.spend import Charge, MemoryUsageLedger, RedisUsageLedger, UsageLedger
+from policies.spend import (
+    MEMORY_DEDUP_S,
+    Charge,
+    MemoryUsageLedger,
+    RedisUsageLedger,
+    UsageLedger,
+)
 from policies.tokens import TokenCounter, prompt_chars
 
 log = logging.getLogger("switchyard.accounting")
@@ -166,7 +172,9 @@ def _fit_with(counter: TokenCounter, messages: list[Message], tools: list[Tool] 
 def limit_stores(client: redis.Redis | None, config: LimitsStoreConfig) -> tuple[RateLimiter, UsageLedger]:
     """The process's limiter and ledger: on Redis with per-process fallbacks, or in memory."""
     memory_limiter = MemoryRateLimiter()
-    memory_ledger = MemoryUsageLedger(config.usage_retention_days, config.charge_dedup_s)
+    # Redis remembers charged ids for charge_dedup_s (a replay after a long outage must find
+    # them); a process only needs to catch a charge retried within seconds, and keeps ids 10 min
+    memory_ledger = MemoryUsageLedger(config.usage_retention_days, min(config.charge_dedup_s, MEMORY_DEDUP_S))
     if client is None:
         return memory_limiter, memory_ledger
     limiter = ResilientRateLimiter(RedisRateLimiter(client, "switchyard:rl"), memory_limiter,

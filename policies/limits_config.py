@@ -161,4 +161,5 @@ class LimitsStoreConfig(StrictModel):
     usage_retention_days: Annotated[int, Field(ge=1, le=3660)] = 93
     """Days the per-day usage records are kept (what ``/admin/usage`` can report)."""
     charge_dedup_s: Annotated[int, Field(ge=60)] = 172_800
-    """Seconds a charged request id is remembered, so a retried charge is not counted twice."""
+    """Seconds Redis remembers a charged request id, so a retried or replayed charge is not
+    counted twice. The per-process ledger keeps ids for at most 10 minutes (and 20k of them)."""

@@ -5,8 +5,9 @@ of every scope it counts against (its key, its tenant): totals plus a breakdown 
 Charging is idempotent by request id, so a charge retried after a lost reply (or replayed after
 a Redis outage) is never counted twice. Days and months are UTC.
 
-``MemoryUsageLedger`` serves one process; ``RedisUsageLedger`` is shared by every replica and
-charges in one Lua script (HINCRBY / HINCRBYFLOAT, and SET NX on the request id).
+``MemoryUsageLedger`` serves one process and remembers charged ids for minutes;
+``RedisUsageLedger`` is shared by every replica, remembers them for ``charge_dedup_s`` (two
+days) and charges in one Lua script (HINCRBY / HINCRBYFLOAT, and SET NX on the request id).
 """
 
 from __future__ import annotations
@@ -240,9 +241,13 @@ def _totals(day: Mapping[str, float], month: Mapping[str, float]) -> PeriodTotal
                         int(month.get("tokens", 0)), float(month.get("usd", 0.0)))
 
 
-_MAX_REMEMBERED_IDS = 200_000
-"""Charged request ids one process remembers (oldest forgotten first): a bound on memory at
-high rates, where a retried charge arrives within seconds, long before 200k newer ids."""
+MEMORY_DEDUP_S = 600
+"""Longest a process remembers a charged request id. Nothing retries a charge later than
+seconds after it: ``settle`` charges once, the Redis fallback charges the twin once, and a
+replay after an outage goes to Redis, whose own marker (``charge_dedup_s``) catches it."""
+_MAX_REMEMBERED_IDS = 20_000
+"""Charged request ids one process remembers (oldest forgotten first): ~4 MB at most, 200 s
+of traffic at 100 req/s, still far longer than a retried charge takes to arrive."""
 
 
 class MemoryUsageLedger:
@@ -250,11 +255,12 @@ class MemoryUsageLedger:
 
     Args:
         retention_days: Days a day record is kept.
-        dedup_s: Seconds a charged request id is remembered.
+        dedup_s: Seconds a charged request id is remembered (at most ``_MAX_REMEMBERED_IDS``
+            ids are: the oldest are forgotten first).
         clock: Unix time in seconds, used when a call passes no ``now``.
     """
 
-    def __init__(self, retention_days: int = 93, dedup_s: float = 172_800,
+    def __init__(self, retention_days: int = 93, dedup_s: float = MEMORY_DEDUP_S,
                  clock: Callable[[], float] = time.time) -> None:
         self._records: dict[str, dict[str, float]] = {}
         # charged ids in charge order: expiries only grow, so expired ids sit at the front and

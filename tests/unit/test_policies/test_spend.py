@@ -160,14 +160,44 @@ async def test_redis_records_expire() -> None:
 
 async def test_memory_ledger_forgets_charged_ids_in_order_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """The id memory must not grow with traffic (it made every charge slower than the last)."""
-    import policies.spend as spend
+    from policies import spend
 
     monkeypatch.setattr(spend, "_MAX_REMEMBERED_IDS", 50)
     ledger = spend.MemoryUsageLedger(dedup_s=100)
-    charge = lambda i: spend.Charge(f"r{i}", "m", 1, 0, 1, 0.0)  # noqa: E731
+    charge = lambda i: spend.Charge(f"r{i}", "m", 1, 0, 1, 0.0)
     for i in range(120):
         assert await ledger.charge(["tenant:t"], charge(i), now=1_000.0 + i)
     assert len(ledger._charged) == 50, "bounded"
     assert not await ledger.charge(["tenant:t"], charge(119), now=1_200.0), "a recent id is still deduplicated"
     await ledger.charge(["tenant:t"], charge(500), now=10_000.0)
     assert list(ledger._charged) == ["r500"], "expired ids are forgotten"
+
+
+async def test_memory_ledger_remembers_ids_ten_minutes_and_20k_at_most() -> None:
+    """A retried charge comes within seconds; remembering ids for days only grew memory."""
+    import tracemalloc
+
+    from gateway.accounting import limit_stores
+    from policies.limits_config import LimitsStoreConfig
+
+    _, ledger = limit_stores(None, LimitsStoreConfig())  # the per-process ledger, as served
+    assert await ledger.charge(["tenant:t"], charge("retried"), now=NOON)
+    assert not await ledger.charge(["tenant:t"], charge("retried"), now=NOON + 599)
+    assert await ledger.charge(["tenant:t"], charge("retried"), now=NOON + 601), "forgotten after 10 min"
+    _, short = limit_stores(None, LimitsStoreConfig(charge_dedup_s=60))  # a shorter setting wins
+    assert await short.charge(["tenant:t"], charge("r"), now=NOON)
+    assert await short.charge(["tenant:t"], charge("r"), now=NOON + 61)
+
+    memory = MemoryUsageLedger()
+    tracemalloc.start()
+    try:
+        for i in range(30_000):  # 300 s at 100 req/s: the cap binds before the 10 minutes
+            await memory.charge(["tenant:t"], charge(f"{i:032x}"), now=NOON + i / 100)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(memory._charged) == 20_000
+    assert held < 5_000_000, f"{held / 1e6:.1f} MB for 20k ids"  # was up to 200k ids, 43 MB
+    assert not await memory.charge(["tenant:t"], charge(f"{29_999:032x}"), now=NOON + 300)
+    report = await memory.report("tenant:t", days=1, now=NOON + 300)
+    assert report.rows[0].requests == 30_000
