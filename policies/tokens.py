@@ -140,8 +140,10 @@ def _load_one(name: str, cache_dir: str | None, strict: bool) -> tuple[tiktoken.
 
 _MEMO_MIN_CHARS = 256
 """Shorter texts are counted afresh: hashing them costs about as much as encoding them."""
-_MEMO_ENTRIES = 100_000
-"""Remembered counts (about 100 bytes each)."""
+_MEMO_ENTRIES = 20_000
+"""Remembered counts (~214 bytes each, so ~4 MB at most), least recently used forgotten first.
+A conversation's texts only need to outlive the pause before its next turn (each hit renews
+them): with ~50 new long texts a second that is ~6 minutes; one idle longer is recounted once."""
 
 
 class TokenCounter:
