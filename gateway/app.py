@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -77,6 +78,7 @@ def create_app(settings: Settings, telemetry: Telemetry | None = None) -> Litest
                                            on_event=lambda t: _canary_transition(telemetry, t))
         manager.canaries = canaries
         telemetry.metrics.watch_canaries(canaries.weights)
+        telemetry.metrics.watch_loop(asyncio.get_running_loop())
         app.state.policies, app.state.canaries = manager, canaries
         try:
             await canaries.start()

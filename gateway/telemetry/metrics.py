@@ -7,6 +7,7 @@ number of series is bounded by the policy's size.
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
@@ -108,6 +109,22 @@ class PoolCollector(Collector):
         yield from (healthy, in_flight, queued, circuit)
 
 
+class TaskCollector(Collector):
+    """``switchyard_asyncio_tasks``: tasks of the serving event loop not yet done, counted at
+    scrape time (nothing is counted between scrapes). Steady growth under steady load is a leak."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily("switchyard_asyncio_tasks",
+                                   "asyncio tasks of the process's event loop not yet done")
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            family.add_metric([], len(asyncio.all_tasks(loop)))  # safe from any thread
+        yield family
+
+
 class Metrics:
     """The instruments, in a registry of their own (one per app, so tests do not share)."""
 
@@ -159,6 +176,8 @@ class Metrics:
                                  ["version", "sha256"], registry=registry)
         self._pools = PoolCollector()
         registry.register(self._pools)
+        self._tasks = TaskCollector()
+        registry.register(self._tasks)
 
     def watch_canaries(self, source: Callable[[], dict[str, float]]) -> None:
         """Where the canary weight gauge comes from: the controller, at scrape time."""
@@ -167,6 +186,10 @@ class Metrics:
     def watch_pools(self, source: Callable[[], Iterable[WorkerPool]]) -> None:
         """Where the worker gauges come from: the active runtime's pools, at scrape time."""
         self._pools.source = source
+
+    def watch_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The event loop whose tasks ``switchyard_asyncio_tasks`` counts (the serving one)."""
+        self._tasks.loop = loop
 
     def set_policy(self, version: str, digest: str) -> None:
         self.policy_info.clear()

@@ -196,6 +196,19 @@ def test_metrics_cover_latency_tokens_cost_routing_and_workers(observed: Observe
             assert not any(len(v) == 32 for v in sample.labels.values()), sample
 
 
+def test_metrics_count_the_event_loops_asyncio_tasks(observed: Observed) -> None:
+    """What the soak watches for leaked tasks: counted at scrape time, back down once the
+    requests that ran tasks are over."""
+    (idle,) = observed.metrics()["switchyard_asyncio_tasks"]
+    assert idle.value >= 1 and idle.value == int(idle.value)  # the serving loop's own tasks at least
+    for _ in range(10):
+        for _ in observed.client.chat.completions.create(
+                model=LOCAL_MODEL, stream=True, max_tokens=4, messages=[{"role": "user", "content": "hi"}]):
+            pass
+    settled = _wait_for(lambda: observed.metrics()["switchyard_asyncio_tasks"][0].value <= idle.value + 2)
+    assert settled, "tasks of finished requests are still counted"
+
+
 def test_a_client_gone_mid_stream_is_logged_as_499(observed: Observed) -> None:
     body = {"model": LOCAL_MODEL, "stream": True, "max_tokens": 400,
             "messages": [{"role": "user", "content": "a long story"}]}
