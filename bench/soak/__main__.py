@@ -6,9 +6,10 @@ Two simulated SGLang workers (2 ms between tokens) and one ``switchyard serve`` 
 each its own process as operators run them; the gateway routes cache-aware, caches
 deterministic answers, counts tokens, clamps to a context budget, keeps rate limits and
 writes an access line per request. The soak sends the mix of ``bench/soak/traffic.py`` open
-loop and samples the gateway's RSS, open file descriptors and threads every few seconds.
-Bars (issue 9): zero errors, RSS after warm-up grows less than 10 %, descriptors do not grow,
-nothing is left in flight once the traffic stops. Results: ``bench/results/soak.json``.
+loop and samples the gateway's RSS, open file descriptors, threads and asyncio tasks every
+few seconds. Bars (issue 9): zero errors, RSS after warm-up grows less than 10 %, descriptors
+and tasks do not grow, nothing is left in flight once the traffic stops. Results:
+``bench/results/soak.json``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ from bench.soak.traffic import MIX, Traffic, new_session
 RSS_BAR = 0.10
 FD_TOLERANCE = 8
 """Descriptors may differ by a few pooled keep-alive connections between two minutes."""
+TASK_TOLERANCE = 8
+"""Tasks follow the requests in flight (about 5 at 100 req/s): two minutes' medians may differ
+by a few."""
 
 
 def soak_policy(sim_urls: list[str]) -> dict[str, Any]:
@@ -103,7 +107,7 @@ async def soak(gateway: Service, sims: list[Service], args: argparse.Namespace) 
                 sample = await sampler.take(probe)
                 if int(sample.t_s) % 60 < args.interval:
                     _log(f"t={sample.t_s:5.0f}s sent={traffic.sent} errors={recorder.errors} "
-                         f"rss={sample.rss_kb / 1024:.1f} MiB fds={sample.fds} in_flight={sample.in_flight} "
+                         f"rss={sample.rss_kb / 1024:.1f} MiB fds={sample.fds} tasks={sample.tasks} in_flight={sample.in_flight} "
                          f"load={sample.loadavg_1m}")
 
         done = asyncio.Event()
@@ -141,6 +145,7 @@ def report(args: argparse.Namespace, traffic: Traffic, recorder: Recorder, sampl
         "zero_errors": recorder.errors == 0,
         "rss_growth_under_10pct": bool(memory.get("rss_growth", 1.0) < RSS_BAR),
         "no_fd_growth": bool(memory.get("fds_growth", FD_TOLERANCE + 1) <= FD_TOLERANCE),
+        "no_task_growth": bool(memory.get("tasks_growth", TASK_TOLERANCE + 1) <= TASK_TOLERANCE),
         "nothing_left_in_flight": all(v == 0 for v in leftovers.values()),
         "load_generator_kept_up": traffic.lag_max_s < 1.0,
     }

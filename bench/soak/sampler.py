@@ -1,9 +1,8 @@
 """What the soak watches in the gateway process, every few seconds: memory, descriptors, load.
 
 Read from ``/proc/<pid>`` (RSS, open file descriptors, threads, CPU time) and from the
-gateway's ``/metrics`` (requests in flight). The number of asyncio tasks is not observable
-from outside the process, and the gateway exports no metric for it: it is reported as
-unavailable rather than guessed.
+gateway's ``/metrics`` (requests in flight, and ``switchyard_asyncio_tasks``: the tasks of its
+event loop, counted when scraped).
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from bench.overhead.procs import core_busy_seconds, cpu_seconds
 
 IN_FLIGHT = "switchyard_requests_in_flight"
 TASKS = "switchyard_asyncio_tasks"
-"""Read if the gateway ever exports it (it does not today)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +102,6 @@ class Sampler:
         rss0, rss1 = median(early, "rss_kb"), median(late, "rss_kb")
         fds0, fds1 = median(early, "fds"), median(late, "fds")
         slope = _slope([(s.t_s / 60, s.rss_kb) for s in after])
-        tasks = [s.tasks for s in after if s.tasks is not None]
         return {
             "warmup_s": warmup_s, "window_s": round(window, 1),
             "rss_kb_after_warmup": rss0, "rss_kb_end": rss1,
@@ -113,14 +110,27 @@ class Sampler:
             "fds_after_warmup": fds0, "fds_end": fds1, "fds_growth": fds1 - fds0,
             "fds_max": max(s.fds for s in after),
             "threads_end": after[-1].threads,
-            "tasks": {"after_warmup": tasks[0], "end": tasks[-1]} if tasks else
-            "not observable: the gateway exports no asyncio task count",
+            **_task_counts(after, early, late, idle=(self.samples[0], self.samples[-1])),
             "loadavg_1m_max": max(s.loadavg_1m for s in self.samples),
             "busy_cores_median": median(after, "busy_cores"),
         }
 
     def rows(self) -> list[dict[str, Any]]:
         return [asdict(s) for s in self.samples]
+
+
+def _task_counts(after: list[Sample], early: list[Sample], late: list[Sample],
+                 idle: tuple[Sample, Sample]) -> dict[str, Any]:
+    """Tasks after warm-up and at the end (medians, like descriptors); and idle, before the
+    first request and once the traffic stopped and settled, where any difference is a leak."""
+    first = [s.tasks for s in early if s.tasks is not None]
+    last = [s.tasks for s in late if s.tasks is not None]
+    if not first or not last:
+        return {"tasks": "not observable: the gateway exports no switchyard_asyncio_tasks"}
+    t0, t1 = float(statistics.median(first)), float(statistics.median(last))
+    return {"tasks_after_warmup": t0, "tasks_end": t1, "tasks_growth": t1 - t0,
+            "tasks_max": max(s.tasks for s in after if s.tasks is not None),
+            "tasks_idle_start": idle[0].tasks, "tasks_idle_end": idle[1].tasks}
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
