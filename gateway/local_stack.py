@@ -60,7 +60,7 @@ def stack_policy(sglang_urls: list[str], openai_url: str, anthropic_url: str,
             ANTHROPIC_MODEL: {"deployments": [{"backend": "claude", "model": "sim-claude"}]},
         },
         "routes": {
-            AUTO_ROUTE: {"cheap": LOCAL_MODEL, "strong": ANTHROPIC_MODEL, "threshold": 0.4,
+            AUTO_ROUTE: {"cheap": LOCAL_MODEL, "strong": ANTHROPIC_MODEL, "strong_share": 0.3,
                          "allow_tier_header": True},
         },
         "tenants": {

@@ -1,13 +1,15 @@
 """Pick the score threshold that sends a chosen share of traffic to the strong model.
 
 Operators think in budgets ("at most 30% of calls to the strong model"), the router in a
-threshold on P(strong needed). ``calibrate`` turns one into the other on a sample of scores,
+threshold on a score. ``calibrate`` turns one into the other on a sample of scores,
 best a sample of your own recent traffic scored by the classifier in use.
 
-How much quality the threshold keeps is estimated from the scores themselves, reading each
-score as the probability that the prompt needs the strong model: the prompts above the
-threshold carry ``sum(p above) / sum(p)`` of the expected need, so that is the expected share
-of the cheap-to-strong quality gap recovered. The estimate is only as good as the model's
+How much quality the threshold keeps is estimated from the scores themselves. A score is on
+the classifier's training scale, the strong tier's quality gain mapped to [0, 1], so
+``2 * score - 1`` is the expected gain of answering with the strong model (1 = a full gain,
+0 = none, below 0 = the cheap model is expected to do better). The positive part is the
+prompt's expected *need*: the prompts above the threshold carry ``sum(need above) /
+sum(need)`` of it, the expected share of the cheap-to-strong gap recovered. The estimate is only as good as the model's
 calibration on your traffic; when the sample also has each tier's measured quality per prompt,
 the measured figures are returned alongside.
 """
@@ -34,7 +36,8 @@ class Calibration:
     expected_gap_recovered: float
     """Estimated share of the cheap-to-strong quality gap kept (1.0 = as good as all-strong)."""
     expected_missed_share: float
-    """Estimated share of all calls that need the strong model but go to the cheap one."""
+    """Estimated share of all calls that need the strong model but go to the cheap one
+    (expected need, in full gains, of the prompts below the threshold, per call)."""
     measured_quality: float | None = None
     """Mean routed quality on the sample, when per-prompt quality was given."""
     measured_gap_recovered: float | None = None
@@ -51,7 +54,7 @@ def calibrate(
     """The threshold that sends ``strong_share`` of the sampled prompts to the strong model.
 
     Args:
-        scores: classifier scores (P(strong needed)) of a sample of prompts.
+        scores: classifier scores (gain scale, see the module) of a sample of prompts.
         strong_share: the share of calls to send to the strong model, in [0, 1].
         cheap_quality: optional per-prompt quality of the cheap model on the same sample.
         strong_quality: optional per-prompt quality of the strong model on the same sample.
@@ -72,12 +75,13 @@ def calibrate(
     # k prompts go strong: the threshold is the k-th highest score; k = 0 needs one above all
     threshold = float(ranked[k - 1]) if k > 0 else math.nextafter(float(ranked[0]), math.inf)
     strong = p >= threshold
-    need = float(p.sum())
+    need = np.maximum(2.0 * p - 1.0, 0.0)
+    total = float(need.sum())
     result = Calibration(
         threshold=threshold,
         strong_share=float(strong.mean()),
-        expected_gap_recovered=float(p[strong].sum() / need) if need > 0 else 1.0,
-        expected_missed_share=float(p[~strong].sum() / p.size),
+        expected_gap_recovered=float(need[strong].sum() / total) if total > 0 else 1.0,
+        expected_missed_share=float(need[~strong].sum() / p.size),
     )
     if cheap_quality is None and strong_quality is None:
         return result

@@ -3,11 +3,13 @@
 Shared by the training script and ``bench/routing_quality``, so both read one definition of
 the target ("the strong model is needed"), of each set's per-model quality, and of the dev split.
 
-- **Target**: ``P(strong needed)``. The ``route_*`` sets label "cheap suffices" (1), so the
-  target is ``1 - label``; where the label thresholds a graded measure (MMLU-Pro's accuracy
-  over several models, arena-bench's judge scores) the target is the soft version of the same
-  rule, which measured better. The ``prompts_*`` sets give weak, soft targets from their
-  difficulty level or source.
+- **Target**: how much the strong model is needed, in [0, 1]. On the ``route_*`` sets it is
+  the strong tier's expected quality **gain** over the cheap tier, mapped from [-1, 1] to
+  [0, 1] (0.5 = no difference): exactly what the cost-quality curve rewards. The sets' own
+  label ("cheap suffices" unless the strong model is right and the cheap one wrong) ignores
+  the prompts the cheap model gets right and the strong one wrong; training on the gain
+  measured +0.03 APGR on MMLU and +0.07 on GSM8K (docs/router-model.md). The ``prompts_*``
+  sets give weak, soft targets from their difficulty level or source.
 - **Quality** (for the cost-quality curve): the cheap and the strong tier's correctness or
   judge score on each prompt, so routing can be scored the way routing research scores it.
 - **Dev split**: 20% of every set, by a SHA-256 of the question stem (answer options cut off),
@@ -44,7 +46,8 @@ class Example:
     text: str
     dataset: str
     target: float | None
-    """P(strong needed): 0/1 from a routing label, a soft value from a weak label, else None."""
+    """How much the strong model is needed, on the gain scale (0.5: no difference, 1: the
+    strong tier is better by a full gain, 0: the cheap tier is), or None."""
     cheap_quality: float | None = None
     strong_quality: float | None = None
     category: str = ""
@@ -63,21 +66,27 @@ class RoutingSet:
     note: str = ""
 
 
+def from_need(p_strong_needed: float) -> float:
+    """A P(strong needed) on the gain scale: needed means a full gain, not needed no gain (the
+    cheap tier being better is not something a label or a difficulty level tells)."""
+    return 0.5 + p_strong_needed / 2.0
+
+
 def _label_target(row: Row) -> float | None:
-    return None if row.get("label") is None else 1.0 - float(row["label"])
+    return None if row.get("label") is None else from_need(1.0 - float(row["label"]))
 
 
-def _mmlu_pro_target(row: Row) -> float:
-    # The set's label is "strong tier accuracy >= 0.5 > cheap tier accuracy" over 4 and 6
-    # models; the soft version keeps the size of the gap: a 0.5 accuracy margin or more is 1.
-    return min(max(2.0 * (float(row["strong_acc"]) - float(row["cheap_acc"])), 0.0), 1.0)
-
-
-def _arena_target(row: Row) -> float | None:
-    # Judge scores 1-10: the label is "cheap mean < strong mean - 1"; soft: a 3-point margin is 1.
-    if row.get("cheap_mean") is None or row.get("strong_mean") is None:
-        return None
-    return min(max((float(row["strong_mean"]) - float(row["cheap_mean"])) / 3.0, 0.0), 1.0)
+def _gain_target(quality: Callable[[Row], tuple[float, float] | None],
+                 full_gain: float) -> Callable[[Row], float | None]:
+    """Target from the strong tier's quality gain: ``full_gain`` or more is 1, no gain 0.5,
+    a loss of ``full_gain`` or more 0 (rows where the cheap tier does better pull down)."""
+    def target(row: Row) -> float | None:
+        tiers = quality(row)
+        if tiers is None:
+            return None
+        gain = (tiers[1] - tiers[0]) / full_gain
+        return (min(max(gain, -1.0), 1.0) + 1.0) / 2.0
+    return target
 
 
 def _correct(row: Row) -> tuple[float, float]:
@@ -105,34 +114,36 @@ def _alpaca(row: Row) -> tuple[float, float]:
 
 
 MATH_LEVEL_TARGET = {1: 0.15, 2: 0.3, 3: 0.45, 4: 0.6, 5: 0.75}
-"""Weak target of a MATH problem by its level (1-5)."""
+"""P(strong needed) of a MATH problem by its level (1-5), a weak target."""
 
 
 def _math_level(row: Row) -> float | None:
     level = row.get("difficulty")
-    return MATH_LEVEL_TARGET.get(level) if isinstance(level, int) else None
+    return from_need(MATH_LEVEL_TARGET[level]) if level in MATH_LEVEL_TARGET else None
 
 
 def _gsm8k_steps(row: Row) -> float | None:
     steps = row.get("n_calc_steps")
     # P(strong needed | calculator steps), fitted on route_routellm_gsm8k's train rows:
     # 0.25 at 2 steps, 0.33 at 4, 0.45 at 6, 0.54 at 7.
-    return None if steps is None else min(0.15 + 0.045 * int(steps), 0.6)
+    return None if steps is None else from_need(min(0.15 + 0.045 * int(steps), 0.6))
 
 
 SETS: dict[str, RoutingSet] = {s.name: s for s in (
-    RoutingSet("route_routellm_mmlu", "train", "Apache-2.0 / MIT", _correct, _label_target),
-    RoutingSet("route_routellm_gsm8k", "train", "Apache-2.0 / MIT", _correct, _label_target),
-    RoutingSet("route_mmlu_pro", "train", "Apache-2.0", _mmlu_pro, _mmlu_pro_target),
-    RoutingSet("route_arena_bench_v1", "train", "Apache-2.0", _arena, _arena_target),
+    # full gain: one right answer (0/1 correctness); a 0.5 accuracy margin over the tiers'
+    # models (MMLU-Pro); 3 points of the judge's 1-10 scale (arena-bench)
+    RoutingSet("route_routellm_mmlu", "train", "Apache-2.0 / MIT", _correct, _gain_target(_correct, 1.0)),
+    RoutingSet("route_routellm_gsm8k", "train", "Apache-2.0 / MIT", _correct, _gain_target(_correct, 1.0)),
+    RoutingSet("route_mmlu_pro", "train", "Apache-2.0", _mmlu_pro, _gain_target(_mmlu_pro, 0.5)),
+    RoutingSet("route_arena_bench_v1", "train", "Apache-2.0", _arena, _gain_target(_arena, 3.0)),
     RoutingSet("route_routellm_mtbench", "eval_only", "Apache-2.0", _mtbench, _label_target,
                note="67 prompts: worth more as a whole evaluation set than as training rows"),
     RoutingSet("route_alpaca_eval", "eval_only", "CC BY-NC 4.0", _alpaca, _label_target,
                note="non-commercial: evaluation only, never trained on"),
     RoutingSet("prompts_math", "weak", "MIT", target=_math_level),
     RoutingSet("prompts_gsm8k", "weak", "MIT", target=_gsm8k_steps),
-    RoutingSet("prompts_arena_hard", "weak", "Apache-2.0", target=lambda row: 0.7),
-    RoutingSet("prompts_selfinstruct_seed", "weak", "Apache-2.0", target=lambda row: 0.1),
+    RoutingSet("prompts_arena_hard", "weak", "Apache-2.0", target=lambda row: from_need(0.7)),
+    RoutingSet("prompts_selfinstruct_seed", "weak", "Apache-2.0", target=lambda row: from_need(0.1)),
 )}
 """Every set the router uses; the CC BY-NC and GPL sets not listed here are never read."""
 
@@ -179,8 +190,9 @@ def load_set(data_dir: Path, name: str) -> list[Example]:
 def load_own(path: Path) -> list[Example]:
     """Your own labelled traffic: gzip'd or plain JSONL, one prompt per line.
 
-    Each line has ``text`` and either ``target`` (P(strong needed), 0..1) or ``label``
-    (1 = cheap suffices, the shared/data convention); ``cheap_quality`` and ``strong_quality``
+    Each line has ``text`` and either ``target`` (on the gain scale: 0.5 no difference, 1 the
+    strong model is needed, 0 the cheap one is better) or ``label`` (1 = cheap suffices, the
+    shared/data convention, read as 0.5; 0 read as 1); ``cheap_quality`` and ``strong_quality``
     (any scale, higher is better) are optional and give the set a cost-quality curve.
     """
     opener = gzip.open if path.suffix == ".gz" else open
@@ -192,7 +204,7 @@ def load_own(path: Path) -> list[Example]:
             row = json.loads(line)
             if "text" not in row or ("target" not in row and "label" not in row):
                 raise ValueError(f"{path}:{n}: each line needs text and target (or label)")
-            target = float(row["target"]) if "target" in row else 1.0 - float(row["label"])
+            target = float(row["target"]) if "target" in row else from_need(1.0 - float(row["label"]))
             cheap, strong = row.get("cheap_quality"), row.get("strong_quality")
             examples.append(Example(row["text"], OWN, target, None if cheap is None else float(cheap),
                                     None if strong is None else float(strong)))

@@ -34,7 +34,9 @@ def routed(tmp_path_factory: pytest.TempPathFactory, scores: tuple[float, float]
     easy, hard = scores
 
     def edit(document: dict[str, Any]) -> None:
-        document["routes"][AUTO_ROUTE]["threshold"] = (easy + hard) / 2
+        route = document["routes"][AUTO_ROUTE]
+        route.pop("strong_share", None)  # the demo's route names a share; these tests a threshold
+        route["threshold"] = (easy + hard) / 2
         # a tenant whose key sends everything to the strong tier
         document["tenants"]["strict"] = {"models": [AUTO_ROUTE], "keys": [
             {"name": "strict", "sha256": hash_key(STRICT_KEY), "route_thresholds": {AUTO_ROUTE: 0.0}}]}

@@ -63,8 +63,9 @@ def test_calibrate_picks_the_share() -> None:
     c = calibrate(scores, 0.3)
     assert c.strong_share == pytest.approx(0.3)
     assert c.threshold == pytest.approx(scores[70])
-    assert c.expected_gap_recovered == pytest.approx(scores[70:].sum() / scores.sum())
-    assert c.expected_missed_share == pytest.approx(scores[:70].sum() / 100)
+    need = np.maximum(2 * scores - 1, 0)  # expected gain of the strong tier, its positive part
+    assert c.expected_gap_recovered == pytest.approx(need[70:].sum() / need.sum())
+    assert c.expected_missed_share == pytest.approx(need[:70].sum() / 100)
     assert c.measured_quality is None
 
 

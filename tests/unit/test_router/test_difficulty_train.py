@@ -39,7 +39,7 @@ def test_own_traffic_format(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     path.write_text('{"text": "a", "label": 1}\n\n{"text": "b", "target": 0.7, "cheap_quality": 1}\n')
     rows = D.load_own(path)
-    assert [(r.text, r.target, r.cheap_quality) for r in rows] == [("a", 0.0, None), ("b", 0.7, 1.0)]
+    assert [(r.text, r.target, r.cheap_quality) for r in rows] == [("a", 0.5, None), ("b", 0.7, 1.0)]
     path.write_text('{"text": "no label"}\n')
     with pytest.raises(ValueError, match=r"t.jsonl:1: each line needs text and target"):
         D.load_own(path)
