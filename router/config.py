@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from backends.config import StrictModel
+
+_log = logging.getLogger("switchyard.policy")
 
 
 class SelectionBase(StrictModel):
@@ -53,10 +56,11 @@ class CacheAwareConfig(SelectionBase):
     """Send a request where its prompt prefix is most likely cached, unless load is skewed."""
 
     type: Literal["cache_aware"]
-    cache_threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
-    """No longer consulted; accepted so that policy files which set it still load. (It was the
-    share of the prompt a worker had to hold to take a later turn from the hashed home. Homes
-    now depend on recent traffic, so a later turn follows whichever worker holds its head.)"""
+    cache_threshold: Annotated[float | None, Field(ge=0, le=1)] = None
+    """Deprecated and ignored: a policy that sets it loads with a warning in the log. (It was
+    the share of the prompt a worker had to hold to take a later turn from the hashed home.
+    Homes now depend on recent traffic, so a later turn follows whichever worker holds its
+    head.)"""
     balance_abs_threshold: Annotated[int, Field(ge=0)] = 16
     """Load gap (requests) above which load wins over prefix affinity ..."""
     balance_rel_threshold: Annotated[float, Field(ge=1)] = 1.5
@@ -79,6 +83,14 @@ class CacheAwareConfig(SelectionBase):
     balance_gain: Annotated[float, Field(ge=0, le=8)] = 4.0
     """How hard a worker that started more than its share of new conversations loses slice:
     ``(share / mean) ** -balance_gain`` of an even slice. 0: slices stay even."""
+
+    @field_validator("cache_threshold")
+    @classmethod
+    def _warn_deprecated(cls, value: float | None) -> float | None:
+        if value is not None:
+            _log.warning("selection.cache_threshold is deprecated and ignored (cache_aware follows "
+                         "the worker holding a conversation's head); remove it from the policy")
+        return value
 
 
 SelectionConfig = Annotated[

@@ -86,7 +86,7 @@ def test_switching_selection_is_one_change_not_the_new_defaults() -> None:
     assert change.meaning.startswith("pool local picks workers by cache_aware instead of round_robin")
     assert "more prefix-cache hits" in change.meaning
     # shown as what differs, not the fields both variants share
-    assert "~ backends.local.selection: {type: round_robin} -> {type: cache_aware, cache_threshold: 0.5" \
+    assert "~ backends.local.selection: {type: round_robin} -> {type: cache_aware, balance_abs_threshold: 16" \
         in render_changes([change])
 
 
@@ -96,10 +96,10 @@ def test_tuning_selection_reports_the_field() -> None:
     old = base()
     edit(old)
     new = copy.deepcopy(old)
-    new["backends"]["local"]["selection"]["cache_threshold"] = 0.7
+    new["backends"]["local"]["selection"]["balance_abs_threshold"] = 32
     change = only(diff_policies(Policy.model_validate(old), Policy.model_validate(new)))
-    assert change.path == "backends.local.selection.cache_threshold"
-    assert (change.old, change.new) == (0.5, 0.7)
+    assert change.path == "backends.local.selection.balance_abs_threshold"
+    assert (change.old, change.new) == (16, 32)
 
 
 @pytest.mark.parametrize(("threshold", "effect"), [(0.5, "fewer"), (0.3, "more")])

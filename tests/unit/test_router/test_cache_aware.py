@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -162,3 +163,13 @@ def test_a_removed_worker_is_forgotten() -> None:
 def test_placement_options_are_validated(options: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         CacheAwareConfig(type="cache_aware", **options)  # type: ignore[arg-type]
+
+
+def test_cache_threshold_is_deprecated_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="switchyard.policy"):
+        CacheAwareConfig.model_validate({"type": "cache_aware"})
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="switchyard.policy"):
+        config = CacheAwareConfig.model_validate({"type": "cache_aware", "cache_threshold": 0.7})
+    assert config.cache_threshold == 0.7  # still loads
+    assert "cache_threshold is deprecated and ignored" in caplog.text
