@@ -9,6 +9,7 @@ request; the model's deployments are its fallback chain (``router.decide.choose`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -80,7 +81,9 @@ async def call_upstream(route: ModelRoute, routing: RoutingRequest, record: Requ
     for attempt in range(config.max_attempts):
         try:
             with record.phase("switchyard.select_worker") as span:
-                choice = await choose(route, routing, exclude=frozenset(exclude), queue_timeout_s=queue_timeout)
+                attempt_routing = routing if attempt == 0 else dataclasses.replace(routing, retry=True)
+                choice = await choose(route, attempt_routing, exclude=frozenset(exclude),
+                                      queue_timeout_s=queue_timeout)
                 span.set_attributes({"switchyard.worker": choice.worker.id,
                                      "switchyard.worker.reason": choice.selection.reason})
         except UpstreamUnavailableError:

@@ -44,6 +44,9 @@ class RoutingRequest:
     """The prompt rendered canonically (``router.prompt_text``), for prefix matching."""
     head_chars: int = 0
     """Length of the prompt's head (through the first user turn): a conversation's identity."""
+    retry: bool = False
+    """A retry of the same request on another worker after a failure: what the first attempt
+    counted (a new conversation's start) must not be counted again."""
 
     @property
     def head(self) -> str:

@@ -166,9 +166,10 @@ class CacheAware(BasePolicy):
             self._index.set_limit(worker.id, blocks)
         if group is None and len(request.prompt) <= request.head_chars:
             group = self._group(request)  # a first turn placed by load alone still counts
-        if group is not None:
+        if group is not None and not request.retry:
             # a new conversation, or one new to this replica (another replica placed it, or
-            # the tree forgot it): counting those too keeps replicas' lines alike
+            # the tree forgot it): counting those too keeps replicas' lines alike. A retry's
+            # start was counted by its first attempt (on the worker that failed it)
             self._line.count(group, worker.id)
         # optimistic: the worker will hold the prompt once it has prefilled it
         self._index.insert(worker.id, keys)

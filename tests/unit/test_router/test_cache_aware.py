@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections import Counter
@@ -173,3 +174,16 @@ def test_cache_threshold_is_deprecated_loudly(caplog: pytest.LogCaptureFixture) 
         config = CacheAwareConfig.model_validate({"type": "cache_aware", "cache_threshold": 0.7})
     assert config.cache_threshold == 0.7  # still loads
     assert "cache_threshold is deprecated and ignored" in caplog.text
+
+
+async def test_a_retried_first_turn_counts_one_start() -> None:
+    policy, pool = cache_aware(), workers(3)
+    request = first_turn(1, 1)
+    first = await policy.select(request, pool)
+    before = dict(policy._line._started)
+    retry = dataclasses.replace(request, retry=True)  # the first worker failed it
+    second = await policy.select(retry, [w for w in pool if w.id != first.worker.id])
+    assert second.worker.id != first.worker.id
+    assert policy._line._started == before  # started once, not once per attempt
+    await policy.select(first_turn(1, 2), pool)  # a new conversation still counts
+    assert sum(policy._line._started.values()) > sum(before.values())
