@@ -15,6 +15,7 @@ from gateway.admin import admin_usage, get_policy, put_policy
 from gateway.canary_admin import CANARY_ADMIN_HANDLERS
 from gateway.completions import chat_completions, text_completions
 from gateway.errors import EXCEPTION_HANDLERS
+from gateway.openapi import describe
 from gateway.policy_manager import PolicyManager
 from gateway.probes import healthz, list_models, metrics, readyz
 from gateway.settings import Settings
@@ -100,4 +101,5 @@ def create_app(settings: Settings, telemetry: Telemetry | None = None) -> Litest
         logging_config=None,
     )
     app.state.gateway = gateway
+    describe(app.openapi_schema)  # built now, served as completed here
     return app

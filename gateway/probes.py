@@ -41,7 +41,7 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
                     status_code=200 if readiness.ready else 503)
 
 
-@get("/metrics", sync_to_thread=False)
+@get("/metrics", sync_to_thread=False, media_type=CONTENT_TYPE_LATEST)
 def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Prometheus metrics of this process."""
     gateway: Gateway = request.app.state.gateway

@@ -1,12 +1,11 @@
 """Fuzz the whole HTTP API with schemathesis: no 5xx, and every error in OpenAI's shape.
 
-The schema is the gateway's own OpenAPI document (what it serves at
-``/schema/openapi.json``; a test checks the two agree), completed where it falls short: the completion handlers read raw bodies, so Litestar cannot describe
-them, and it documents its own ``{"status_code", "detail"}`` 400 body where the gateway
-answers ``{"error": {...}}``. The request bodies are described from the gateway's own wire
-types (``backends.types``, through msgspec's JSON Schema), so the fuzzer knows every field
-and bound the gateway validates, and so that negative examples (a bound crossed, a wrong type,
-a missing field) must be rejected with a 4xx.
+The schema is the gateway's own OpenAPI document, exactly what it serves at
+``/schema/openapi.json`` (a test checks the two agree) but for ``model``, narrowed to the
+stack's models. It describes the request bodies from the gateway's own wire types
+(``backends.types``, through msgspec's JSON Schema; ``gateway/openapi.py``), so the fuzzer
+knows every field and bound the gateway validates, and negative examples (a bound crossed, a
+wrong type, a missing field) must be rejected with a 4xx in OpenAI's error shape.
 
 Upstreams are zero-latency simulators, and every model clamps ``max_tokens`` to 16 (on both
 endpoints), so a valid request with ``max_tokens: 2**31 - 1`` costs microseconds. Generation is
@@ -33,7 +32,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from backends.sim import SimConfig
-from backends.types import ChatParams, TextParams
 from gateway.app import create_app
 from gateway.local_stack import (
     ADMIN_KEY,
@@ -43,6 +41,7 @@ from gateway.local_stack import (
     LOCAL_MODEL,
     OPENAI_MODEL,
 )
+from gateway.openapi import ERROR_SCHEMA
 from gateway.settings import Settings
 from gateway.telemetry import AccessLog, Telemetry
 from tests.conftest import ThreadedStack
@@ -50,32 +49,6 @@ from tests.conftest import ThreadedStack
 MODELS = [LOCAL_MODEL, OPENAI_MODEL, ANTHROPIC_MODEL, AUTO_ROUTE]
 MAX_EXAMPLES = 50
 """Per operation and generation mode; the whole module runs in ~30 s on a quiet 2-core machine."""
-
-ERROR = {
-    "type": "object",
-    "required": ["error"],
-    "additionalProperties": False,
-    "properties": {"error": {
-        "type": "object",
-        "required": ["message", "type", "param", "code"],
-        "additionalProperties": False,
-        "properties": {
-            "message": {"type": "string", "minLength": 1},
-            "type": {"type": "string", "minLength": 1},
-            "param": {"type": ["string", "null"]},
-            "code": {"type": "string", "minLength": 1},
-        },
-    }},
-}
-"""OpenAI's error body, the only shape a gateway error may take (docs/api.md)."""
-
-# operation -> its request body: a component schema name, or a media type for a plain string
-BODIES = {
-    ("/v1/chat/completions", "post"): "ChatParams",
-    ("/v1/completions", "post"): "TextParams",
-    ("/admin/policy", "post"): "application/yaml",
-}
-
 
 def clamp_outputs(document: dict[str, Any]) -> None:
     """Every model answers at most 16 tokens, whatever ``max_tokens`` the fuzzer picks."""
@@ -92,53 +65,12 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedSta
     stack.close()
 
 
-def body_components() -> dict[str, Any]:
-    """JSON Schemas of the two completion bodies, straight from the wire types."""
-    _, components = msgspec.json.schema_components(
-        (ChatParams, TextParams), ref_template="#/components/schemas/{name}")
-    for name in ("ChatParams", "TextParams"):
-        # the models the stack serves: a random string would only ever reach model_not_found
-        components[name]["properties"]["model"] = {"enum": MODELS}
-    return components
-
-
-SSE_EVENT = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
-"""What schemathesis checks each event of a streamed answer against (it parses the SSE)."""
-
-
-def request_body(path: str, method: str) -> dict[str, Any] | None:
-    body = BODIES.get((path, method))
-    if body is None:
-        return None
-    if body == "application/yaml":
-        content = {"application/yaml": {"schema": {"type": "string"}}}
-    else:
-        content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}
-    return {"required": True, "content": content}
-
-
-def success(path: str, method: str) -> dict[str, Any]:
-    if path == "/metrics":
-        return {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}
-    content: dict[str, Any] = {"application/json": {"schema": {}}}
-    if BODIES.get((path, method)) in ("ChatParams", "TextParams"):
-        content["text/event-stream"] = {"schema": SSE_EVENT}
-    return {"description": "OK", "content": content}
-
-
-def complete_schema(served: dict[str, Any]) -> dict[str, Any]:
-    """The served OpenAPI document with request bodies and the real error responses."""
+def fuzz_schema(served: dict[str, Any]) -> dict[str, Any]:
+    """The served document, with ``model`` narrowed to the models the stack serves: a random
+    string would only ever reach model_not_found."""
     document = copy.deepcopy(served)
-    document["components"] = {"schemas": {**body_components(), "Error": ERROR}}
-    error = {"description": "An OpenAI-style error",
-             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    for path, operations in document["paths"].items():
-        for method, operation in operations.items():
-            body = request_body(path, method)
-            if body is not None:
-                operation["requestBody"] = body
-            # replaces Litestar's {"status_code", "detail"} 400, which the gateway never sends
-            operation["responses"] = {"200": success(path, method), "default": error}
+    for name in ("ChatParams", "TextParams"):
+        document["components"]["schemas"][name]["properties"]["model"] = {"enum": MODELS}
     return document
 
 
@@ -149,7 +81,7 @@ def app_schema() -> dict[str, Any]:
     return app.openapi_schema.to_schema()
 
 
-schema = schemathesis.openapi.from_dict(complete_schema(app_schema()))
+schema = schemathesis.openapi.from_dict(fuzz_schema(app_schema()))
 schema.config.update(request_timeout=20)
 schema.config.generation.update(deterministic=True, max_examples=MAX_EXAMPLES, database="none")
 
@@ -186,10 +118,20 @@ def test_the_fuzzed_schema_is_the_served_one(fuzz_stack: ThreadedStack) -> None:
     assert served == app_schema()
 
 
-def test_served_schema_lacks_request_bodies() -> None:
-    """Why this module completes the schema: the gateway's own does not describe its bodies.
-
-    When ``gateway/`` documents them (and its error shape), this fails: drop ``BODIES``.
-    """
-    chat = app_schema()["paths"]["/v1/chat/completions"]["post"]
-    assert "requestBody" not in chat
+def test_served_schema_describes_bodies_and_openai_errors() -> None:
+    served = app_schema()
+    components = served["components"]["schemas"]
+    assert components["Error"] == ERROR_SCHEMA
+    for path, body in (("/v1/chat/completions", "ChatParams"), ("/v1/completions", "TextParams")):
+        operation = served["paths"][path]["post"]
+        assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+            "$ref": f"#/components/schemas/{body}"}
+        assert "max_tokens" in components[body]["properties"]  # from the wire type itself
+        assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    assert "application/yaml" in served["paths"]["/admin/policy"]["post"]["requestBody"]["content"]
+    for path, item in served["paths"].items():
+        for method, operation in item.items():
+            # Litestar's own {"status_code", "detail"} 400 is never sent: errors are OpenAI's
+            assert not any(code.startswith("4") for code in operation["responses"]), (path, method)
+            assert operation["responses"]["default"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/Error"}, (path, method)
