@@ -11,7 +11,10 @@ feature index is the same in every process and at training time.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -88,3 +91,77 @@ def batch_inputs(rows: list[SparseFeatures]) -> tuple[npt.NDArray[np.int64], npt
         values[i, start:start + size] = f.values
         start += size
     return indices, values
+
+
+INPUTS = {"indices", "values"}
+"""The inputs of every sparse linear graph (``sparse_linear_export.build_graph``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFile:
+    """A checked model file: its session, metadata and SHA-256."""
+
+    session: ort.InferenceSession
+    meta: dict[str, str]
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """What this build expects of a model file, and how to say it is wrong.
+
+    Attributes:
+        what: names the model in messages ("difficulty model").
+        spec_version, dim: the feature extractor's spec and width.
+        output: the graph's output name.
+        required: metadata keys besides ``feature_spec_version`` that the file must carry.
+        fix: how to get a good file ("retrain with ...").
+        error: the exception raised, with the message.
+    """
+
+    what: str
+    spec_version: str
+    dim: int
+    output: str
+    fix: str
+    error: Callable[[str], Exception]
+    required: Iterable[str] = ()
+
+
+def open_model(path: Path, spec: ModelSpec, threads: int = 1) -> ModelFile:
+    """Read ``path``, open it in onnxruntime and check it against ``spec``.
+
+    Raises:
+        spec.error: the file is missing or unreadable, not ONNX, or not a model of this
+            build (another spec, width, inputs or outputs); the message names the file and
+            ``spec.fix``.
+    """
+    name = f"{spec.what} {path}"
+    try:
+        blob = path.read_bytes()
+    except OSError as e:
+        raise spec.error(f"{name} cannot be read ({e.strerror or e}); point the gateway at a model "
+                         f"file or {spec.fix}") from e
+    try:
+        session = ort.InferenceSession(blob, session_options(threads), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own untyped errors for bad files
+        raise spec.error(f"{name} is not a valid ONNX model: {e}") from e
+    meta: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
+    version = meta.get("feature_spec_version")
+    missing = [key for key in ("feature_spec_version", *spec.required) if key not in meta]
+    if version is None or missing:
+        raise spec.error(f"{name} has no {' or '.join(missing)} in its metadata: it is not a "
+                         f"Switchyard {spec.what}; {spec.fix}")
+    if version != spec.spec_version:
+        raise spec.error(f"{name} was trained on feature spec {version!r}, but this Switchyard extracts "
+                         f"{spec.spec_version!r}; {spec.fix}, or run the Switchyard version the model "
+                         "was trained with")
+    if meta.get("feature_dim") != str(spec.dim):
+        raise spec.error(f"{name} expects {meta.get('feature_dim')} features, spec {version!r} has "
+                         f"{spec.dim}: the file is inconsistent; {spec.fix}")
+    inputs = {i.name for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if inputs != INPUTS or spec.output not in outputs:
+        raise spec.error(f"{name} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; expected "
+                         f"{sorted(INPUTS)} -> {spec.output!r}; {spec.fix}")
+    return ModelFile(session, meta, hashlib.sha256(blob).hexdigest())

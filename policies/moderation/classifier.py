@@ -14,7 +14,6 @@ not start.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from importlib import resources
@@ -23,12 +22,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from backends.errors import SwitchyardError
 from policies.moderation.categories import CATEGORIES
 from policies.moderation.features import FeatureExtractor
-from router.sparse_linear import batch_inputs, session_options
+from router.sparse_linear import ModelFile, ModelSpec, batch_inputs, open_model
 
 __all__ = ["MODEL_FILE", "OUTPUT", "ModerationClassifier", "ModerationModelError", "default_model_path"]
 
@@ -37,7 +35,6 @@ BATCH = 32
 """Texts per ONNX run: a batch's ``values`` is dense ``[batch, features of the whole batch]``,
 so it grows with the square of the batch; 32 windows are ~1 MB and one run."""
 OUTPUT = "scores"
-_INPUTS = {"indices", "values"}
 _RETRAIN = "retrain with `python -m policies.moderation.train --data <shared/data>`"
 
 
@@ -63,13 +60,15 @@ class ModerationClassifier:
         summary: the training summary recorded in the file (data, licences, seed, metrics).
     """
 
-    def __init__(self, session: ort.InferenceSession, extractor: FeatureExtractor, *,
-                 path: Path, digest: str) -> None:
-        meta = _checked_metadata(session, extractor, path)
-        self._session = session
+    def __init__(self, model: ModelFile, extractor: FeatureExtractor, *, path: Path) -> None:
+        meta = model.meta
+        if json.loads(meta["categories"]) != list(CATEGORIES):
+            raise ModerationModelError(f"moderation model {path} scores categories {meta['categories']}, "
+                                       f"this Switchyard expects {list(CATEGORIES)}; {_RETRAIN}")
+        self._session = model.session
         self._extractor = extractor
         self.path = path
-        self.version = f"{meta['feature_spec_version']}:{digest[:12]}"
+        self.version = f"{meta['feature_spec_version']}:{model.digest[:12]}"
         self.family = meta.get("model_family", "unknown")
         self.thresholds: dict[str, float] = {c: float(t) for c, t in json.loads(meta["thresholds"]).items()}
         self.summary: dict[str, Any] = json.loads(meta.get("training_summary", "{}"))
@@ -84,17 +83,10 @@ class ModerationClassifier:
                 feature spec or category list; the message says which and how to fix it.
         """
         model_path = Path(path) if path is not None else default_model_path()
-        try:
-            blob = model_path.read_bytes()
-        except OSError as e:
-            raise ModerationModelError(f"moderation model {model_path} cannot be read ({e.strerror or e}); "
-                                       f"point the gateway at a model file or {_RETRAIN}") from e
-        try:
-            session = ort.InferenceSession(blob, session_options(threads), providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own untyped errors for bad files
-            raise ModerationModelError(f"moderation model {model_path} is not a valid ONNX model: {e}") from e
-        classifier = cls(session, extractor or FeatureExtractor.create(), path=model_path,
-                         digest=hashlib.sha256(blob).hexdigest())
+        extractor = extractor or FeatureExtractor.create()
+        spec = ModelSpec("moderation model", extractor.spec_version, extractor.dim, OUTPUT, _RETRAIN,
+                         ModerationModelError, required=("thresholds", "categories"))
+        classifier = cls(open_model(model_path, spec, threads), extractor, path=model_path)
         classifier.scores(["Is this model working?", ""])  # a graph that cannot run fails now
         return classifier
 
@@ -117,25 +109,3 @@ class ModerationClassifier:
             raise ModerationModelError(f"moderation model {self.path} failed to run: {e}") from e
         return np.asarray(out, dtype=np.float32).reshape(len(texts), len(CATEGORIES))
 
-
-def _checked_metadata(session: ort.InferenceSession, extractor: FeatureExtractor, path: Path) -> dict[str, str]:
-    meta: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
-    spec = meta.get("feature_spec_version")
-    if spec is None or "thresholds" not in meta:
-        raise ModerationModelError(f"moderation model {path} has no feature_spec_version or thresholds in its "
-                                   f"metadata: it is not a Switchyard moderation model; {_RETRAIN}")
-    if spec != extractor.spec_version:
-        raise ModerationModelError(f"moderation model {path} was trained on feature spec {spec!r}, but this "
-                                   f"Switchyard extracts {extractor.spec_version!r}; {_RETRAIN}")
-    if meta.get("feature_dim") != str(extractor.dim):
-        raise ModerationModelError(f"moderation model {path} expects {meta.get('feature_dim')} features, "
-                                   f"spec {spec!r} has {extractor.dim}; {_RETRAIN}")
-    if json.loads(meta.get("categories", "[]")) != list(CATEGORIES):
-        raise ModerationModelError(f"moderation model {path} scores categories {meta.get('categories')}, "
-                                   f"this Switchyard expects {list(CATEGORIES)}; {_RETRAIN}")
-    inputs = {i.name for i in session.get_inputs()}
-    outputs = {o.name for o in session.get_outputs()}
-    if inputs != _INPUTS or OUTPUT not in outputs:
-        raise ModerationModelError(f"moderation model {path} has inputs {sorted(inputs)} and outputs "
-                                   f"{sorted(outputs)}; expected {sorted(_INPUTS)} -> {OUTPUT!r}; {_RETRAIN}")
-    return meta

@@ -14,23 +14,20 @@ without anyone noticing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from backends.errors import SwitchyardError
 from router.difficulty.features import FeatureExtractor
-from router.sparse_linear import session_options
+from router.sparse_linear import ModelFile, ModelSpec, open_model, session_options
 
 __all__ = ["MODEL_FILE", "ClassifierError", "DifficultyClassifier", "default_model_path", "session_options"]
 
 MODEL_FILE = "difficulty.onnx"
-_INPUTS = {"indices", "values"}
 _OUTPUT = "p_strong"
 _RETRAIN = "retrain with `python -m router.train --data <shared/data> --out <file>`"
 
@@ -57,15 +54,13 @@ class DifficultyClassifier:
         summary: the training summary recorded in the file (data sets, sizes, seed, metrics).
     """
 
-    def __init__(self, session: ort.InferenceSession, extractor: FeatureExtractor, *,
-                 path: Path, digest: str) -> None:
-        meta = _checked_metadata(session, extractor, path)
-        self._session = session
+    def __init__(self, model: ModelFile, extractor: FeatureExtractor, *, path: Path) -> None:
+        self._session = model.session
         self._extractor = extractor
         self.path = path
-        self.version = f"{meta['feature_spec_version']}:{digest[:12]}"
-        self.family = meta.get("model_family", "unknown")
-        self.summary: dict[str, Any] = json.loads(meta.get("training_summary", "{}"))
+        self.version = f"{model.meta['feature_spec_version']}:{model.digest[:12]}"
+        self.family = model.meta.get("model_family", "unknown")
+        self.summary: dict[str, Any] = json.loads(model.meta.get("training_summary", "{}"))
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, extractor: FeatureExtractor | None = None,
@@ -77,17 +72,10 @@ class DifficultyClassifier:
                 spec; the message says which and how to fix it.
         """
         model_path = Path(path) if path is not None else default_model_path()
-        try:
-            blob = model_path.read_bytes()
-        except OSError as e:
-            raise ClassifierError(f"difficulty model {model_path} cannot be read ({e.strerror or e}); "
-                                  f"point the router at a model file or {_RETRAIN}") from e
-        try:
-            session = ort.InferenceSession(blob, session_options(threads), providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own untyped errors for bad files
-            raise ClassifierError(f"difficulty model {model_path} is not a valid ONNX model: {e}") from e
-        classifier = cls(session, extractor or FeatureExtractor.create(), path=model_path,
-                         digest=hashlib.sha256(blob).hexdigest())
+        extractor = extractor or FeatureExtractor.create()
+        spec = ModelSpec("difficulty model", extractor.spec_version, extractor.dim, _OUTPUT, _RETRAIN,
+                         ClassifierError)
+        classifier = cls(open_model(model_path, spec, threads), extractor, path=model_path)
         classifier.score("Is this model working?")  # a graph that cannot run fails now, not on traffic
         return classifier
 
@@ -105,23 +93,3 @@ class DifficultyClassifier:
             raise ClassifierError(f"difficulty model {self.path} failed to run: {e}") from e
         return float(np.asarray(out).reshape(-1)[0])
 
-
-def _checked_metadata(session: ort.InferenceSession, extractor: FeatureExtractor, path: Path) -> dict[str, str]:
-    meta: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
-    spec = meta.get("feature_spec_version")
-    if spec is None:
-        raise ClassifierError(f"difficulty model {path} has no feature_spec_version in its metadata: "
-                              f"it is not a Switchyard difficulty model; {_RETRAIN}")
-    if spec != extractor.spec_version:
-        raise ClassifierError(f"difficulty model {path} was trained on feature spec {spec!r}, but this "
-                              f"Switchyard extracts {extractor.spec_version!r}; {_RETRAIN}, or run the "
-                              "Switchyard version the model was trained with")
-    if meta.get("feature_dim") != str(extractor.dim):
-        raise ClassifierError(f"difficulty model {path} expects {meta.get('feature_dim')} features, "
-                              f"spec {spec!r} has {extractor.dim}: the file is inconsistent; {_RETRAIN}")
-    inputs = {i.name for i in session.get_inputs()}
-    outputs = {o.name for o in session.get_outputs()}
-    if inputs != _INPUTS or _OUTPUT not in outputs:
-        raise ClassifierError(f"difficulty model {path} has inputs {sorted(inputs)} and outputs "
-                              f"{sorted(outputs)}; expected {sorted(_INPUTS)} -> {_OUTPUT!r}; {_RETRAIN}")
-    return meta
