@@ -44,8 +44,8 @@ from gateway.telemetry import RequestRecord, finish_reasons
 from gateway.upstream import call_upstream
 from gateway.wire import parse_chat, parse_text
 from policies.canary import Outcome, VersionChoice
-from policies.moderation import Moderator
 from policies.keys import Caller
+from policies.moderation import Moderator
 from router.base import RoutingRequest, Selection
 from router.decide import Choice, choose
 from router.prompt_text import render_chat, render_text
@@ -190,15 +190,21 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
     headers[VERSION_HEADER] = record.version
     if assignment.rollout:
         record.on_finish.append(lambda: _report_outcome(runtime, assignment, record))
-    moderator = runtime.moderation.for_request(caller.tenant, model)
-    if moderator is not None:
-        call = check_request(moderator, call, record)
     with record.phase("switchyard.admission"):
         call, ticket = await runtime.accounting.admit(runtime.policy, caller, model, call, record.request_id)
+    settle = runtime.accounting.settle
+    moderator = runtime.moderation.for_request(caller.tenant, model)
+    if moderator is not None:
+        # after admission: a prompt too long for the model is refused (or trimmed) before the
+        # costlier read, and only what will be sent upstream is checked
+        try:
+            call = await check_request(moderator, call, record)
+        except BaseException:
+            record.charge = settle(ticket, Usage())  # refused before any output: refund the estimate
+            raise
     headers.update(ticket.headers)
     trimmed = ticket.headers.get(TRIMMED_HEADER)
     record.trimmed_tokens = int(trimmed) if trimmed else 0
-    settle = runtime.accounting.settle
     cached = CacheLookup.start(runtime.response_caches.get((model, assignment.version)), caller.tenant, call,
                                request.headers)
     hit = await cached.get()

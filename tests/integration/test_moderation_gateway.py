@@ -31,6 +31,7 @@ def _moderated(document: dict[str, Any]) -> None:
         }},
         "tenants": {"team-b": {"input": None, "output": None}},  # the tenant's section wins: none
     }
+    document["models"][LOCAL_MODEL]["context"] = {"context_window": 8192}  # a longer prompt is refused
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +156,52 @@ def test_the_shipped_classifier_blocks_hate_mid_stream(tmp_path_factory: pytest.
         assert chunks[-1].choices[0].finish_reason == "content_filter"
     finally:
         stack.close()
+
+
+def test_a_long_prompt_is_moderated_without_stalling_other_requests(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Input checks cost ~2 µs a character: a 600k-character prompt is over a second of work,
+    done in a worker thread, so the gateway keeps answering everyone else meanwhile."""
+    import threading
+    import time
+
+    def defaults(document: dict[str, Any]) -> None:
+        document["moderation"] = {"default": {}}  # input: every category, with the shipped model
+        document["models"][LOCAL_MODEL]["context"] = {"context_window": 1_000_000}
+
+    stack = ThreadedStack(tmp_path_factory.mktemp("long-input"), edit_policy=defaults)
+    try:
+        prompt = "Please summarise these notes about baking bread at home. " * 10_500  # ~600k chars
+        took: list[float] = []
+
+        def long_request() -> None:
+            started = time.perf_counter()
+            _client(stack).with_options(timeout=60).chat.completions.create(
+                model=LOCAL_MODEL, max_tokens=4, messages=[{"role": "user", "content": prompt}])
+            took.append(time.perf_counter() - started)
+
+        worker = threading.Thread(target=long_request)
+        gaps: list[float] = []
+        with httpx.Client(base_url=stack.url, timeout=30) as probe:
+            probe.get("/healthz")
+            worker.start()
+            while worker.is_alive():
+                started = time.perf_counter()
+                assert probe.get("/healthz").status_code == 200
+                gaps.append(time.perf_counter() - started)
+                time.sleep(0.01)
+        worker.join()
+        assert took and took[0] > 0.5, took  # the long read really happened
+        assert max(gaps) < 0.4, f"the event loop stalled {max(gaps):.2f} s during a {took[0]:.2f} s prompt check"
+    finally:
+        stack.close()
+
+
+def test_a_prompt_too_long_for_the_model_is_refused_before_it_is_moderated(
+        moderated: tuple[ThreadedStack, io.StringIO]) -> None:
+    stack, _ = moderated
+    # the blocked term is in the prompt, but the prompt cannot be sent at all: context first
+    with pytest.raises(openai.BadRequestError) as caught:
+        _client(stack).chat.completions.create(
+            model=LOCAL_MODEL, messages=[{"role": "user", "content": "forbidden launch codes " + "word " * 20_000}])
+    assert caught.value.body["code"] == "context_length_exceeded"  # type: ignore[index]
