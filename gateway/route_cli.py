@@ -10,7 +10,12 @@ from typing import Any
 from backends.types import Message
 from gateway.runtime import compile_routes
 from policies.loader import PolicyError, load_policy
-from router.difficulty import ClassifierError, DifficultyClassifier, calibrate, router_text
+from router.difficulty import (
+    ClassifierError,
+    DifficultyClassifier,
+    calibrate,
+    router_text,
+)
 from router.tiering import DifficultyRoute
 
 
@@ -40,8 +45,8 @@ def explain(policy_path: str, prompt: str, *, route: str | None = None,
         relation = ">=" if decision.tier == "strong" else "<"
         print(f"route {name}: score {decision.score:.4f} {relation} threshold {decision.threshold:.4f} "
               f"-> {decision.tier} tier -> model {decision.model}")
-        print(f"  classifier {decision.classifier_version}; the score is P(the strong model is needed) "
-              "for the last user turn (docs/router-model.md)")
+        print(f"  classifier {decision.classifier_version}; the score is how much the strong model is "
+              "needed for the last user turn (0.5: no gain expected; docs/router-model.md)")
     return 0
 
 

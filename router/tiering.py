@@ -32,7 +32,8 @@ class TierDecision:
     model: str
     """The public model name of the chosen tier."""
     score: float | None
-    """P(strong needed); None when a header forced the tier (the classifier did not run)."""
+    """How much the strong model is needed (0.5: no gain expected); None when a header forced
+    the tier (the classifier did not run)."""
     threshold: float
     reason: Literal["score", "header"]
     classifier_version: str

@@ -1,4 +1,4 @@
-"""The difficulty classifier: P(the strong model is needed) for a conversation.
+"""The difficulty classifier: how much the strong model is needed for a conversation.
 
 Run time needs onnxruntime, numpy and tiktoken only. ``DifficultyClassifier.load()`` opens the
 shipped ``router/models/difficulty.onnx`` (see ``docs/router-model.md``); ``router_text``

@@ -1,4 +1,4 @@
-"""The difficulty classifier at run time: router text in, P(strong model needed) out.
+"""The difficulty classifier at run time: router text in, how much the strong model is needed out.
 
 Build one ``DifficultyClassifier`` per process at start-up (``DifficultyClassifier.load``) and
 pass it to whatever routes; it owns the process's one ``onnxruntime.InferenceSession``. The
@@ -44,7 +44,8 @@ def default_model_path() -> Path:
 
 
 class DifficultyClassifier:
-    """Scores router text with P(the strong model is needed), in [0, 1].
+    """Scores router text with how much the strong model is needed, in [0, 1]: the strong
+    tier's expected quality gain mapped to [0, 1], so 0.5 is "no gain expected".
 
     Attributes:
         version: ``<feature spec>:<first 12 hex of the file's SHA-256>``; goes on spans and in
@@ -80,7 +81,7 @@ class DifficultyClassifier:
         return classifier
 
     def score(self, text: str) -> float:
-        """P(the strong model is needed) for one router text (see ``router_text``).
+        """How much the strong model is needed for one router text (see ``router_text``).
 
         Raises:
             ClassifierError: onnxruntime failed to run the model.
