@@ -18,6 +18,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from backends.errors import HeadersTooLargeError, InvalidRequestError, SwitchyardError
 from gateway.app import create_app
 from gateway.errors import error_body
+from gateway.gc_tuning import tune_for_serving
 from gateway.settings import Settings
 
 
@@ -81,8 +82,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
 
 def app_from_env() -> Any:
-    """App factory for uvicorn's worker processes, which cannot receive Python objects."""
-    return create_app(Settings.from_env())
+    """App factory for the server's worker processes, which cannot receive Python objects."""
+    app = create_app(Settings.from_env())
+    tune_for_serving()  # this process now only serves: see gateway/gc_tuning.py
+    return app
 
 
 def _options(log_level: str) -> dict[str, Any]:
