@@ -224,26 +224,30 @@ class RequestRecord:
 
     def routed(self, route: str, tier: str, score: float | None) -> None:
         self.route, self.tier, self.score = route, tier, score
-        self._telemetry.metrics.tiers.labels(route, tier).inc()
+        metrics = self._telemetry.metrics
+        metrics.child(metrics.tiers, route, tier).inc()
 
     def selected(self, selection: Selection, pool: str, *, fallback: bool = False) -> None:
         self.selection, self.pool, self.worker = selection, pool, selection.worker.id
         self.fallback = self.fallback or fallback
-        self._telemetry.metrics.routing.labels(pool, selection.worker.id, selection.reason).inc()
+        metrics = self._telemetry.metrics
+        metrics.child(metrics.routing, pool, selection.worker.id, selection.reason).inc()
 
     def moderated(self, direction: str, findings: tuple[Finding, ...], seconds: float) -> None:
         """Moderation findings (never text): span events, the verdict metric, the access line."""
         self.moderation_s += seconds
-        metrics = self._telemetry.metrics.moderation
+        metrics = self._telemetry.metrics
         for finding in findings:
             self.span.add_event("moderation", {"moderation.direction": direction, **finding.attributes()})
-            metrics.labels(self.model, self.version, direction, finding.name, finding.action).inc()
+            metrics.child(metrics.moderation, self.model, self.version, direction, finding.name,
+                          finding.action).inc()
             self.moderation.append(f"{direction}:{finding.name}:{finding.action}")
 
     def attempt_failed(self, error: SwitchyardError) -> None:
         """An upstream attempt failed before its first byte and may be retried elsewhere."""
         self.retries.append(f"{self.worker}:{error.code}")
-        self._telemetry.metrics.retries.labels(self.model, error.code).inc()
+        metrics = self._telemetry.metrics
+        metrics.child(metrics.retries, self.model, error.code).inc()
         span = self._upstream_span
         if span is not None:
             span.set_status(Status(StatusCode.ERROR, error.code))
@@ -265,21 +269,21 @@ class RequestRecord:
         metrics = self._telemetry.metrics
         metrics.in_flight.dec()
         model, version = self.model or self.request_model, self.version
-        metrics.requests.labels(model, version, self.tier, str(status), code).inc()
-        metrics.duration.labels(model, version).observe(ended - self.started)
+        metrics.child(metrics.requests, model, version, self.tier, str(status), code).inc()
+        metrics.child(metrics.duration, model, version).observe(ended - self.started)
         if self.upstream_started is not None:
             metrics.overhead.observe(self.upstream_started - self.started)
         if self.first_token_at is not None and self.stream:
-            metrics.ttft.labels(model, version).observe(self.first_token_at - self.started)
+            metrics.child(metrics.ttft, model, version).observe(self.first_token_at - self.started)
         charge = self.charge
         if charge is not None:
-            metrics.tokens.labels(model, version, "input").inc(charge.input_tokens)
-            metrics.tokens.labels(model, version, "cached").inc(charge.cached_input_tokens)
-            metrics.tokens.labels(model, version, "output").inc(charge.output_tokens)
+            metrics.child(metrics.tokens, model, version, "input").inc(charge.input_tokens)
+            metrics.child(metrics.tokens, model, version, "cached").inc(charge.cached_input_tokens)
+            metrics.child(metrics.tokens, model, version, "output").inc(charge.output_tokens)
             if charge.cost_usd:
-                metrics.cost.labels(model, version, self.tenant).inc(charge.cost_usd)
+                metrics.child(metrics.cost, model, version, self.tenant).inc(charge.cost_usd)
         if isinstance(error, _REJECTIONS):
-            metrics.rejections.labels(self.tenant, code).inc()
+            metrics.child(metrics.rejections, self.tenant, code).inc()
         self._end_spans(status, code, error)
         self._write_access(status, code, ended)
         for callback in self.on_finish:
