@@ -71,3 +71,18 @@ def test_serve_refuses_an_unsupported_tracing_setup_before_binding(
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "jaeger")
     assert main(["serve", "--policy", str(policy), "--port", "1"]) == 1
     assert "unknown exporter 'jaeger'" in capsys.readouterr().err
+
+
+def test_metric_children_are_memoised_and_count_in_the_registry() -> None:
+    from prometheus_client import generate_latest
+
+    from gateway.telemetry.metrics import Metrics
+
+    metrics = Metrics()
+    first = metrics.child(metrics.requests, "m", "v1", "cheap", "200", "")
+    assert metrics.child(metrics.requests, "m", "v1", "cheap", "200", "") is first
+    assert metrics.child(metrics.requests, "m", "v1", "cheap", "500", "internal_error") is not first
+    first.inc()
+    metrics.child(metrics.requests, "m", "v1", "cheap", "200", "").inc()
+    text = generate_latest(metrics.registry).decode()
+    assert 'switchyard_requests_total{code="",model="m",status="200",tier="cheap",version="v1"} 2.0' in text
