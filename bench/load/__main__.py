@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.overhead.__main__ import background_load, describe_code, describe_machine
+from bench.overhead.__main__ import background_load, describe_code, run_header
 from bench.overhead.procs import (
     CLIENT_CORE,
     GATEWAY_CORE,
@@ -201,10 +201,7 @@ def main() -> None:
     started, code, background = time.time(), describe_code(), background_load()
     configs = run(args, _log)
     result = {
-        "benchmark": "bench/load", "command": " ".join(["python -m bench.load", *sys.argv[1:]]),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "wall_s": round(time.time() - started, 1), "machine": describe_machine(), "code": code,
-        "background_load": background,
+        **run_header("bench/load", started, code, background),
         "settings": {"rates": args.rates, "duration_s": args.duration, "warmup_s": args.warmup,
                      "stream": args.stream, "max_noise": args.max_noise, "retries": args.retries, "added_p99_bar_ms": ADDED_P99_BAR_MS, "keep_up": KEEP_UP,
                      "send_lag_p99_ms": SEND_LAG_P99_MS},

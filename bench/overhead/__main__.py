@@ -110,6 +110,17 @@ def describe_code() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "uncommitted": changed.splitlines()}
 
 
+def run_header(benchmark: str, started: float, code: dict[str, Any],
+               background: dict[str, float]) -> dict[str, Any]:
+    """The fields every bench result starts with: what ran, when, on what machine and code."""
+    return {
+        "benchmark": benchmark, "command": " ".join([f"python -m {benchmark.replace('/', '.')}", *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "wall_s": round(time.time() - started, 1), "machine": describe_machine(), "code": code,
+        "background_load": background,
+    }
+
+
 def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -213,10 +224,7 @@ def main() -> None:
     measured = run(args)
     summary = summarise(measured["runs"]) if measured["runs"] else {}
     result = {
-        "benchmark": "bench/overhead", "command": " ".join(["python -m bench.overhead", *sys.argv[1:]]),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "wall_s": round(time.time() - started, 1), "machine": describe_machine(), "code": code,
-        "background_load": background,
+        **run_header("bench/overhead", started, code, background),
         "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "repeat": args.repeat,
                      "only": args.only, "quick": args.quick, "max_noise": args.max_noise,
                      "retries": args.retries, "budget_s": args.budget},

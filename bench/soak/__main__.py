@@ -28,7 +28,7 @@ import aiohttp
 import uvloop
 import yaml
 
-from bench.overhead.__main__ import background_load, describe_code, describe_machine
+from bench.overhead.__main__ import background_load, describe_code, run_header
 from bench.overhead.loadgen import Recorder, percentiles
 from bench.overhead.procs import (
     CLIENT_CORE,
@@ -187,10 +187,7 @@ def main() -> None:
         measured = uvloop.run(soak(gateway, sims, args))
         access_lines = sum(1 for _ in (Path(tmp) / "access.log").open())
     result = {
-        "benchmark": "bench/soak", "command": " ".join(["python -m bench.soak", *sys.argv[1:]]),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "wall_s": round(time.time() - started, 1), "machine": describe_machine(), "code": code,
-        "background_load": background,
+        **run_header("bench/soak", started, code, background),
         "settings": {"minutes": args.minutes, "rate": args.rate, "interval_s": args.interval,
                      "seed": args.seed, "mix": dict(MIX)},
         "access_lines": access_lines, **measured,
