@@ -7,6 +7,9 @@ cost-quality curves into ``docs/img/routing_quality.png``.
 
 Latency (``--latency``): p50/p99 per decision on one core for 50-, 500- and 2000-token
 prompts, with the cost of tokenizing the same text as the baseline; merged into the JSON.
+
+Compare (``--compare OLD.onnx``): the model against another file on the same rows, with a
+paired bootstrap of the APGR difference per set (printed only).
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--model", type=Path, default=None, help="ONNX file (default: the shipped one)")
     parser.add_argument("--latency", action="store_true", help="measure latency instead of quality")
+    parser.add_argument("--compare", type=Path, default=None, metavar="OLD.onnx",
+                        help="compare the model with another file, paired, on the same rows")
     parser.add_argument("--runs", type=int, default=5000, help="latency: calls per measurement")
     parser.add_argument("--bootstrap", type=int, default=500, help="quality: bootstrap resamples")
     parser.add_argument("--json", type=Path, default=RESULTS)
@@ -64,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     classifier = DifficultyClassifier.load(args.model)
+    if args.compare is not None:
+        from bench.routing_quality.evaluate import compare
+
+        print(compare(args.data, classifier, DifficultyClassifier.load(args.compare), draws=args.bootstrap))
+        return 0
     saved = _load_results(args.json)
     if args.latency:
         from bench.routing_quality.latency import measure, render_latency
