@@ -4,6 +4,11 @@ These are the OpenAI wire shapes, as msgspec Structs: decoding validates and nam
 field, encoding takes microseconds. Optional fields default to ``UNSET`` so that what a client
 did not send is not sent upstream either. Unknown top-level request fields are kept in
 ``extra`` and passed through to the backend (SGLang accepts ``top_k``, ``regex``, ...).
+
+The structs are *open* (``backends.open_wire``): they declare only what the gateway reads or
+changes, accept ``null`` wherever the owner's schema (OpenAI's spec, SGLang's pydantic dumps)
+allows it, and every field they do not declare is kept on the instance and re-emitted, at any
+depth. A field the gateway does not model therefore survives the trip in both directions.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 ChoiceCount = Annotated[int, Meta(ge=1, le=128)]
 
 
-class Wire(msgspec.Struct, forbid_unknown_fields=False):
+class Wire(msgspec.Struct, forbid_unknown_fields=False, dict=True):
     """Base of every wire struct. ``UNSET`` fields are left out when encoding; ``None`` ones
-    are sent as ``null``, as OpenAI does (``"finish_reason": null``)."""
+    are sent as ``null``, as OpenAI does (``"finish_reason": null``).
+
+    ``dict=True`` gives each instance a ``__dict__`` that msgspec never encodes: it holds the
+    fields the struct does not declare (see ``backends.open_wire``)."""
 
 
 # --- request ------------------------------------------------------------------------------
@@ -70,9 +78,29 @@ class FunctionCall(Wire):
 
 
 class ToolCall(Wire):
+    """A call the model made: a function call (``function``) or a custom tool's (``custom``:
+    ``{"name", "input"}``, free text rather than JSON arguments)."""
+
     id: str
-    function: FunctionCall
-    type: Literal["function"] = "function"
+    function: FunctionCall | UnsetType = UNSET
+    type: str = "function"
+    custom: JSONObject | UnsetType = UNSET
+
+    @property
+    def name(self) -> str:
+        """The function's or custom tool's name."""
+        if isinstance(self.function, FunctionCall):
+            return self.function.name
+        name = self.custom.get("name") if isinstance(self.custom, dict) else None
+        return name if isinstance(name, str) else ""
+
+    @property
+    def arguments(self) -> str:
+        """A function call's JSON arguments, or a custom tool call's free-text input."""
+        if isinstance(self.function, FunctionCall):
+            return self.function.arguments
+        text = self.custom.get("input") if isinstance(self.custom, dict) else None
+        return text if isinstance(text, str) else ""
 
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -87,6 +115,11 @@ class Message(Wire):
     tool_calls: list[ToolCall] | UnsetType = UNSET
     tool_call_id: str | UnsetType = UNSET
     refusal: str | None | UnsetType = UNSET
+    reasoning_content: str | None | UnsetType = UNSET
+    """An earlier assistant turn's reasoning, as SGLang and the Anthropic translation carry it."""
+    thinking_blocks: list[JSONObject] | None | UnsetType = UNSET
+    """Anthropic's signed ``thinking``/``redacted_thinking`` blocks of an earlier assistant turn,
+    carried back so that a thinking + tools conversation can continue."""
 
     def text(self) -> str:
         """The message's text parts joined; what token counting and moderation look at."""
@@ -105,8 +138,12 @@ class FunctionDef(Wire):
 
 
 class Tool(Wire):
-    function: FunctionDef
-    type: Literal["function"] = "function"
+    """A tool the model may call: ``function`` (JSON-schema arguments) or ``custom`` (free-text
+    input, ``{"name", "description", "format"}``); other kinds the spec adds pass as they are."""
+
+    type: str = "function"
+    function: FunctionDef | UnsetType = UNSET
+    custom: JSONObject | UnsetType = UNSET
 
 
 class StreamOptions(Wire):
@@ -212,24 +249,32 @@ class Usage(Wire):
 
 
 class ToolCallDelta(Wire):
+    """A fragment of a streamed tool call. SGLang sends ``"id": null`` and
+    ``"function": {"name": null, ...}`` on every fragment after the first."""
+
     index: int
-    id: str | UnsetType = UNSET
-    type: Literal["function"] | UnsetType = UNSET
-    function: JSONObject | UnsetType = UNSET
+    id: str | None | UnsetType = UNSET
+    type: str | None | UnsetType = UNSET
+    function: JSONObject | None | UnsetType = UNSET
 
 
 class ResponseMessage(Wire):
-    role: Literal["assistant"] = "assistant"
+    role: str = "assistant"
     content: str | None = None
-    tool_calls: list[ToolCall] | UnsetType = UNSET
-    refusal: str | None | UnsetType = UNSET
+    tool_calls: list[ToolCall] | None | UnsetType = UNSET
+    refusal: str | None = None
+    """Always present, ``null`` when there is none, as OpenAI sends it."""
+    reasoning_content: str | None | UnsetType = UNSET
+    """The model's reasoning (SGLang ``--reasoning-parser``, Anthropic thinking)."""
+    thinking_blocks: list[JSONObject] | None | UnsetType = UNSET
+    """Anthropic's signed thinking blocks, to be sent back on the next turn."""
 
 
 class ChatChoice(Wire):
     index: int
     message: ResponseMessage
     finish_reason: str | None = None
-    logprobs: JSONObject | None = None
+    logprobs: Any = None
 
 
 class ChatResponse(Wire):
@@ -239,23 +284,25 @@ class ChatResponse(Wire):
     created: int
     model: str
     choices: list[ChatChoice]
-    object: Literal["chat.completion"] = "chat.completion"
+    object: str = "chat.completion"
     usage: Usage | None | UnsetType = UNSET
     system_fingerprint: str | None | UnsetType = UNSET
 
 
 class Delta(Wire):
-    role: str | UnsetType = UNSET
+    role: str | None | UnsetType = UNSET
     content: str | None | UnsetType = UNSET
-    tool_calls: list[ToolCallDelta] | UnsetType = UNSET
+    tool_calls: list[ToolCallDelta] | None | UnsetType = UNSET
     refusal: str | None | UnsetType = UNSET
+    reasoning_content: str | None | UnsetType = UNSET
+    thinking_blocks: list[JSONObject] | None | UnsetType = UNSET
 
 
 class ChunkChoice(Wire):
     index: int
     delta: Delta
     finish_reason: str | None = None
-    logprobs: JSONObject | None | UnsetType = UNSET
+    logprobs: Any | UnsetType = UNSET
 
 
 class ChatChunk(Wire):
@@ -265,7 +312,7 @@ class ChatChunk(Wire):
     created: int
     model: str
     choices: list[ChunkChoice]
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    object: str = "chat.completion.chunk"
     usage: Usage | None | UnsetType = UNSET
     system_fingerprint: str | None | UnsetType = UNSET
 
@@ -274,7 +321,7 @@ class TextChoice(Wire):
     index: int
     text: str
     finish_reason: str | None = None
-    logprobs: JSONObject | None = None
+    logprobs: Any = None
 
 
 class TextResponse(Wire):
@@ -284,7 +331,7 @@ class TextResponse(Wire):
     created: int
     model: str
     choices: list[TextChoice]
-    object: Literal["text_completion"] = "text_completion"
+    object: str = "text_completion"
     usage: Usage | None | UnsetType = UNSET
     system_fingerprint: str | None | UnsetType = UNSET
 

@@ -16,13 +16,16 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from backends import open_wire
 from backends.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
+    FunctionCall,
     Message,
     TextRequest,
     TextResponse,
+    ToolCall,
 )
 from gateway.telemetry import RequestRecord
 from policies.moderation import ModerationConfig, Moderator, StreamModerator
@@ -113,7 +116,7 @@ def _moderate_input(moderator: Moderator, call: ChatRequest | TextRequest, roles
         if verdict.blocked is not None:
             return _InputOutcome(call, verdict.findings, verdict.blocked, "prompt")
         if verdict.redacted and isinstance(prompt, str):
-            call = msgspec.structs.replace(call, params=msgspec.structs.replace(call.params, prompt=verdict.text))
+            call = msgspec.structs.replace(call, params=open_wire.replace(call.params, prompt=verdict.text))
         return _InputOutcome(call, verdict.findings)
     messages: list[Message] = []
     changed = False
@@ -127,11 +130,11 @@ def _moderate_input(moderator: Moderator, call: ChatRequest | TextRequest, roles
                 return _InputOutcome(call, tuple(findings), verdict.blocked)
             # content parts are checked, not rewritten: a redaction applies to plain text only
             if verdict.redacted and isinstance(message.content, str):
-                message = msgspec.structs.replace(message, content=verdict.text)
+                message = open_wire.replace(message, content=verdict.text)
                 changed = True
         messages.append(message)
     if changed:
-        call = msgspec.structs.replace(call, params=msgspec.structs.replace(call.params, messages=messages))
+        call = msgspec.structs.replace(call, params=open_wire.replace(call.params, messages=messages))
     return _InputOutcome(call, tuple(findings))
 
 
@@ -144,6 +147,15 @@ def check_answer(moderator: Moderator, answer: ChatResponse | TextResponse, reco
     findings: list[Finding] = []
     choice: Any
     for choice in answer.choices:
+        reasoning = getattr(getattr(choice, "message", None), "reasoning_content", None)
+        if isinstance(reasoning, str) and reasoning:  # reasoning reaches the client too
+            verdict = moderator.check_text(reasoning, "output")
+            findings += verdict.findings
+            choice.message.reasoning_content = verdict.text
+            if verdict.blocked is not None:
+                choice.message.content, choice.message.tool_calls = None, msgspec.UNSET
+                choice.finish_reason = CONTENT_FILTER
+                continue
         text = choice.message.content if hasattr(choice, "message") else choice.text
         if isinstance(text, str) and text:
             verdict = moderator.check_text(text, "output")
@@ -155,14 +167,22 @@ def check_answer(moderator: Moderator, answer: ChatResponse | TextResponse, reco
                     choice.message.tool_calls = msgspec.UNSET
                 continue
         for call in getattr(getattr(choice, "message", None), "tool_calls", None) or ():
-            verdict = moderator.check_tool_arguments(call.function.arguments)
+            verdict = moderator.check_tool_arguments(call.arguments)
             findings += verdict.findings
             if verdict.blocked is not None:
                 choice.message.tool_calls = msgspec.UNSET
                 choice.finish_reason = CONTENT_FILTER
                 break
-            call.function.arguments = verdict.text
+            if verdict.text != call.arguments:
+                _set_arguments(call, verdict.text)
     record.moderated("output", tuple(findings), time.perf_counter() - started)
+
+
+def _set_arguments(call: ToolCall, text: str) -> None:
+    if isinstance(call.function, FunctionCall):
+        call.function.arguments = text
+    elif isinstance(call.custom, dict):
+        call.custom["input"] = text
 
 
 def _set_choice_text(choice: Any, text: str) -> None:
@@ -203,6 +223,8 @@ class StreamGuard:
         for choice in chunk.choices:
             delta = getattr(choice, "delta", None)
             text = delta.content if delta is not None else getattr(choice, "text", None)
+            if delta is not None and self._moderate_reasoning(choice.index, delta, bool(text)):
+                return self._block(chunk, self.blocked)
             if isinstance(text, str) and text:
                 release = self._stream(choice.index).feed(text)
                 self._note(release.findings)
@@ -213,6 +235,8 @@ class StreamGuard:
                 self._tool_chunks.setdefault(choice.index, []).append(chunk)
                 out = []
             if choice.finish_reason is not None:
+                if delta is not None and self._end_reasoning(choice.index, delta):
+                    return self._block(chunk, self.blocked)
                 release = self._stream(choice.index).finish()
                 self._note(release.findings)
                 previous = _delta_text(choice)
@@ -227,6 +251,38 @@ class StreamGuard:
                     out = [*checked, chunk] if chunk not in checked else checked
         self._spent += time.perf_counter() - started
         return out
+
+    def _moderate_reasoning(self, index: int, delta: Any, answer_begins: bool) -> bool:
+        """Moderate a delta's reasoning in its own window (keyed apart from the answer's);
+        once the answer begins, release what the reasoning window still holds, before it.
+        True when the reasoning is blocked."""
+        reasoning = delta.reasoning_content
+        if isinstance(reasoning, str) and reasoning:
+            release = self._stream(_reasoning_key(index)).feed(reasoning)
+            self._note(release.findings)
+            delta.reasoning_content = release.text
+            if release.blocked is not None:
+                return self._reasoning_blocked(delta, release.blocked)
+        return answer_begins and self._end_reasoning(index, delta)
+
+    def _end_reasoning(self, index: int, delta: Any) -> bool:
+        stream = self._streams.pop(_reasoning_key(index), None)
+        if stream is None:
+            return False
+        release = stream.finish()
+        self._note(release.findings)
+        if release.blocked is not None:
+            return self._reasoning_blocked(delta, release.blocked)
+        if release.text:
+            before = delta.reasoning_content if isinstance(delta.reasoning_content, str) else ""
+            delta.reasoning_content = before + release.text
+        return False
+
+    def _reasoning_blocked(self, delta: Any, finding: Finding) -> bool:
+        self.blocked = finding
+        if isinstance(delta.content, str):
+            delta.content = ""  # this chunk's answer text was not checked yet: none of it goes
+        return True
 
     @property
     def _checks_tools(self) -> bool:
@@ -277,6 +333,11 @@ class StreamGuard:
     def close(self) -> None:
         """Record the time spent moderating this stream."""
         self._record.moderation_s += self._spent
+
+
+def _reasoning_key(index: int) -> int:
+    """The reasoning of choice ``index`` is moderated in a window of its own."""
+    return -1 - index
 
 
 def _delta_text(choice: Any) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from backends import open_wire
 from backends.types import (
     ChatChoice,
     ChatChunk,
@@ -32,7 +33,6 @@ from gateway.stores import CacheStore
 
 log = logging.getLogger("switchyard.cache")
 _ENCODER = msgspec.json.Encoder(order="sorted")
-_DECODER = msgspec.json.Decoder(ChatResponse)
 
 
 def is_deterministic(request: ChatRequest) -> bool:
@@ -60,8 +60,9 @@ class ResponseCache:
     """Store failures seen (answered as misses)."""
 
     def key(self, tenant: str, request: ChatRequest) -> str:
-        params = msgspec.structs.replace(request.params, stream=msgspec.UNSET,
-                                         stream_options=msgspec.UNSET)
+        # every field counts, those the gateway does not model too (sorted: order is no difference)
+        params = open_wire.to_builtins(open_wire.replace(request.params, stream=msgspec.UNSET,
+                                                         stream_options=msgspec.UNSET))
         digest = hashlib.sha256()
         for part in (tenant.encode(), self.version.encode(), _ENCODER.encode(params),
                      _ENCODER.encode(request.extra)):
@@ -72,14 +73,14 @@ class ResponseCache:
     async def get(self, key: str) -> ChatResponse | None:
         try:
             raw = await self.store.get(key)
-            return _DECODER.decode(raw) if raw is not None else None
+            return open_wire.decode(raw, ChatResponse) if raw is not None else None
         except Exception:  # a cache must never fail the request it could have sped up
             self.errors += 1
             log.warning("response cache read failed; serving as a miss", exc_info=True)
             return None
 
     async def put(self, key: str, response: ChatResponse) -> None:
-        raw = msgspec.json.encode(response)
+        raw = open_wire.encode(response)
         if len(raw) > self.max_entry_bytes:
             return
         try:
@@ -102,8 +103,8 @@ def replay(response: ChatResponse, include_usage: bool) -> list[ChatChunk]:
         if message.content:
             chunks.append(chunk([ChunkChoice(index=choice.index, delta=Delta(content=message.content))]))
         if isinstance(message.tool_calls, list) and message.tool_calls:
-            deltas = [ToolCallDelta(index=i, id=call.id, type="function",
-                                    function={"name": call.function.name, "arguments": call.function.arguments})
+            deltas = [ToolCallDelta(index=i, id=call.id, type=call.type,
+                                    function={"name": call.name, "arguments": call.arguments})
                       for i, call in enumerate(message.tool_calls)]
             chunks.append(chunk([ChunkChoice(index=choice.index, delta=Delta(tool_calls=deltas))]))
         chunks.append(chunk([ChunkChoice(index=choice.index, delta=Delta(),

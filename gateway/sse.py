@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
+from backends import open_wire
 from backends.errors import SwitchyardError
 from gateway.errors import error_payload
 
-_ENCODER = msgspec.json.Encoder()
 DONE = b"data: [DONE]\n\n"
 
 
 def encode_event(payload: Any) -> bytes:
-    """``data: {json}\\n\\n``."""
-    return b"data: " + _ENCODER.encode(payload) + b"\n\n"
+    """``data: {json}\\n\\n``, with the fields the gateway does not model as they came."""
+    return b"data: " + open_wire.encode(payload) + b"\n\n"
 
 
 def encode_error_event(error: SwitchyardError) -> bytes:

@@ -7,14 +7,13 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from backends import open_wire
 from backends.errors import InvalidJSONError, InvalidRequestError
 from backends.types import ChatParams, ChatRequest, TextParams, TextRequest
 
 P = TypeVar("P", ChatParams, TextParams)
 
 _OBJECT = msgspec.json.Decoder(dict[str, Any])
-_CHAT_FIELDS = frozenset(ChatParams.__struct_fields__)
-_TEXT_FIELDS = frozenset(TextParams.__struct_fields__)
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
 
 
@@ -31,15 +30,32 @@ def _decode_object(body: bytes) -> dict[str, Any]:
         raise InvalidJSONError(f"The request body is not a JSON object: {exc}") from None
 
 
-def _convert(data: dict[str, Any], cls: type[P]) -> P:
+def _convert(data: dict[str, Any], cls: type[P]) -> tuple[P, dict[str, Any]]:
+    """The known fields as ``cls`` (nested undeclared fields kept on their structs, see
+    ``backends.open_wire``) and the unknown top-level fields, passed through as ``extra``."""
     try:
-        return msgspec.convert(data, cls)
+        params = msgspec.convert(data, cls)
     except msgspec.ValidationError as exc:
         text = str(exc)
         match = _PATH.search(text)
         param = match.group(1) if match else None
         message = _PATH.sub("", text)
         raise InvalidRequestError(f"{param}: {message}" if param else message, param=param) from None
+    extra: dict[str, Any] = {}
+    if open_wire.adopt(params, data):
+        extra = dict(open_wire.unknown(params))
+        params.__dict__[open_wire.UNKNOWN] = {}  # the top level's own go out as ``extra``
+    return params, extra
+
+
+def _check_tools(params: ChatParams) -> None:
+    for index, tool in enumerate(params.tools or ()):
+        if tool.type == "function" and tool.function is msgspec.UNSET:
+            raise InvalidRequestError(f"tools[{index}].function: a function tool needs its definition",
+                                      param=f"tools[{index}].function")
+        if tool.type == "custom" and not isinstance(tool.custom, dict):
+            raise InvalidRequestError(f"tools[{index}].custom: a custom tool needs its definition",
+                                      param=f"tools[{index}].custom")
 
 
 def _check_messages(params: ChatParams) -> None:
@@ -58,10 +74,9 @@ def _check_messages(params: ChatParams) -> None:
 def parse_chat(body: bytes) -> ChatRequest:
     """Validate a ``/v1/chat/completions`` body; unknown top-level fields are kept as extras."""
     data = _decode_object(body)
-    params = _convert(data, ChatParams)
+    params, extra = _convert(data, ChatParams)
     _check_messages(params)
-    # model and messages are required: a two-key body has no extras to look for
-    extra = {k: v for k, v in data.items() if k not in _CHAT_FIELDS} if len(data) > 2 else {}
+    _check_tools(params)
     return ChatRequest(params=params, extra=extra)
 
 
@@ -86,10 +101,9 @@ def _is_prompt_list(prompt: list[Any]) -> bool:
 def parse_text(body: bytes) -> TextRequest:
     """Validate a ``/v1/completions`` body; unknown top-level fields are kept as extras."""
     data = _decode_object(body)
-    params = _convert(data, TextParams)
+    params, extra = _convert(data, TextParams)
     if isinstance(params.prompt, list) and not _is_prompt_list(params.prompt):
         raise InvalidRequestError(
             "prompt: must be a string, or a list of strings, of token ids (0 to 2**31-1) or of token-id lists",
             param="prompt")
-    extra = {k: v for k, v in data.items() if k not in _TEXT_FIELDS} if len(data) > 2 else {}
     return TextRequest(params=params, extra=extra)

@@ -48,9 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import msgspec
 import tiktoken
 
-from backends.types import ImagePart, Message, TextPart, Tool
+from backends.types import FunctionDef, ImagePart, Message, TextPart, Tool
 from policies.limits_config import TokenCountingConfig
 from policies.loader import PolicyError
 
@@ -255,8 +256,8 @@ def prompt_chars(messages: Sequence[Message], tools: Sequence[Tool] | None = Non
     total = sum(len(m.content) if isinstance(m.content, str) else len(m.text()) for m in messages)
     for message in messages:
         for call in message.tool_calls or ():
-            total += len(call.function.arguments)
-    return total + (sum(len(json.dumps(t.function.parameters or {})) for t in tools) if tools else 0)
+            total += len(call.arguments)
+    return total + (sum(len(msgspec.json.encode(t)) for t in tools) if tools else 0)
 
 
 def _calibrated(raw: int, config: TokenCountingConfig) -> int:
@@ -281,7 +282,7 @@ def _message_tokens(n: Callable[[str], int], message: Message, per_message: int)
     if isinstance(message.refusal, str):
         tokens += n(message.refusal)
     for call in message.tool_calls or ():
-        tokens += 3 + n(call.function.name) + n(call.function.arguments)
+        tokens += 3 + n(call.name) + n(call.arguments)
     return tokens
 
 
@@ -295,6 +296,9 @@ def _tools_tokens(encoding: tiktoken.Encoding, tools: Sequence[Tool]) -> int:
     tokens = 0
     for tool in tools:
         function = tool.function
+        if not isinstance(function, FunctionDef):  # a custom tool: its definition as text
+            tokens += func_init + n(json.dumps(tool.custom if isinstance(tool.custom, dict) else {})) + func_end
+            continue
         description = function.description if isinstance(function.description, str) else ""
         tokens += func_init + n(f"{function.name}:{description.removesuffix('.')}")
         parameters = function.parameters if isinstance(function.parameters, dict) else {}

@@ -26,7 +26,7 @@ def _render(message: Message) -> str:
 
 
 def _render_call(call: ToolCall) -> str:
-    return f"{_BODY}{call.function.name}{_BODY}{call.function.arguments}"
+    return f"{_BODY}{call.name}{_BODY}{call.arguments}"
 
 
 def render_chat(messages: Sequence[Message]) -> tuple[str, int]:
