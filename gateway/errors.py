@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import msgspec
@@ -42,33 +43,46 @@ def error_body(error: SwitchyardError) -> bytes:
     return _ENCODER.encode(error_payload(error))
 
 
-def error_response(error: SwitchyardError) -> Response[bytes]:
+REQUEST_ID_STATE = "switchyard_request_id"
+"""Where a door leaves the request id on ``request.state``, so its errors carry it too."""
+
+
+def error_response(error: SwitchyardError, request_id: str | None = None) -> Response[bytes]:
+    """The error in OpenAI's shape, with ``x-request-id`` as OpenAI's own errors carry it."""
+    headers = {**error.headers, "x-request-id": request_id} if request_id else error.headers
     return Response(error_body(error), status_code=error.status_code,
-                    media_type="application/json", headers=error.headers)
+                    media_type="application/json", headers=headers)
 
 
-def handle_switchyard_error(_: Request[Any, Any, Any], exc: SwitchyardError) -> Response[bytes]:
+def request_id_of(request: Request[Any, Any, Any]) -> str:
+    """The id the door gave this request, or a fresh one for a request no door took."""
+    known = request.state.get(REQUEST_ID_STATE)
+    return known if isinstance(known, str) else os.urandom(16).hex()
+
+
+def handle_switchyard_error(request: Request[Any, Any, Any], exc: SwitchyardError) -> Response[bytes]:
     if exc.status_code >= 500:
         log.warning("request failed: %s (%s)", exc.message, exc.code)
-    return error_response(exc)
+    return error_response(exc, request_id_of(request))
 
 
-def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     cls = _LITESTAR_STATUS.get(exc.status_code)
+    request_id = request_id_of(request)
     if cls is not None:
         messages = {404: "Unknown route.", 405: "Method not allowed on this route.",
                     413: "Request body is larger than the gateway accepts."}
-        return error_response(cls(messages[exc.status_code]))
+        return error_response(cls(messages[exc.status_code]), request_id)
     if exc.status_code < 500:
-        return error_response(InvalidRequestError(str(exc.detail)))
+        return error_response(InvalidRequestError(str(exc.detail)), request_id)
     log.error("unexpected HTTP exception: %s", exc.detail)
-    return error_response(SwitchyardError("The gateway failed; the error was logged."))
+    return error_response(SwitchyardError("The gateway failed; the error was logged."), request_id)
 
 
-def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     # a bug of ours: log it in full, tell the client as little as possible
     log.exception("unhandled error", exc_info=exc)
-    return error_response(SwitchyardError("The gateway failed; the error was logged."))
+    return error_response(SwitchyardError("The gateway failed; the error was logged."), request_id_of(request))
 
 
 EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {

@@ -36,6 +36,13 @@ def post(stack: ThreadedStack, body: Any = None, *, content: bytes | None = None
                       headers=AUTH if headers is None else headers, timeout=30)
 
 
+def test_every_error_carries_a_request_id(stack: ThreadedStack) -> None:
+    for response in (post(stack, content=b"{not json"), post(stack, chat_body(), headers={}),
+                     httpx.get(stack.url + "/v1/nowhere"), post(stack, chat_body("no-such-model"))):
+        assert response.status_code >= 400
+        assert len(response.headers["x-request-id"]) == 32, response.headers
+
+
 def test_invalid_json_is_400(stack: ThreadedStack) -> None:
     assert_openai_error(post(stack, content=b"{not json"), 400, "invalid_json")
     assert_openai_error(post(stack, content=b'{"model": "\xff"}'), 400, "invalid_json")

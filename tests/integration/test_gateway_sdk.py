@@ -127,6 +127,16 @@ def test_models_list_follows_the_key(stack: ThreadedStack) -> None:
     assert [m.id for m in limited] == [LOCAL_MODEL]
 
 
+def test_models_retrieve_follows_the_key(stack: ThreadedStack) -> None:
+    model = openai.OpenAI(base_url=stack.url + "/v1", api_key=DEMO_KEY).models.retrieve(ANTHROPIC_MODEL)
+    assert (model.id, model.object) == (ANTHROPIC_MODEL, "model")
+    limited = openai.OpenAI(base_url=stack.url + "/v1", api_key=TEAM_B_KEY, max_retries=0)
+    for hidden in (ANTHROPIC_MODEL, "no-such-model"):  # not granted looks like not there
+        with pytest.raises(openai.NotFoundError) as caught:
+            limited.models.retrieve(hidden)
+        assert caught.value.code == "model_not_found"
+
+
 def test_probes(stack: ThreadedStack) -> None:
     assert httpx.get(stack.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(stack.url + "/readyz")
