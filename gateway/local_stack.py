@@ -100,6 +100,7 @@ async def start_local_stack(
     edit_policy: Callable[[dict[str, Any]], None] | None = None,
     settings_overrides: Mapping[str, Any] | None = None,
     telemetry: Telemetry | None = None,
+    wrap_app: Callable[[Any], Any] | None = None,
 ) -> LocalStack:
     """Start ``sglang_workers`` SGLang sims, an OpenAI and an Anthropic sim, and the gateway.
 
@@ -108,6 +109,8 @@ async def start_local_stack(
     selection (default round robin). ``edit_policy`` may change the generated policy
     document (it knows the simulators' URLs by then) before the gateway loads it.
     ``telemetry`` replaces the default one (tests pass an in-memory span exporter).
+    ``wrap_app`` wraps the ASGI app that is served (the tests' OpenAI-spec check);
+    ``LocalStack.app`` stays the gateway's own app.
     """
     base = sim or SimConfig(itl_ms=2.0, prefill_us_per_token=20.0)
     sglang = [await start_sim(dataclasses.replace(base, kind="sglang", worker_id=f"local-{i}",
@@ -129,7 +132,7 @@ async def start_local_stack(
     # access lines would drown the demo's output and the tests' logs: asked for explicitly
     settings = Settings(policy_path=policy_path, **{"access_log": "off", **dict(settings_overrides or {})})
     app = create_app(settings, telemetry)
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn_config(wrap_app(app) if wrap_app else app, "127.0.0.1", 0))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

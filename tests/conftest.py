@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,8 +22,53 @@ settings.register_profile("switchyard", deadline=None, suppress_health_check=[He
 settings.load_profile("switchyard")
 
 from gateway.local_stack import LocalStack, start_local_stack
+from tests.contracts.openai.hook import SpecCheckMiddleware, SpecLedger
 
 T = TypeVar("T")
+
+SPEC_LEDGER = SpecLedger()
+"""What every stack of this session sent on the OpenAI routes, checked against OpenAI's spec
+after each test (tests/contracts/openai/README.md); a violation fails the test that caused it."""
+
+
+def _fail_on_spec_violations(when: str) -> None:
+    problems = SPEC_LEDGER.check()
+    if problems:
+        listed = "\n".join(f"  {problem}" for problem in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        pytest.fail(f"the gateway sent {len(problems)} bodies that OpenAI's spec rejects "
+                    f"(during {when}):\n{listed}{more}", pytrace=False)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    SPEC_LEDGER.reset()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    try:
+        result = yield
+    except BaseException as exc:
+        problems = SPEC_LEDGER.check()  # the test failed anyway: say what else went wrong
+        if problems:
+            exc.add_note("OpenAI spec violations:\n" + "\n".join(map(str, problems[:20])))
+        raise
+    _fail_on_spec_violations("the test")
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object]:
+    result = yield
+    _fail_on_spec_violations("teardown")
+    return result
+
+
+@pytest.fixture
+def spec_checks() -> SpecLedger:
+    """The session's spec ledger: ``check()`` it, then read ``checks`` (this test's only)."""
+    return SPEC_LEDGER
 
 
 def _without_breakers(edit: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None]:
@@ -46,6 +91,7 @@ class ThreadedStack:
     def __init__(self, workdir: Path, *, circuit_breakers: bool = False, **options: Any) -> None:
         if not circuit_breakers:
             options["edit_policy"] = _without_breakers(options.get("edit_policy"))
+        options.setdefault("wrap_app", SpecCheckMiddleware.around(SPEC_LEDGER))
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="stack", daemon=True)
         self._thread.start()
