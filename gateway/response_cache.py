@@ -179,6 +179,12 @@ class CacheLookup:
             return cls(cache, None, "bypass")
         return cls(cache, cache.key(tenant, call), "miss")
 
+    @property
+    def max_entry_bytes(self) -> int:
+        """Largest answer the cache stores (0 without a cache): a stream keeps its chunks
+        only up to this."""
+        return self.cache.max_entry_bytes if self.cache is not None else 0
+
     async def get(self) -> ChatResponse | None:
         if self.cache is None or self.key is None:
             return None
