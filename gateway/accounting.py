@@ -1,25 +1,41 @@
-"""Admission and charging: count, fit the context, check limits and budgets; charge at the end.
+"""Admission and charging: count, fit the context, reserve against limits and budgets; settle.
 
-``admit`` runs before routing and either raises (400 context, 429 limit or budget, 503 store
-down and fail_closed) or returns a ``Ticket``. ``settle`` charges the real usage when the
-request ends, however it ends (finished, cut by the client, failed after tokens were made):
-it runs in its own task, so a client that went away cannot cancel the charge.
+``Accounting.admit`` returns a ``Ticket``, the admission ticket of the request path::
+
+    async with accounting.admit(policy, caller, model, call, request_id) as ticket:
+        ...                       # send ticket.call (max_tokens may be lowered to the budget)
+        ticket.record(usage, text)
+
+Entering reserves the most the request can cost (prompt estimate plus its output bound for
+every choice) against rate limits (TPM counts it) and budgets, atomically with every other
+request in flight, or raises (400 context, 429 limit or budget, 503 store down and
+``fail_closed``). Leaving settles exactly once: the recorded usage (checked against the
+request's bounds) is charged and the rest of the reservation returned; an exception refunds
+it. A stream's relay takes the ticket over (``hand_off``) and settles it when the stream ends.
+Charging runs in its own task, so a client that went away cannot cancel it, and a failing
+charge never breaks the response. While requests are in flight the process renews their
+reservations; a reservation nobody renews (its gateway died) expires and is charged in full
+by whichever gateway sweeps it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass, field
-from typing import TypeVar
+import time
+import weakref
+from collections.abc import Callable
+from types import TracebackType
+from typing import Generic, TypeVar
 
-import msgspec
 import redis.asyncio as redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from backends.types import ChatRequest, Message, TextRequest, Tool, Usage
-from policies.context_budget import BudgetResult, fit_context
+from backends.types import ChatRequest, PromptTokensDetails, TextRequest, Usage
+from gateway.admission_fit import TRIMMED_HEADER, fit_call
+from policies.charge_journal import ChargeJournal
 from policies.document import ModelConfig, Policy
 from policies.keys import Caller
 from policies.limits_config import LimitsStoreConfig
@@ -29,34 +45,105 @@ from policies.rate_limit import (
     RateScope,
     RedisRateLimiter,
 )
+from policies.reservation import Cost, Reservation
 from policies.resilient import ResilientLedger, ResilientRateLimiter, StoreHealth
 from policies.spend import (
     MEMORY_DEDUP_S,
+    BudgetScope,
     Charge,
     MemoryUsageLedger,
     RedisUsageLedger,
     UsageLedger,
 )
-from policies.tokens import TokenCounter, prompt_chars
+from policies.tokens import TokenCounter
 
 log = logging.getLogger("switchyard.accounting")
-TRIMMED_HEADER = "x-switchyard-trimmed-tokens"
 Call = TypeVar("Call", ChatRequest, TextRequest)
+__all__ = ["TRIMMED_HEADER", "Accounting", "Ticket", "limit_stores", "limits_client"]
+
+PROMPT_FACTOR, PROMPT_SLACK = 16, 4096
+"""Most prompt tokens charged: 16x the gateway's estimate plus 4,096 (images and audio are
+estimated, and a model's tokenizer may differ from the counting one, but never by this)."""
+RECOUNT_FACTOR, RECOUNT_SLACK = 4, 64
+"""For a request that went upstream with no output bound: completion tokens above
+``default_max_output_tokens`` per choice are charged up to 4x the streamed text's count + 64."""
 
 
-@dataclass
-class Ticket:
-    """One admitted request: what it counts against, and what it was estimated to use."""
+class UsageCounters:
+    """Upstream usage reports the gateway did not believe, since the process started."""
 
-    request_id: str
-    model: str
-    rate_scopes: list[RateScope]
-    budget_ids: list[str]
-    estimate: int
-    """Prompt tokens counted at admission."""
-    model_config: ModelConfig
-    headers: dict[str, str] = field(default_factory=dict)
-    """``x-ratelimit-*`` and ``x-switchyard-trimmed-tokens`` for the response."""
+    def __init__(self) -> None:
+        self.clamped = 0
+        """Reports with a negative or out-of-bounds count, charged clamped."""
+        self.failed = 0
+        """Settlements that raised (logged; the response was not affected)."""
+
+
+class Ticket(Generic[Call]):
+    """One admitted request: what it reserved, and its settlement (exactly once).
+
+    Use it as an async context manager (``async with accounting.admit(...) as ticket``), or
+    ``await ticket.reserve()`` then ``settle`` on every exit. ``call`` is what to send upstream.
+    """
+
+    def __init__(self, accounting: Accounting, policy: Policy, caller: Caller, model: str, call: Call,
+                 request_id: str) -> None:
+        self._accounting, self._policy, self._caller = accounting, policy, caller
+        self.request_id, self.model = request_id, model
+        self.call: Call = call
+        """What to send upstream: trimmed, ``max_tokens`` clamped to the window and the budget."""
+        self.model_config: ModelConfig = policy.models[model]
+        self.rate_scopes = list(caller.rate_scopes)
+        self.budget_ids = list(caller.scope_ids)
+        self.estimate = 0
+        """Prompt tokens counted at admission."""
+        self.output_bound: int | None = None
+        """Output tokens per choice the upstream may produce, when the gateway knows it."""
+        self.choices = 1
+        self.reserved_tokens = 0
+        """Tokens taken from TPM buckets and held against budgets at admission."""
+        self.reservation: Reservation | None = None
+        self.headers: dict[str, str] = {}
+        """``x-ratelimit-*`` and ``x-switchyard-trimmed-tokens`` for the response."""
+        self.usage: Usage | None = None
+        self.generated = ""
+        self.charge: Charge | None = None
+        """Set once settled."""
+        self._handed_off = False
+
+    async def reserve(self) -> Ticket[Call]:
+        """Fit, count and reserve; raises if a limit or budget refuses. Returns the ticket."""
+        await self._accounting._reserve(self, self._policy, self._caller)
+        return self
+
+    async def __aenter__(self) -> Ticket[Call]:
+        return await self.reserve()
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        if error is not None:
+            self.refund()
+        elif not self._handed_off:
+            self.settle(self.usage, self.generated)
+
+    def record(self, usage: Usage | None, generated: str = "") -> None:
+        """What the request used, as the relay saw it: settled on exit."""
+        self.usage, self.generated = usage, generated
+
+    def hand_off(self) -> None:
+        """The stream's relay owns the ticket now and settles it when the stream ends."""
+        self._handed_off = True
+
+    def refund(self) -> Charge:
+        """Settle with nothing used (refused or failed before any output)."""
+        return self.settle(Usage())
+
+    def settle(self, usage: Usage | None, generated: str = "") -> Charge:
+        """Charge what the request used (counted from ``generated`` when the upstream sent no
+        usage) and return the rest of the reservation; later calls return the first charge."""
+        if self.charge is None:
+            self.charge = self._accounting._settle(self, usage, generated)
+        return self.charge
 
 
 class Accounting:
@@ -66,107 +153,169 @@ class Accounting:
         counter: Tokenizers of every model in the policy.
         limiter: Rate limits (resilient wrapper when Redis is used).
         ledger: Usage and spend (resilient wrapper when Redis is used).
+        config: Reservation expiry and output bounds (the policy's ``limits``).
+        clock: Unix time in seconds.
     """
 
-    def __init__(self, counter: TokenCounter, limiter: RateLimiter, ledger: UsageLedger) -> None:
+    def __init__(self, counter: TokenCounter, limiter: RateLimiter, ledger: UsageLedger,
+                 config: LimitsStoreConfig | None = None, clock: Callable[[], float] = time.time) -> None:
         self.counter = counter
         self.limiter = limiter
         self.ledger = ledger
+        self.config = config or LimitsStoreConfig()
+        self.usage_counters = UsageCounters()
+        self._clock = clock
         self._pending: set[asyncio.Task[None]] = set()
+        self._live: weakref.WeakValueDictionary[str, Ticket[ChatRequest] | Ticket[TextRequest]] = \
+            weakref.WeakValueDictionary()
+        self._upkeep: asyncio.Task[None] | None = None
 
-    async def admit(self, policy: Policy, caller: Caller, model: str, call: Call,
-                    request_id: str) -> tuple[Call, Ticket]:
-        """Fit, count, and check limits and budgets; the (possibly trimmed) call and its ticket."""
-        config = policy.models[model]
-        call, estimate, headers = await self._fit(call, config)
-        rate, budgets = list(caller.rate_scopes), caller.budget_scopes
+    def admit(self, policy: Policy, caller: Caller, model: str, call: Call, request_id: str) -> Ticket[Call]:
+        """The admission ticket of one request; entering it reserves (see ``Ticket``)."""
+        return Ticket(self, policy, caller, model, call, request_id)
+
+    def settle(self, ticket: Ticket[ChatRequest] | Ticket[TextRequest], usage: Usage | None,
+               generated: str = "") -> Charge:
+        """``ticket.settle(usage, generated)``, for call sites holding the accounting."""
+        return ticket.settle(usage, generated)
+
+    async def _reserve(self, ticket: Ticket[Call], policy: Policy, caller: Caller) -> None:
+        config = ticket.model_config
+        fitted = await fit_call(self.counter, ticket.call, config)
+        ticket.call, ticket.estimate, ticket.headers = fitted.call, fitted.prompt_tokens, fitted.headers
+        ticket.output_bound, ticket.choices = fitted.output_bound, fitted.choices
+        output = fitted.output_bound or self.config.default_max_output_tokens
+        prices = config.prices
+        cost = Cost(fitted.prompt_tokens, fitted.prompt_tokens * prices.input / 1e6 if prices else 0.0,
+                    fitted.choices, prices.output / 1e6 if prices else 0.0, output)
+        ticket.reserved_tokens = taken = cost.at(output)[0]
+        rate = ticket.rate_scopes
         if rate:
-            decision = await self.limiter.admit(rate, requests=1, tokens=estimate)
-            headers.update(decision.headers())
+            decision = await self.limiter.admit(rate, requests=1, tokens=taken)
+            ticket.headers.update(decision.headers())
             if not decision.allowed:
                 raise decision.error()
-        if budgets:
-            status = await self.ledger.check(budgets, estimate_tokens=estimate)
-            if not status.allowed:
-                raise status.error()
-        ticket = Ticket(request_id, model, rate, list(caller.scope_ids), estimate, config, headers)
-        return call, ticket
+        budgets = {s.id: s for s in caller.budget_scopes}
+        scopes = [budgets.get(i, BudgetScope(i, None)) for i in ticket.budget_ids]
+        self._start_upkeep()
+        try:
+            outcome = await self.ledger.reserve(scopes, cost, ticket.request_id, ticket.model,
+                                                self._clock() + self.config.reservation_ttl_s)
+        except BaseException:
+            await self._give_back(rate, taken)
+            raise
+        reservation = outcome.reservation
+        if reservation is None:
+            await self._give_back(rate, taken)
+            raise outcome.status.error()
+        ticket.reservation = reservation
+        self._live[ticket.request_id] = ticket
+        if reservation.output < output:  # the budget covers less: ask the upstream for less
+            ticket.call = fitted.with_max_tokens(reservation.output)
+            ticket.output_bound = reservation.output
+            ticket.reserved_tokens = reservation.tokens
+            await self._give_back(rate, taken - reservation.tokens)
 
-    async def _fit(self, call: Call, config: ModelConfig) -> tuple[Call, int, dict[str, str]]:
-        counter, tokens = self.counter, config.tokens
-        if isinstance(call, TextRequest):
-            prompt = call.params.prompt
-            text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
-            count = await counter.offload(len(text), counter.count_text, text, tokens)
-            if config.context is None:
-                return call, count, {}
-            # a text prompt is one turn that cannot be dropped: it fits, or it is refused;
-            # max_tokens is clamped or refused as for chat
-            requested = call.params.max_tokens if isinstance(call.params.max_tokens, int) else None
-            fitted = fit_context([Message(role="user", content="")], lambda _: count, config.context,
-                                 max_tokens=requested)
-            if fitted.max_tokens is not None and fitted.max_tokens != requested:
-                call = msgspec.structs.replace(call, params=msgspec.structs.replace(
-                    call.params, max_tokens=fitted.max_tokens))
-            return call, count, {}
-        params = call.params
-        tools = params.tools if isinstance(params.tools, list) else None
-        if config.context is None:
-            return call, await counter.count_chat_async(params.messages, tools, tokens), {}
-        requested = params.max_completion_tokens if isinstance(params.max_completion_tokens, int) \
-            else params.max_tokens if isinstance(params.max_tokens, int) else None
-        result = await counter.offload(
-            prompt_chars(params.messages, tools), _fit_with, counter, params.messages, tools, config, requested)
-        headers = {TRIMMED_HEADER: str(result.trimmed_tokens)} if result.is_trimmed else {}
-        changes: dict[str, object] = {}
-        if result.is_trimmed:
-            changes["messages"] = result.messages
-        if result.max_tokens is not None and result.max_tokens != requested:
-            changes["max_completion_tokens" if isinstance(params.max_completion_tokens, int) else "max_tokens"] = \
-                result.max_tokens
-        if changes:
-            call = msgspec.structs.replace(call, params=msgspec.structs.replace(params, **changes))
-        return call, result.prompt_tokens, headers
+    async def _give_back(self, rate: list[RateScope], tokens: int) -> None:
+        if rate and tokens:
+            with contextlib.suppress(Exception):  # the bucket refills anyway; admission goes on
+                await self.limiter.adjust(rate, -tokens)
 
-    def settle(self, ticket: Ticket, usage: Usage | None, generated: str = "") -> Charge:
-        """Charge what the request used; counted from the text when the backend sent no usage.
-
-        Returns the charge (tokens and cost) for the request's telemetry; storing it happens
-        in the background.
-        """
-        if usage is None:
-            completion = self.counter.count_text(generated, ticket.model_config.tokens) if generated else 0
-            usage = Usage(prompt_tokens=ticket.estimate, completion_tokens=completion,
-                          total_tokens=ticket.estimate + completion)
-        charge = Charge.from_usage(ticket.request_id, ticket.model, usage, ticket.model_config.prices)
+    def _settle(self, ticket: Ticket[ChatRequest] | Ticket[TextRequest], usage: Usage | None,
+                generated: str) -> Charge:
+        try:
+            checked = self.checked_usage(ticket, usage, generated)
+            charge = Charge.from_usage(ticket.request_id, ticket.model, checked, ticket.model_config.prices)
+        except Exception:  # a charge must never break the response or its access line
+            self.usage_counters.failed += 1
+            log.exception("settling request %s failed; charging its reservation", ticket.request_id)
+            charge = Charge(ticket.request_id, ticket.model, ticket.estimate, 0,
+                            max(0, ticket.reserved_tokens - ticket.estimate), 0.0)
+        self._live.pop(ticket.request_id, None)
         # every request is charged, budgets or not: usage reports cover all traffic
-        task = asyncio.get_running_loop().create_task(self._charge(ticket, charge, usage.total_tokens))
+        task = asyncio.get_running_loop().create_task(self._charge(ticket, charge))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         return charge
 
-    async def _charge(self, ticket: Ticket, charge: Charge, total_tokens: int) -> None:
+    def checked_usage(self, ticket: Ticket[ChatRequest] | Ticket[TextRequest], usage: Usage | None,
+                      generated: str = "") -> Usage:
+        """The usage to charge: the upstream's, clamped to what the request could have used
+        (no negative count, no prompt far beyond the estimate, no completion beyond its output
+        bound for every choice); counted from ``generated`` when the upstream sent none."""
+        counted = (self.counter.count_text(generated, ticket.model_config.tokens) if generated else 0)
+        if usage is None:
+            return Usage(prompt_tokens=ticket.estimate, completion_tokens=counted,
+                         total_tokens=ticket.estimate + counted)
+        prompt_cap = max(PROMPT_FACTOR * ticket.estimate, ticket.estimate + PROMPT_SLACK)
+        if ticket.output_bound is not None:
+            completion_cap = ticket.output_bound * ticket.choices
+        else:
+            completion_cap = max(self.config.default_max_output_tokens * ticket.choices,
+                                 RECOUNT_FACTOR * counted + RECOUNT_SLACK)
+        prompt = min(max(usage.prompt_tokens, 0), prompt_cap)
+        completion = min(max(usage.completion_tokens, 0), completion_cap)
+        cached = min(max(usage.cached_tokens, 0), prompt)
+        if (prompt, completion, cached) != (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens):
+            self.usage_counters.clamped += 1
+            log.warning("request %s: upstream usage (prompt %d, cached %d, completion %d) is outside what"
+                        " the request could use (prompt <= %d, completion <= %d); charged as clamped",
+                        ticket.request_id, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens,
+                        prompt_cap, completion_cap)
+        if (prompt, completion, cached) == (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens):
+            return usage
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                     prompt_tokens_details=PromptTokensDetails(cached_tokens=cached))
+
+    async def _charge(self, ticket: Ticket[ChatRequest] | Ticket[TextRequest], charge: Charge) -> None:
         try:
-            await self.ledger.charge(ticket.budget_ids, charge)
+            if ticket.reservation is not None:
+                await self.ledger.settle(ticket.reservation, charge)
+            else:
+                await self.ledger.charge(ticket.budget_ids, charge)
             if ticket.rate_scopes:
-                await self.limiter.adjust(ticket.rate_scopes, total_tokens - ticket.estimate)
+                await self.limiter.adjust(ticket.rate_scopes, charge.total_tokens - ticket.reserved_tokens)
         except Exception:  # accounting must never take the gateway down; the wrappers log outages
             log.exception("charging request %s failed", ticket.request_id)
 
+    def _start_upkeep(self) -> None:
+        if self._upkeep is None or self._upkeep.done():
+            self._upkeep = asyncio.get_running_loop().create_task(self._keep_up(), name="accounting-upkeep")
+
+    async def _keep_up(self) -> None:
+        """Renew the reservations of requests in flight, charge expired ones (of any gateway),
+        and replay what waits for Redis, every third of the reservation lifetime."""
+        interval = self.config.reservation_ttl_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.upkeep()
+            except Exception:
+                log.warning("accounting upkeep failed", exc_info=True)
+
+    async def upkeep(self) -> None:
+        """One round of renewing, sweeping and replaying."""
+        live = [t.reservation for t in list(self._live.values()) if t.reservation is not None]
+        await self.ledger.renew(live, self._clock() + self.config.reservation_ttl_s)
+        swept = await self.ledger.sweep()
+        if swept:
+            log.warning("charged %d expired reservations in full (their gateway stopped renewing them)",
+                        len(swept))
+        replay = getattr(self.limiter, "replay", None)
+        if replay is not None:
+            await replay()
+
     async def aclose(self) -> None:
         """Let in-flight charges finish (bounded), then flush anything queued for Redis."""
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._upkeep
         if self._pending:
             await asyncio.wait(self._pending, timeout=5)
         flush = getattr(self.ledger, "flush", None)
         if flush is not None:
             await flush()
-
-
-def _fit_with(counter: TokenCounter, messages: list[Message], tools: list[Tool] | None,
-              config: ModelConfig, requested: int | None) -> BudgetResult:
-    assert config.context is not None
-    return fit_context(messages, lambda m: counter.count_message(m, config.tokens), config.context,
-                       fixed_tokens=counter.count_fixed(tools, config.tokens), max_tokens=requested)
 
 
 def limit_stores(client: redis.Redis | None, config: LimitsStoreConfig) -> tuple[RateLimiter, UsageLedger]:
@@ -179,9 +328,10 @@ def limit_stores(client: redis.Redis | None, config: LimitsStoreConfig) -> tuple
         return memory_limiter, memory_ledger
     limiter = ResilientRateLimiter(RedisRateLimiter(client, "switchyard:rl"), memory_limiter,
                                    StoreHealth("rate limits", config))
+    journal = ChargeJournal(config.charge_journal_dir) if config.charge_journal_dir else None
     ledger = ResilientLedger(RedisUsageLedger(client, "switchyard:usage", config.usage_retention_days,
                                               config.charge_dedup_s),
-                             memory_ledger, StoreHealth("budgets", config))
+                             memory_ledger, StoreHealth("budgets", config), journal)
     return limiter, ledger
 
 

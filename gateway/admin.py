@@ -11,6 +11,7 @@ from litestar.params import FromQuery
 from backends.errors import InvalidRequestError
 from gateway.policy_manager import ActivePolicy, PolicyManager
 from gateway.state import Gateway
+from policies.scopes import key_scope, tenant_scope
 
 
 @get("/admin/usage")
@@ -24,7 +25,7 @@ async def admin_usage(request: Request[Any, Any, Any], tenant: FromQuery[str], d
         raise InvalidRequestError(f"no tenant named {tenant!r}", param="tenant")
     if not 1 <= days <= 366:
         raise InvalidRequestError("days must be between 1 and 366", param="days")
-    scope = f"key:{tenant}:{key}" if key else f"tenant:{tenant}"
+    scope = key_scope(tenant, key) if key else tenant_scope(tenant)
     report = await runtime.accounting.ledger.report(scope, days)
     return {"scope": report.scope, "days": days, "total_tokens": report.total_tokens,
             "total_usd": round(report.total_usd, 6), "rows": [asdict(row) for row in report.rows]}

@@ -191,7 +191,8 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
     if assignment.rollout:
         record.on_finish.append(lambda: _report_outcome(runtime, assignment, record))
     with record.phase("switchyard.admission"):
-        call, ticket = await runtime.accounting.admit(runtime.policy, caller, model, call, record.request_id)
+        ticket = await runtime.accounting.admit(runtime.policy, caller, model, call, record.request_id).reserve()
+    call = ticket.call  # trimmed, max_tokens clamped to the window and the budget
     settle = runtime.accounting.settle
     moderator = runtime.moderation.for_request(caller.tenant, model)
     if moderator is not None:

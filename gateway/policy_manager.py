@@ -64,6 +64,9 @@ class _LimitStores:
     stores: tuple[RateLimiter, UsageLedger]
 
     async def aclose(self) -> None:
+        close = getattr(self.stores[1], "close", None)
+        if close is not None:  # releases the charge journal; kept on disk while charges wait
+            close()
         if self.client is not None:
             await self.client.aclose()
 
@@ -171,12 +174,22 @@ class PolicyManager:
         return True
 
     def _limit_stores(self, policy: Policy) -> tuple[_LimitStores, _LimitStores | None]:
-        """The current stores if ``limits`` is unchanged (limits and spend carry on), else new ones."""
+        """The current stores if ``limits`` is unchanged (limits and spend carry on), else new ones.
+
+        Without Redis the process's stores are the only record of usage, budgets and buckets:
+        they are always carried over (a new ``limits`` section changes how Redis is used, and
+        there is none). With Redis the new stores take over the charges still waiting for it."""
         current = self._limits
-        if current is not None and current.config == policy.limits:
+        if current is not None and (current.config == policy.limits or current.client is None
+                                    and not self._settings.redis_url):
             return current, None
         client = limits_client(self._settings.redis_url, policy.limits) if self._settings.redis_url else None
-        return _LimitStores(policy.limits, client, limit_stores(client, policy.limits)), current
+        stores = limit_stores(client, policy.limits)
+        if current is not None:
+            take_over = getattr(stores[1], "take_over", None)
+            if take_over is not None:
+                take_over(current.stores[1])
+        return _LimitStores(policy.limits, client, stores), current
 
     async def _retire(self, runtime: Runtime, limits: _LimitStores | None) -> None:
         self._retiring[runtime] = limits

@@ -215,7 +215,7 @@ class Runtime:
         moderation = compile_moderation(policy, moderation_classifier, moderation_error)
         counter = TokenCounter.load(m.tokens.tokenizer for m in policy.models.values())
         limiter, ledger = limit_stores or (MemoryRateLimiter(), MemoryUsageLedger())
-        accounting = Accounting(counter, limiter, ledger)
+        accounting = Accounting(counter, limiter, ledger, policy.limits)
         environ = os.environ if environ is None else environ
         old = previous.slots if previous else {}
         slots: dict[str, BackendSlot] = {}

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from backends.errors import AuthenticationError, NotFoundError
 from policies.document import Policy
 from policies.rate_limit import RateScope
+from policies.scopes import key_scope, tenant_scope
 from policies.spend import BudgetScope
 
 
@@ -42,8 +43,9 @@ class Caller:
 
     @property
     def scope_ids(self) -> tuple[str, str]:
-        """(tenant scope, key scope): one naming for rate limits, budgets and usage reports."""
-        return f"tenant:{self.tenant}", f"key:{self.tenant}:{self.key_name}"
+        """(tenant scope, key scope): one naming for rate limits, budgets and usage reports
+        (names escaped, so ``:`` in a name cannot make two scopes one)."""
+        return tenant_scope(self.tenant), key_scope(self.tenant, self.key_name)
 
     def may_use(self, model: str) -> bool:
         return "*" in self.models or model in self.models
@@ -61,7 +63,7 @@ class KeyRing:
         for tenant_name, tenant in policy.tenants.items():
             for key in tenant.keys:
                 thresholds = {**tenant.route_thresholds, **key.route_thresholds}
-                tenant_id, key_id = f"tenant:{tenant_name}", f"key:{tenant_name}:{key.name}"
+                tenant_id, key_id = tenant_scope(tenant_name), key_scope(tenant_name, key.name)
                 rates = tuple(RateScope(i, c) for i, c in ((tenant_id, tenant.rate_limits),
                                                             (key_id, key.rate_limits)) if c)
                 budgets = tuple(BudgetScope(i, c) for i, c in ((tenant_id, tenant.budgets),

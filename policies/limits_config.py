@@ -102,8 +102,9 @@ class RateLimitConfig(StrictModel):
     rpm: Annotated[int, Field(ge=1)] | None = None
     """Requests per minute; unset means no request limit."""
     tpm: Annotated[int, Field(ge=1)] | None = None
-    """Tokens per minute: the prompt estimate is taken at admission, then corrected by the real
-    prompt and completion tokens the backend reports."""
+    """Tokens per minute: admission takes the most the request can use (prompt estimate plus
+    ``max_tokens``, or the model's output limit, for every choice), as OpenAI counts it; the
+    difference is given back when the real usage is known."""
     burst: Annotated[float, Field(gt=0, le=60)] = 1.0
     """Bucket size in minutes of the limit: 1.0 lets a whole minute's quota go at once, 0.1 at
     most a tenth of it (then the rest comes at the steady rate). A request estimated at more
@@ -123,9 +124,11 @@ class BudgetConfig(StrictModel):
     """Caps on what one tenant or key uses per UTC day and calendar month (``tenants.<t>.budgets``,
     ``tenants.<t>.keys[i].budgets``).
 
-    Checked at admission (a request is refused once a cap is used up, or when its prompt
-    estimate alone would pass a token cap), charged with the real usage afterwards, also for
-    streams the client cut short and requests that failed after tokens were produced.
+    Admission reserves the most a request can cost (its prompt estimate plus its output bound
+    for every choice, priced), atomically with every other request in flight; the request is
+    charged its real usage when it ends (also a stream the client cut short, or a request that
+    failed after tokens were produced) and the rest of the reservation is returned. So the
+    caps hold under concurrency: what is charged never passes a cap.
     """
 
     daily_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -139,6 +142,12 @@ class BudgetConfig(StrictModel):
     on_redis_failure: RedisFailureMode = "fail_open"
     """When the shared Redis cannot be reached: ``fail_open`` keeps serving and counts usage
     per process (replayed to Redis once it is back); ``fail_closed`` answers 503."""
+    max_tokens_overflow: MaxTokensOverflow = "clamp"
+    """When what is left of a cap cannot cover the request's output bound (``max_tokens``, or
+    the model's limit when the request sets none) for every choice: ``clamp`` lowers
+    ``max_tokens`` to what is left (the answer may stop with ``finish_reason: length``) and
+    refuses only when not even one token per choice fits; ``reject`` refuses with 429
+    ``insufficient_quota``."""
 
     @model_validator(mode="after")
     def _has_a_cap(self) -> BudgetConfig:
@@ -163,3 +172,19 @@ class LimitsStoreConfig(StrictModel):
     charge_dedup_s: Annotated[int, Field(ge=60)] = 172_800
     """Seconds Redis remembers a charged request id, so a retried or replayed charge is not
     counted twice. The per-process ledger keeps ids for at most 10 minutes (and 20k of them)."""
+    reservation_ttl_s: Annotated[float, Field(ge=1, le=86_400)] = 120.0
+    """How long a reservation lasts unless the gateway that made it renews it (each gateway
+    renews the reservations of its requests in flight every third of this). A gateway that
+    dies (``kill -9``, a lost node) stops renewing: its reservations expire and any gateway
+    charges them in full, so a crash costs the tenant at most the unused rest of the
+    reservation, never loses the charge."""
+    default_max_output_tokens: Annotated[int, Field(ge=1)] = 4096
+    """Output bound per choice reserved for a request that sets no ``max_tokens``, of a model
+    whose ``context`` sets no limits; also the most completion tokens per choice charged for
+    such a request when its upstream reports more than the streamed text can explain."""
+    charge_journal_dir: str | None = None
+    """Directory where charges that could not reach Redis are journalled (one file per
+    process, removed once replayed). A gateway stopped or killed while Redis is down replays
+    them from there when it starts again, as does any gateway that finds a file nobody holds.
+    Unset: such charges live in memory only and are lost if the process stops during the
+    outage. In Kubernetes, point it at a volume that outlives the pod."""

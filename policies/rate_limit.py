@@ -3,8 +3,9 @@
 Each scope (a key, a tenant) has a requests bucket and a tokens bucket, refilled continuously at
 the per-minute rate up to ``burst`` minutes' worth. ``admit`` checks every scope of a request at
 once and takes from all of them only if all allow it; ``adjust`` later corrects the tokens
-bucket by the difference between the real usage and the admission estimate (a bucket may go
-below zero: the debt delays the next requests). A cost larger than the bucket is admitted only
+bucket by the difference between the real usage and what admission took, the most the request
+could use (so TPM counts tokens reserved by requests in flight; a bucket may go below zero when
+an upstream reports more: the debt delays the next requests). A cost larger than the bucket is admitted only
 when the bucket is full, so an oversized request is slow, never impossible.
 
 ``MemoryRateLimiter`` serves one process; ``RedisRateLimiter`` is shared by every replica and
@@ -24,6 +25,7 @@ import redis.asyncio as redis
 
 from backends.errors import RateLimitedError
 from policies.limits_config import RateLimitConfig
+from policies.scopes import hash_tag
 
 Dimension = Literal["requests", "tokens"]
 _DIMENSIONS: tuple[Dimension, Dimension] = ("requests", "tokens")
@@ -96,7 +98,7 @@ class RateLimiter(Protocol):
         Args:
             scopes: Every scope the request counts against (its key, its tenant).
             requests: Requests to take (1 per request).
-            tokens: The request's token estimate (prompt tokens at admission).
+            tokens: The most the request can use: prompt estimate plus output bound x choices.
             now: Unix time in seconds; defaults to the store's clock.
         """
         ...
@@ -289,7 +291,8 @@ class RedisRateLimiter:
 
     Args:
         client: The shared ``redis.asyncio.Redis``.
-        namespace: Key prefix, e.g. ``switchyard:rl``; a scope lives at ``<namespace>:<id>``.
+        namespace: Key prefix, e.g. ``switchyard:rl``; a scope lives at
+            ``<namespace>:{<tenant>}:<id>`` (``policies.scopes.hash_tag``).
     """
 
     def __init__(self, client: redis.Redis, namespace: str) -> None:
@@ -298,7 +301,8 @@ class RedisRateLimiter:
         self._adjust = client.register_script(_ADJUST)
 
     def _args(self, scopes: Sequence[RateScope]) -> tuple[list[str], list[float]]:
-        keys = [f"{self._namespace}:{s.id}" for s in scopes]
+        # one hash tag per tenant: a request's key and tenant buckets sit in one Cluster slot
+        keys = [f"{self._namespace}:{hash_tag(s.id)}:{s.id}" for s in scopes]
         args: list[float] = []
         for scope in scopes:
             for dimension in _DIMENSIONS:

@@ -7,8 +7,12 @@ what its ``on_redis_failure`` says (``fail_open``: the memory twin enforces it p
 ``redis_retry_interval_s``, so requests do not each wait for a timeout. ``StoreHealth`` counts
 failures, fallbacks and rejections and logs at most once per ``outage_log_interval_s``.
 
-Charges that could not reach Redis are kept (bounded) and replayed once it answers again; charges
-are idempotent by request id, so a charge whose reply was lost is not counted twice.
+Charges that could not reach Redis are kept (bounded, and journalled to a local file when
+``charge_journal_dir`` is set, so a stop or a crash during the outage does not lose them) and
+replayed once it answers again, by one replayer at a time, in order, also from a background
+loop and before a usage report; charges are idempotent by request id, so a charge whose reply
+was lost is not counted twice. Rate-limit corrections that could not reach Redis are replayed
+the same way while they still matter (a bucket refills within its burst window).
 """
 
 from __future__ import annotations
@@ -25,9 +29,18 @@ from typing import TypeVar
 import redis.asyncio as redis
 
 from backends.errors import ServiceUnavailableError
+from policies.charge_journal import ChargeJournal, Entry
 from policies.limits_config import LimitsStoreConfig
 from policies.rate_limit import RateDecision, RateLimiter, RateScope
-from policies.spend import BudgetScope, BudgetStatus, Charge, UsageLedger, UsageReport
+from policies.reservation import Cost, Reservation
+from policies.spend import (
+    BudgetScope,
+    BudgetStatus,
+    Charge,
+    ReserveOutcome,
+    UsageLedger,
+    UsageReport,
+)
 
 log = logging.getLogger("switchyard.policies.resilient")
 
@@ -36,6 +49,7 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError, Time
 """What counts as the store failing (redis-py errors, sockets, our timeout)."""
 _MAX_PENDING = 10_000
 _REPLAY_BATCH = 50  # charges replayed per call, so no single request pays for the whole backlog
+_ADJUST_WINDOW_S = 3_600.0  # longest burst window (60 minutes): older corrections no longer matter
 
 
 class LimitStoreUnavailableError(ServiceUnavailableError):
@@ -141,6 +155,8 @@ class ResilientRateLimiter:
 
     def __init__(self, primary: RateLimiter, fallback: RateLimiter, health: StoreHealth) -> None:
         self._primary, self._fallback, self.health = primary, fallback, health
+        self._pending: deque[tuple[Sequence[RateScope], int, float]] = deque()
+        self._replaying = asyncio.Lock()
 
     async def admit(self, scopes: Sequence[RateScope], requests: int = 1, tokens: int = 0,
                     now: float | None = None) -> RateDecision:
@@ -160,54 +176,117 @@ class ResilientRateLimiter:
             await self.health.call(lambda: self._primary.adjust(scopes, token_delta, now))
         except STORE_ERRORS:
             await self._fallback.adjust(scopes, token_delta, now)
+            if len(self._pending) >= _MAX_PENDING:
+                self._pending.popleft()
+            self._pending.append((scopes, token_delta, time.time() if now is None else now))
+            return
+        await self.replay()
+
+    async def replay(self) -> None:
+        """Send corrections kept during an outage, oldest first, one replayer at a time.
+
+        Each one is applied at Redis's present time (the debt or the refund still matters now,
+        unless older than the longest burst window, after which the bucket is full anyway)."""
+        if not self._pending or self._replaying.locked():
+            return
+        async with self._replaying:
+            while self._pending and not self.health.is_down:
+                scopes, delta, at = self._pending[0]
+                if time.time() - at < _ADJUST_WINDOW_S:
+                    try:
+                        await self.health.call(functools.partial(self._primary.adjust, scopes, delta))
+                    except STORE_ERRORS:
+                        return
+                self._pending.popleft()
 
 
 class ResilientLedger:
     """A ``UsageLedger`` over Redis that falls back to memory or 503s per budget.
 
-    A charge that cannot reach Redis goes to the memory twin (so per-process budgets see it) and
-    into a queue replayed, oldest first, as soon as Redis answers again.
+    A reservation that cannot be made in Redis is made in the memory twin (``fail_open``). A
+    settlement that cannot reach Redis goes to the memory twin (so per-process budgets see it)
+    and into a queue (and the journal, if any) replayed, oldest first, once Redis answers again.
 
     Args:
         primary: The shared ledger (``RedisUsageLedger``).
         fallback: The per-process twin (``MemoryUsageLedger``).
         health: Shared outage bookkeeping.
+        journal: Where waiting charges are also written, to survive a stop or a crash.
     """
 
-    def __init__(self, primary: UsageLedger, fallback: UsageLedger, health: StoreHealth) -> None:
+    def __init__(self, primary: UsageLedger, fallback: UsageLedger, health: StoreHealth,
+                 journal: ChargeJournal | None = None) -> None:
         self._primary, self._fallback, self.health = primary, fallback, health
-        self._pending: deque[tuple[list[str], Charge, float]] = deque()
+        self._journal = journal
+        self._pending: deque[Entry] = deque(journal.adopt() if journal else ())
+        self._replaying = asyncio.Lock()
 
     @property
     def pending(self) -> int:
         """Charges waiting to be replayed to Redis."""
         return len(self._pending)
 
+    async def reserve(self, scopes: Sequence[BudgetScope], cost: Cost, request_id: str, model: str,
+                      expires_at: float, now: float | None = None) -> ReserveOutcome:
+        try:
+            outcome = await self.health.call(
+                lambda: self._primary.reserve(scopes, cost, request_id, model, expires_at, now))
+        except STORE_ERRORS:
+            closed = [s.id for s in scopes if s.budget is not None and s.budget.on_redis_failure == "fail_closed"]
+            if closed:
+                raise _unavailable(self.health, closed) from None
+            self.health.counters.fallbacks += 1
+            return await self._fallback.reserve(scopes, cost, request_id, model, expires_at, now)
+        await self.replay()
+        return outcome
+
+    async def settle(self, reservation: Reservation, charge: Charge, now: float | None = None) -> bool:
+        at = time.time() if now is None else now
+        if not reservation.shared:  # made in the twin during an outage: release it there
+            await self._fallback.settle(reservation, charge, at)
+            return await self._send(list(reservation.scope_ids), charge, at, None)
+        return await self._send(list(reservation.scope_ids), charge, at, reservation)
+
+    async def charge(self, scope_ids: Sequence[str], charge: Charge,
+                     now: float | None = None) -> bool:
+        return await self._send(list(scope_ids), charge, time.time() if now is None else now, None)
+
+    async def renew(self, reservations: Sequence[Reservation], expires_at: float) -> None:
+        await self._fallback.renew([r for r in reservations if not r.shared], expires_at)
+        shared = [r for r in reservations if r.shared]
+        if shared:
+            try:
+                await self.health.call(lambda: self._primary.renew(shared, expires_at))
+            except STORE_ERRORS:
+                pass  # reservations last reservation_ttl_s: the next renewal has time to land
+
+    async def sweep(self, now: float | None = None) -> list[tuple[tuple[str, ...], Charge]]:
+        at = time.time() if now is None else now
+        charges = await self._fallback.sweep(at)
+        for scope_ids, charge in charges:  # leaked in this process during an outage: Redis too
+            await self._send(list(scope_ids), charge, at, None, twin=False)
+        try:
+            charges += await self.health.call(lambda: self._primary.sweep(at))
+        except STORE_ERRORS:
+            pass
+        await self.replay()
+        return charges
+
     async def check(self, scopes: Sequence[BudgetScope], estimate_tokens: int = 0,
                     now: float | None = None) -> BudgetStatus:
         try:
             status = await self.health.call(lambda: self._primary.check(scopes, estimate_tokens, now))
         except STORE_ERRORS:
-            closed = [s.id for s in scopes if s.budget.on_redis_failure == "fail_closed"]
+            closed = [s.id for s in scopes if s.budget is not None and s.budget.on_redis_failure == "fail_closed"]
             if closed:
                 raise _unavailable(self.health, closed) from None
             self.health.counters.fallbacks += 1
             return await self._fallback.check(scopes, estimate_tokens, now)
-        await self._replay()
+        await self.replay()
         return status
 
-    async def charge(self, scope_ids: Sequence[str], charge: Charge,
-                     now: float | None = None) -> bool:
-        at = time.time() if now is None else now
-        try:
-            charged = await self.health.call(lambda: self._primary.charge(scope_ids, charge, at))
-        except STORE_ERRORS:
-            self._keep(list(scope_ids), charge, at)
-            return await self._fallback.charge(scope_ids, charge, at)
-        await self._replay()
-        return charged
-
     async def report(self, scope_id: str, days: int, now: float | None = None) -> UsageReport:
+        await self.flush()  # what waits for Redis belongs in the report
         try:
             return await self.health.call(lambda: self._primary.report(scope_id, days, now))
         except STORE_ERRORS:
@@ -218,23 +297,64 @@ class ResilientLedger:
         before = -1
         while self._pending and len(self._pending) != before:
             before = len(self._pending)
-            await self._replay()
+            await self.replay()
         return len(self._pending)
 
-    def _keep(self, scope_ids: list[str], charge: Charge, at: float) -> None:
+    def take_over(self, previous: object) -> None:
+        """Adopt the charges still waiting in the ledger this one replaces (a policy changed
+        ``limits``), so they are replayed here and not lost with it."""
+        if isinstance(previous, ResilientLedger) and previous is not self:
+            while previous._pending:
+                self._keep(previous._pending.popleft())
+            if previous._journal is not None:
+                previous._journal.clear()
+
+    def close(self) -> None:
+        """Release the journal file (kept while charges still wait, for the next start)."""
+        if self._journal is not None:
+            self._journal.close()
+
+    async def _send(self, scope_ids: list[str], charge: Charge, at: float, reservation: Reservation | None,
+                    twin: bool = True) -> bool:
+        try:
+            if reservation is None:
+                charged = await self.health.call(lambda: self._primary.charge(scope_ids, charge, at))
+            else:
+                charged = await self.health.call(lambda: self._primary.settle(reservation, charge, at))
+        except STORE_ERRORS:
+            self._keep((scope_ids, charge, at, reservation))
+            return await self._fallback.charge(scope_ids, charge, at) if twin else True
+        await self.replay()
+        return charged
+
+    def _keep(self, entry: Entry) -> None:
         if len(self._pending) >= _MAX_PENDING:
             self._pending.popleft()
             self.health.counters.dropped += 1
-        self._pending.append((scope_ids, charge, at))
-
-    async def _replay(self) -> None:
-        for _ in range(min(len(self._pending), _REPLAY_BATCH)):
-            if self.health.is_down:
-                return
-            scope_ids, charge, at = self._pending[0]
+        self._pending.append(entry)
+        if self._journal is not None:
             try:
-                await self.health.call(functools.partial(self._primary.charge, scope_ids, charge, at))
-            except STORE_ERRORS:
-                return
-            self._pending.popleft()
-            self.health.counters.replayed += 1
+                self._journal.append(entry)
+            except OSError as exc:
+                log.error("cannot journal a charge waiting for Redis (kept in memory): %s", exc)
+
+    async def replay(self) -> None:
+        """Send waiting charges to Redis, oldest first, one replayer at a time (a second caller
+        returns at once: the running replayer takes what it queued too)."""
+        if not self._pending or self._replaying.locked():
+            return
+        async with self._replaying:
+            for _ in range(min(len(self._pending), _REPLAY_BATCH)):
+                if self.health.is_down:
+                    return
+                scope_ids, charge, at, reservation = self._pending[0]
+                operation = (functools.partial(self._primary.charge, scope_ids, charge, at) if reservation is None
+                             else functools.partial(self._primary.settle, reservation, charge, at))
+                try:
+                    await self.health.call(operation)
+                except STORE_ERRORS:
+                    return
+                self._pending.popleft()
+                self.health.counters.replayed += 1
+            if not self._pending and self._journal is not None:
+                self._journal.clear()

@@ -167,7 +167,7 @@ async def test_redis_keys_expire_once_buckets_are_full_again() -> None:
     try:
         limiter = RedisRateLimiter(client, namespace)
         await limiter.admit([scope("key:a", rpm=60, tpm=600)], tokens=30)
-        ttl_ms = await client.pttl(f"{namespace}:key:a")
+        ttl_ms = await client.pttl(f"{namespace}:{{a}}:key:a")  # under the tenant's hash tag
         assert 3_000 < ttl_ms <= 4_000  # 30 tokens at 10/s, plus a second
     finally:
         await client.delete(f"{namespace}:key:a")

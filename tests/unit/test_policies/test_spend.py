@@ -149,9 +149,10 @@ async def test_redis_records_expire() -> None:
     try:
         ledger = RedisUsageLedger(client, namespace, retention_days=2, dedup_s=600)
         await ledger.charge(["tenant:acme"], charge("r1"), now=NOON)
-        assert 0 < await client.ttl(f"{namespace}:u:tenant:acme:d:2024-06-19") <= 2 * 86_400
-        assert await client.ttl(f"{namespace}:u:tenant:acme:m:2024-06") > 300 * 86_400
-        assert 0 < await client.ttl(f"{namespace}:charged:r1") <= 600
+        # every key of a tenant carries its hash tag (one Cluster slot per tenant)
+        assert 0 < await client.ttl(f"{namespace}:{{acme}}:u:tenant:acme:d:2024-06-19") <= 2 * 86_400
+        assert await client.ttl(f"{namespace}:{{acme}}:u:tenant:acme:m:2024-06") > 300 * 86_400
+        assert 0 < await client.ttl(f"{namespace}:{{acme}}:charged:r1") <= 600
     finally:
         keys = [k async for k in client.scan_iter(f"{namespace}:*")]
         await client.delete(*keys)

@@ -1,0 +1,100 @@
+"""Fitting a request to its model before admission: count the prompt, trim it into the context
+window, clamp ``max_tokens``, and say how many output tokens per choice it may produce."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import msgspec
+
+from backends.types import ChatParams, ChatRequest, Message, TextRequest, Tool
+from policies.context_budget import BudgetResult, fit_context
+from policies.document import ModelConfig
+from policies.tokens import TokenCounter, prompt_chars
+
+Call = TypeVar("Call", ChatRequest, TextRequest)
+TRIMMED_HEADER = "x-switchyard-trimmed-tokens"
+
+
+@dataclass(frozen=True, slots=True)
+class Fitted(Generic[Call]):
+    """A request as it fits its model."""
+
+    call: Call
+    """The call to send: trimmed, ``max_tokens`` clamped to the window."""
+    prompt_tokens: int
+    """The prompt estimate."""
+    output_bound: int | None
+    """Output tokens per choice the upstream may produce: the request's ``max_tokens`` (or
+    ``max_completion_tokens``), else what the model's window leaves; None when unknown."""
+    choices: int
+    """Completions the upstream generates: ``n``, or ``best_of`` when larger."""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def with_max_tokens(self, tokens: int) -> Call:
+        """The call asking for at most ``tokens`` per choice (in the field the client used)."""
+        params = self.call.params
+        name = "max_completion_tokens" if isinstance(params, ChatParams) and isinstance(
+            params.max_completion_tokens, int) else "max_tokens"
+        return msgspec.structs.replace(self.call, params=msgspec.structs.replace(params, **{name: tokens}))
+
+
+async def fit_call(counter: TokenCounter, call: Call, config: ModelConfig) -> Fitted[Call]:
+    """Count, trim and clamp ``call`` for ``config``; raises ``ContextLengthExceededError``."""
+    choices = _choices(call)
+    if isinstance(call, TextRequest):
+        return await _fit_text(counter, call, config, choices)
+    params = call.params
+    tools = params.tools if isinstance(params.tools, list) else None
+    requested = params.max_completion_tokens if isinstance(params.max_completion_tokens, int) \
+        else params.max_tokens if isinstance(params.max_tokens, int) else None
+    if config.context is None:
+        count = await counter.count_chat_async(params.messages, tools, config.tokens)
+        return Fitted(call, count, requested, choices)
+    result = await counter.offload(
+        prompt_chars(params.messages, tools), _fit_with, counter, params.messages, tools, config, requested)
+    headers = {TRIMMED_HEADER: str(result.trimmed_tokens)} if result.is_trimmed else {}
+    changes: dict[str, object] = {}
+    if result.is_trimmed:
+        changes["messages"] = result.messages
+    if result.max_tokens is not None and result.max_tokens != requested:
+        changes["max_completion_tokens" if isinstance(params.max_completion_tokens, int) else "max_tokens"] = \
+            result.max_tokens
+    if changes:
+        call = msgspec.structs.replace(call, params=msgspec.structs.replace(params, **changes))
+    bound = result.max_tokens if result.max_tokens is not None else result.output_budget
+    return Fitted(call, result.prompt_tokens, bound, choices, headers)
+
+
+async def _fit_text(counter: TokenCounter, call: TextRequest, config: ModelConfig,
+                    choices: int) -> Fitted[TextRequest]:
+    prompt = call.params.prompt
+    text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+    count = await counter.offload(len(text), counter.count_text, text, config.tokens)
+    requested = call.params.max_tokens if isinstance(call.params.max_tokens, int) else None
+    if config.context is None:
+        return Fitted(call, count, requested, choices)
+    # a text prompt is one turn that cannot be dropped: it fits, or it is refused;
+    # max_tokens is clamped or refused as for chat
+    fitted = fit_context([Message(role="user", content="")], lambda _: count, config.context,
+                         max_tokens=requested)
+    if fitted.max_tokens is not None and fitted.max_tokens != requested:
+        call = msgspec.structs.replace(call, params=msgspec.structs.replace(
+            call.params, max_tokens=fitted.max_tokens))
+    bound = fitted.max_tokens if fitted.max_tokens is not None else fitted.output_budget
+    return Fitted(call, count, bound, choices)
+
+
+def _choices(call: ChatRequest | TextRequest) -> int:
+    params = call.params
+    n = params.n if isinstance(params.n, int) else 1
+    best_of = getattr(params, "best_of", None)
+    return max(n, best_of) if isinstance(best_of, int) else n
+
+
+def _fit_with(counter: TokenCounter, messages: list[Message], tools: list[Tool] | None,
+              config: ModelConfig, requested: int | None) -> BudgetResult:
+    assert config.context is not None
+    return fit_context(messages, lambda m: counter.count_message(m, config.tokens), config.context,
+                       fixed_tokens=counter.count_fixed(tools, config.tokens), max_tokens=requested)
