@@ -14,6 +14,16 @@ Differences from the real API, on purpose:
   first) tool with a small input derived from its schema, so round trips can be tested.
 * ``sim_*`` body fields are accepted besides the Messages API fields; other unknown fields are
   rejected, as Anthropic does.
+* Structured outputs (``output_config.format``): the answer is the smallest JSON instance of
+  the schema (``anthropic_rules.minimal_instance``).
+* Thinking (``thinking`` enabled or adaptive): the answer opens with a short ``thinking`` block
+  of generated words, signed (``anthropic_rules.sign``); its words count as output tokens.
+
+What the real API enforces is enforced here too (``backends/sim/anthropic_rules.py``): the key
+as ``x-api-key`` or ``Authorization: Bearer`` (the SDK 2.17 sends the latter), the
+``anthropic-version`` header, ``temperature``/``top_p`` ranges and exclusivity, the shapes of
+``output_config`` and ``thinking``, intact thinking signatures, and the signed thinking block
+at the head of the assistant turn whose tool calls a thinking request answers.
 """
 
 from __future__ import annotations
@@ -25,28 +35,11 @@ import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from backends.sim import anthropic_rules as rules
 from backends.sim.config import SimConfig
 from backends.sim.engine import Generation, SimEngine, SimFailure, SimHooks, SimRequest
 from backends.sim.textgen import generate_words
 
-_FIELDS = frozenset(
-    {
-        "model",
-        "messages",
-        "max_tokens",
-        "system",
-        "stop_sequences",
-        "stream",
-        "temperature",
-        "top_p",
-        "top_k",
-        "tools",
-        "tool_choice",
-        "metadata",
-        "thinking",
-        "service_tier",
-    }
-)
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -67,6 +60,8 @@ _SAMPLE_VALUES: dict[str, Any] = {
     "object": {},
 }
 _ENGINE_KEY = web.AppKey("engine", SimEngine)
+_THINKING_WORDS = 12
+"""Length of the simulated thinking, in generated words (one token each)."""
 
 
 def build_anthropic_app(config: SimConfig, engine: SimEngine) -> web.Application:
@@ -111,15 +106,18 @@ async def _messages(request: web.Request) -> web.StreamResponse:
     raw = await request.read()
     engine.record(request.path, raw, request.headers)
     try:
-        _check_key(engine.config, request)
+        _check_headers(engine.config, request)
         body = _parse(raw)
+        thinking = rules.thinking_enabled(body)
+        rules.check_thinking_history(body, thinking)
+        schema = rules.output_schema(body)
         tool = _tool_to_call(body)
-        generation = engine.admit(_sim_request(engine, body, tool))
+        generation = engine.admit(_sim_request(engine, body, tool, schema))
     except SimFailure as failure:
         if not failure.counted:
             engine.record_failure()
         return error_response(failure.status, failure.message, retry_after=failure.retry_after)
-    reply = _Reply(engine.config, body, generation, tool)
+    reply = _Reply(engine.config, body, generation, tool, thinking=thinking)
     if body.get("stream") is True:
         return await _stream(request, reply)
     async with generation:
@@ -127,12 +125,15 @@ async def _messages(request: web.Request) -> web.StreamResponse:
     return web.json_response(reply.message(), dumps=_dumps)
 
 
-def _check_key(config: SimConfig, request: web.Request) -> None:
-    if config.api_key is None:
-        return
-    given = request.headers.get("x-api-key", "")
-    if not hmac.compare_digest(given.encode(), config.api_key.encode()):
-        raise SimFailure(401, "invalid x-api-key")
+def _check_headers(config: SimConfig, request: web.Request) -> None:
+    if config.api_key is not None:
+        # the SDK (2.17) sends Authorization: Bearer; curl examples and older SDKs x-api-key
+        bearer = request.headers.get("authorization", "")
+        given = request.headers.get("x-api-key") or (bearer[7:] if bearer[:7].lower() == "bearer " else "")
+        if not hmac.compare_digest(given.encode(), config.api_key.encode()):
+            raise SimFailure(401, "invalid x-api-key")
+    if not request.headers.get("anthropic-version"):
+        raise SimFailure(400, "anthropic-version: header is required")
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
@@ -142,9 +143,7 @@ def _parse(raw: bytes) -> dict[str, Any]:
         raise SimFailure(400, "request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise SimFailure(400, "request body must be a JSON object")
-    unknown = sorted(k for k in body if k not in _FIELDS and not k.startswith("sim_"))
-    if unknown:
-        raise SimFailure(400, f"{unknown[0]}: Extra inputs are not permitted")
+    rules.check_fields(body)
     if not isinstance(body.get("model"), str):
         raise SimFailure(400, "model: Field required")
     max_tokens = body.get("max_tokens")
@@ -154,6 +153,7 @@ def _parse(raw: bytes) -> dict[str, Any]:
     stops = body.get("stop_sequences", [])
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         raise SimFailure(400, "stop_sequences: Input should be a list of strings")
+    rules.check_sampling(body)
     return body
 
 
@@ -176,13 +176,17 @@ def _check_messages(messages: object) -> None:
 
 
 def _sim_request(
-    engine: SimEngine, body: dict[str, Any], tool: dict[str, Any] | None
+    engine: SimEngine, body: dict[str, Any], tool: dict[str, Any] | None,
+    schema: dict[str, Any] | None,
 ) -> SimRequest:
     hooks = SimHooks.from_body(body)
     stops: tuple[str, ...] = tuple(body.get("stop_sequences", []))
     if tool is not None:
         # the tool input is the output: stream it as the JSON the engine "generates"
         hooks = msgspec.structs.replace(hooks, reply=_dumps(_sample_input(tool)))
+        stops = ()
+    elif schema is not None and hooks.reply is None:
+        hooks = msgspec.structs.replace(hooks, reply=_dumps(rules.minimal_instance(schema)))
         stops = ()
     turns = [("system", _system_text(body.get("system")))] if body.get("system") else []
     turns += [(m["role"], _content_text(m["content"])) for m in body["messages"]]
@@ -283,6 +287,8 @@ class _Reply:
         body: dict[str, Any],
         generation: Generation,
         tool: dict[str, Any] | None,
+        *,
+        thinking: bool = False,
     ) -> None:
         self.model = body.get("model") or config.model
         self.seed = config.seed
@@ -292,6 +298,10 @@ class _Reply:
         self.tool_id = f"toolu_{generation.id}"
         self.stops: list[str] = list(body.get("stop_sequences", []))
         self.cache_marked = _has_cache_mark(body)
+        self.thinking: list[str] = (
+            generate_words(config.seed, "thinking:" + generation.request.prompt, _THINKING_WORDS)
+            if thinking else [])
+        self.signature = rules.sign(self.model, "".join(self.thinking)) if thinking else ""
 
     def usage(self, *, final: bool = True) -> dict[str, int]:
         prompt, completion, cached = self.generation.usage()
@@ -300,7 +310,7 @@ class _Reply:
             "input_tokens": prompt - cached - creation,
             "cache_creation_input_tokens": creation,
             "cache_read_input_tokens": cached,
-            "output_tokens": completion if final else 1,
+            "output_tokens": completion + len(self.thinking) if final else 1,
         }
 
     def stop(self) -> tuple[str, str | None]:
@@ -336,6 +346,13 @@ class _Reply:
             "input": arguments,
         }
 
+    def thinking_block(self) -> dict[str, Any]:
+        return {"type": "thinking", "thinking": "".join(self.thinking), "signature": self.signature}
+
+    def blocks(self) -> list[dict[str, Any]]:
+        """Every content block of the answer: the signed thinking first, when enabled."""
+        return ([self.thinking_block()] if self.thinking else []) + [self.block()]
+
     def message(self, *, streaming: bool = False) -> dict[str, Any]:
         stop_reason, stop_sequence = (None, None) if streaming else self.stop()
         return {
@@ -343,7 +360,7 @@ class _Reply:
             "type": "message",
             "role": "assistant",
             "model": self.model,
-            "content": [] if streaming else [self.block()],
+            "content": [] if streaming else self.blocks(),
             "stop_reason": stop_reason,
             "stop_sequence": stop_sequence,
             "usage": self.usage(final=not streaming),
@@ -358,22 +375,17 @@ async def _stream(request: web.Request, reply: _Reply) -> web.StreamResponse:
     delta_type, field = (
         ("text_delta", "text") if reply.tool is None else ("input_json_delta", "partial_json")
     )
+    index = 1 if reply.thinking else 0  # the answer's block follows the thinking block
     try:
         async with generation:
             await response.prepare(request)
             if not generation.request.hooks.hang_after_headers:
                 await _send_preamble(response, reply)
             async for piece in generation.stream():
-                await _send(
-                    response,
-                    "content_block_delta",
-                    {
-                        "type": "content_block_delta",
-                        "index": 0,
-                        "delta": {"type": delta_type, field: piece},
-                    },
-                )
-            await _send_ending(response, reply)
+                delta = {"type": delta_type, field: piece}
+                await _send(response, "content_block_delta",
+                            {"type": "content_block_delta", "index": index, "delta": delta})
+            await _send_ending(response, reply, index)
         await response.write_eof()
     except ConnectionError:
         pass  # the client left; the engine counted the request as cancelled
@@ -386,6 +398,10 @@ async def _send_preamble(response: web.StreamResponse, reply: _Reply) -> None:
         "message_start",
         {"type": "message_start", "message": reply.message(streaming=True)},
     )
+    index = 0
+    if reply.thinking:
+        await _send_thinking(response, reply)
+        index = 1
     if reply.tool is None:
         block: dict[str, Any] = {"type": "text", "text": ""}
     else:
@@ -398,14 +414,29 @@ async def _send_preamble(response: web.StreamResponse, reply: _Reply) -> None:
     await _send(
         response,
         "content_block_start",
-        {"type": "content_block_start", "index": 0, "content_block": block},
+        {"type": "content_block_start", "index": index, "content_block": block},
     )
     await _send(response, "ping", {"type": "ping"})
 
 
-async def _send_ending(response: web.StreamResponse, reply: _Reply) -> None:
-    stop_reason, stop_sequence = reply.stop()
+async def _send_thinking(response: web.StreamResponse, reply: _Reply) -> None:
+    """The thinking block at index 0: its words as ``thinking_delta``s, then the signature."""
+    start = {"type": "thinking", "thinking": "", "signature": ""}
+    await _send(response, "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": start})
+    for word in reply.thinking:
+        await _send(response, "content_block_delta", {
+            "type": "content_block_delta", "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": word}})
+    await _send(response, "content_block_delta", {
+        "type": "content_block_delta", "index": 0,
+        "delta": {"type": "signature_delta", "signature": reply.signature}})
     await _send(response, "content_block_stop", {"type": "content_block_stop", "index": 0})
+
+
+async def _send_ending(response: web.StreamResponse, reply: _Reply, index: int) -> None:
+    stop_reason, stop_sequence = reply.stop()
+    await _send(response, "content_block_stop", {"type": "content_block_stop", "index": index})
     await _send(
         response,
         "message_delta",

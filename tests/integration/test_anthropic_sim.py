@@ -254,9 +254,12 @@ async def test_wrong_key_is_an_upstream_error_without_the_key(
 
 
 async def post(
-    sim: RunningSim, session: aiohttp.ClientSession, body: dict[str, Any], key: str | None = API_KEY
+    sim: RunningSim, session: aiohttp.ClientSession, body: dict[str, Any], key: str | None = API_KEY,
+    *, version: str | None = "2023-06-01", bearer: bool = False,
 ) -> tuple[int, CIMultiDict[str], bytes]:
-    headers = {"x-api-key": key} if key else {}
+    headers = ({"authorization": f"Bearer {key}"} if bearer else {"x-api-key": key}) if key else {}
+    if version:
+        headers["anthropic-version"] = version
     async with session.post(f"{sim.url}/v1/messages", json=body, headers=headers) as response:
         return response.status, CIMultiDict(response.headers), await response.read()
 
@@ -345,3 +348,99 @@ async def test_sim_message_shape(sim: RunningSim, session: aiohttp.ClientSession
     assert message["type"] == "message" and message["model"] == "claude-sim"
     assert message["content"] == [{"type": "text", "text": "Hello there"}]
     assert message["stop_reason"] == "end_turn" and message["stop_sequence"] is None
+
+
+# --- what the real API enforces -----------------------------------------------------------
+
+
+async def test_sim_takes_the_key_as_bearer_like_the_sdk(sim: RunningSim, session: aiohttp.ClientSession) -> None:
+    status, _, _ = await post(sim, session, BASE, bearer=True)
+    assert status == 200
+    status, _, _ = await post(sim, session, BASE, key="sk-ant-wrong-0123456789", bearer=True)
+    assert status == 401
+
+
+async def test_sim_requires_anthropic_version(sim: RunningSim, session: aiohttp.ClientSession) -> None:
+    status, _, raw = await post(sim, session, BASE, version=None)
+    assert status == 400 and "anthropic-version" in msgspec.json.decode(raw)["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"temperature": 1.5}, "temperature"),
+        ({"top_p": -0.1}, "top_p"),
+        ({"temperature": 0.5, "top_p": 0.9}, "cannot both be specified"),
+        ({"reasoning_effort": "low"}, "reasoning_effort: Extra inputs"),
+        ({"output_config": {"format": {"type": "json_object"}}}, "output_config.format.type"),
+        ({"output_config": {"effort": "huge"}}, "output_config.effort"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 512}}, "budget_tokens"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 2048}}, "max_tokens"),
+    ],
+)
+async def test_sim_refuses_what_the_api_refuses(
+    sim: RunningSim, session: aiohttp.ClientSession, extra: dict[str, Any], needle: str
+) -> None:
+    status, _, raw = await post(sim, session, {**BASE, **extra})
+    error = msgspec.json.decode(raw)["error"]
+    assert status == 400 and error["type"] == "invalid_request_error"
+    assert needle in error["message"]
+
+
+async def test_sim_answers_the_minimal_instance_of_an_output_schema(
+    sim: RunningSim, session: aiohttp.ClientSession
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1},
+                       "unit": {"$ref": "#/$defs/Unit"}, "note": {"type": "string"}},
+        "required": ["city", "days", "unit"],
+        "additionalProperties": False,
+        "$defs": {"Unit": {"enum": ["C", "F"]}},
+    }
+    body = {**BASE, "max_tokens": 64, "output_config": {"format": {"type": "json_schema", "schema": schema}}}
+    status, _, raw = await post(sim, session, body)
+    message = msgspec.json.decode(raw)
+    assert status == 200 and message["stop_reason"] == "end_turn"
+    assert msgspec.json.decode(message["content"][0]["text"]) == {"city": "", "days": 1, "unit": "C"}
+
+
+THINK = {"type": "enabled", "budget_tokens": 1024}
+
+
+async def test_sim_thinking_opens_the_answer_signed_and_must_come_back(
+    sim: RunningSim, session: aiohttp.ClientSession
+) -> None:
+    tool = {"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    ask = {"role": "user", "content": "Please use the tool for Paris."}
+    body = {**BASE, "max_tokens": 2048, "thinking": THINK, "tools": [tool], "messages": [ask]}
+    status, _, raw = await post(sim, session, body)
+    first = msgspec.json.decode(raw)
+    assert status == 200 and [b["type"] for b in first["content"]] == ["thinking", "tool_use"]
+    thinking, call = first["content"]
+    assert thinking["thinking"] and thinking["signature"]
+    result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": "sunny"}]}
+
+    without = {**body, "messages": [ask, {"role": "assistant", "content": [call]}, result]}
+    status, _, raw = await post(sim, session, without)
+    assert status == 400 and "Expected `thinking`" in msgspec.json.decode(raw)["error"]["message"]
+
+    tampered = {**thinking, "thinking": thinking["thinking"] + " (edited)"}
+    forged = {**body, "messages": [ask, {"role": "assistant", "content": [tampered, call]}, result]}
+    status, _, raw = await post(sim, session, forged)
+    assert status == 400 and "signature" in msgspec.json.decode(raw)["error"]["message"]
+
+    carried = {**body, "messages": [ask, {"role": "assistant", "content": [thinking, call]}, result]}
+    status, _, raw = await post(sim, session, carried)
+    assert status == 200, raw
+
+
+async def test_sim_streams_thinking_then_signature(sim: RunningSim, session: aiohttp.ClientSession) -> None:
+    body = {**BASE, "max_tokens": 2048, "thinking": THINK, "stream": True, "sim_reply": "Hi"}
+    status, _, raw = await post(sim, session, body)
+    data = [msgspec.json.decode(e.data) for e in SSEDecoder().feed(raw)]
+    assert status == 200
+    deltas = [d["delta"]["type"] for d in data if d["type"] == "content_block_delta"]
+    assert deltas[0] == "thinking_delta" and "signature_delta" in deltas and deltas[-1] == "text_delta"
+    starts = [(d["index"], d["content_block"]["type"]) for d in data if d["type"] == "content_block_start"]
+    assert starts == [(0, "thinking"), (1, "text")]

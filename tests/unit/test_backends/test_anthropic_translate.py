@@ -245,28 +245,27 @@ def test_audio_parts_are_unsupported() -> None:
         )
 
 
-def test_parameters_map_openai_only_ones_are_dropped_and_extras_pass() -> None:
+def test_parameters_map_openai_only_ones_are_left_out_and_extras_pass() -> None:
     request = chat(
         [{"role": "user", "content": "x"}],
-        extra={"top_k": 5, "repetition_penalty": 1.1, "sim_reply": "hi"},
+        extra={"top_k": 5, "repetition_penalty": 1.1, "sim_reply": "hi", "store": True,
+               "metadata": {"team": "a"}},
         max_tokens=100,
         temperature=0.3,
         top_p=0.9,
         stop="END",
         user="u-42",
         seed=7,
-        presence_penalty=0.5,
-        response_format={"type": "json_object"},
+        response_format={"type": "text"},
     )
     out = to_anthropic_body(request, stream=True)
     assert out == {
         "model": "claude-upstream",
         "max_tokens": 100,
         "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}],
-        "temperature": 0.3,
-        "top_p": 0.9,
+        "temperature": 0.3,  # top_p is left out: current Claude models refuse the pair
         "stop_sequences": ["END"],
-        "metadata": {"user_id": "u-42"},
+        "metadata": {"user_id": "u-42"},  # OpenAI's metadata never overwrites it
         "top_k": 5,
         "repetition_penalty": 1.1,
         "sim_reply": "hi",
@@ -638,7 +637,10 @@ def test_any_message_list_translates_to_alternating_turns_starting_with_user(
     # nothing is lost: every non-empty text arrives, in order
     sent = [m.text() for m in msgs if m.role not in ("system", "developer", "tool") and m.text()]
     got = [b["text"] for t in turns for b in t["content"] if b["type"] == "text"]
-    if msgs and got[:1] == [LEADING_USER_TEXT] and sent[:1] != [LEADING_USER_TEXT]:
+    opening = [m.role for m in msgs if m.role not in ("system", "developer")
+               and (m.role == "tool" or m.text() or m.tool_calls)]
+    if opening[:1] == ["assistant"]:  # the translation prepended a user turn
+        assert got[0] == LEADING_USER_TEXT
         got = got[1:]
     assert got == sent
     assert system == "\n\n".join(
