@@ -23,6 +23,7 @@ from backends.errors import (
     UpstreamError,
     UpstreamRejectedError,
 )
+from backends.params import fit_params
 from backends.pool import Worker
 from backends.types import (
     ChatChoice,
@@ -223,8 +224,14 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
     def prepared(choice: Choice) -> Req:
         """The call as this attempt sends it: its upstream model name and trace context."""
         upstream_model = choice.deployment.upstream_model
+        # the parameter table (backends/params.py): refuse or drop what this kind cannot take
+        fitted = fit_params(call, choice.worker.backend.kind, also_check=runtime.policy.route_param_targets(
+            params.model), drop_unsupported=runtime.policy.models[model].drops_unsupported_params(
+            assignment.version, deployments.deployments.index(choice.deployment)))
         trace_headers = record.upstream_call(choice.worker, upstream_model, operation.name)
-        return msgspec.structs.replace(call, upstream_model=upstream_model, trace_headers=trace_headers)
+        if isolated and choice.worker.backend.kind == "sglang":  # the engine's own isolation
+            fitted = msgspec.structs.replace(fitted, extra={**fitted.extra, "cache_salt": tenant_salt(caller.tenant)})
+        return msgspec.structs.replace(fitted, upstream_model=upstream_model, trace_headers=trace_headers)
 
     async def send_stream(choice: Choice) -> tuple[Chunk, AsyncIterator[Chunk]]:
         upstream = operation.stream(choice.worker.backend, prepared(choice))

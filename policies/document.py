@@ -134,6 +134,9 @@ class DeploymentConfig(StrictModel):
     """Name of an entry under ``backends``."""
     model: str
     """Model name sent upstream (SGLang's ``--served-model-name``, a provider's model id)."""
+    drop_unsupported_params: bool | None = None
+    """Drop the OpenAI parameters this backend kind refuses instead of answering 400
+    (docs/api.md, the parameter table); unset: the model's ``drop_unsupported_params``."""
 
 
 class ResponseCacheConfig(StrictModel):
@@ -184,6 +187,15 @@ class ModelConfig(StrictModel):
     """Context budget: window, output reserve, and what to do with a prompt that does not fit."""
     prices: PriceConfig | None = None
     """USD per million tokens, for spend accounting and money budgets."""
+    drop_unsupported_params: bool = False
+    """Drop the OpenAI parameters a deployment's backend kind refuses (``logit_bias`` on
+    Anthropic, ...) instead of answering 400; a deployment can override it."""
+
+    def drops_unsupported_params(self, version: str, index: int) -> bool:
+        """Whether deployment ``index`` of ``version`` drops what its backend kind refuses."""
+        deployments = self.version_deployments().get(version, [])
+        own = deployments[index].drop_unsupported_params if 0 <= index < len(deployments) else None
+        return self.drop_unsupported_params if own is None else own
 
     @field_validator("versions")
     @classmethod
@@ -322,6 +334,21 @@ class Policy(StrictModel):
     observability: ObservabilityConfig = ObservabilityConfig()
     retries: RetryConfig = RetryConfig()
     moderation: ModerationSection = ModerationSection()
+
+    def route_param_targets(self, name: str) -> list[tuple[str, bool]]:
+        """``(backend kind, drop_unsupported_params)`` of every deployment of both tiers of
+        difficulty route ``name`` (empty for a model): a parameter one of them refuses is
+        refused whichever tier serves (``backends.params.fit_params``)."""
+        route = self.routes.get(name)
+        if route is None:
+            return []
+        targets: list[tuple[str, bool]] = []
+        for tier in (route.cheap, route.strong):
+            model = self.models[tier]
+            for version, deployments in model.version_deployments().items():
+                targets += [(self.backends[d.backend].kind, model.drops_unsupported_params(version, i))
+                            for i, d in enumerate(deployments)]
+        return targets
 
     @field_validator("admin_key_sha256")
     @classmethod
