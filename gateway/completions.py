@@ -229,8 +229,6 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
             params.model), drop_unsupported=runtime.policy.models[model].drops_unsupported_params(
             assignment.version, deployments.deployments.index(choice.deployment)))
         trace_headers = record.upstream_call(choice.worker, upstream_model, operation.name)
-        if isolated and choice.worker.backend.kind == "sglang":  # the engine's own isolation
-            fitted = msgspec.structs.replace(fitted, extra={**fitted.extra, "cache_salt": tenant_salt(caller.tenant)})
         return msgspec.structs.replace(fitted, upstream_model=upstream_model, trace_headers=trace_headers)
 
     async def send_stream(choice: Choice) -> tuple[Chunk, AsyncIterator[Chunk]]:
