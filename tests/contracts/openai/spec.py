@@ -61,10 +61,17 @@ DEVIATIONS = (
               "SGLang 0.5.23: argument deltas of a tool call carry id null"),
     Deviation("ChatCompletionMessageToolCallChunk", "/properties/function/properties/name",
               "SGLang 0.5.23: argument deltas of a tool call carry function.name null"),
+    Deviation("CompletionUsage", "/properties/prompt_tokens_details",
+              "SGLang 0.5.23 (UsageInfo): prompt_tokens_details null without --enable-cache-report"),
+    Deviation("CompletionUsage", "/properties/completion_tokens_details",
+              "SGLang 0.5.23 (UsageInfo): completion_tokens_details null without reasoning tokens"),
     Deviation("CreateCompletionResponse", "/properties/choices/items/properties/finish_reason",
               "text-completion chunks (OpenAI and SGLang alike) carry finish_reason null until "
               "the last one; the spec has no chunk schema, so chunks are checked against "
-              "CreateCompletionResponse with that one change", derived=COMPLETION_CHUNK),
+              "CreateCompletionResponse with the changes a chat chunk has", derived=COMPLETION_CHUNK),
+    Deviation("CreateCompletionResponse", "/properties/usage",
+              "text-completion chunks carry usage null like chat chunks (nullable there) when usage "
+              "was asked for (OpenAI), and always (SGLang 0.5.23)", derived=COMPLETION_CHUNK),
 )
 """Every difference between the spec and the servers the gateway relays, all of them nulls."""
 
@@ -124,7 +131,9 @@ def _resolve_pointer(schema: dict[str, Any], pointer: str) -> tuple[dict[str, An
 def _apply(schemas: dict[str, Any], deviation: Deviation) -> None:
     target = schemas[deviation.schema]
     if deviation.derived is not None:
-        target = schemas[deviation.derived] = copy.deepcopy(target)
+        if deviation.derived not in schemas:
+            schemas[deviation.derived] = copy.deepcopy(target)
+        target = schemas[deviation.derived]
     parent, key = _resolve_pointer(target, deviation.pointer)
     parent[key] = _or_null(parent[key])
 
@@ -199,12 +208,21 @@ class OpenAISpec:
         if error is None:
             return used
         label = used if used == name else f"{name}/{used}"
-        # the best match first, then (briefly) the others, so one run shows every problem
-        others = [f"{_json_path(e)}: {_short(e.message, 120)}" for e in found if e is not error]
+        # the best match first, then (briefly) the others, so one run shows every problem; a
+        # union's own "not valid under any" is left out when the best match came from inside it
+        others = [f"{_json_path(e)}: {_short(e.message, 120)}" for e in found
+                  if e is not error and error not in _within(e)]
         reason = _short(error.message)
         if others:
             reason += f" (also: {'; '.join(others[:4])}{'; ...' if len(others) > 4 else ''})"
         raise SpecViolation(label, _json_path(error), reason)
+
+
+def _within(error: ValidationError) -> list[ValidationError]:
+    inner: list[ValidationError] = []
+    for sub in error.context or ():
+        inner += [sub, *_within(sub)]
+    return inner
 
 
 def _short(message: str, limit: int = 300) -> str:
