@@ -107,7 +107,7 @@ class PolicySync:
                     await self._check()
                     _stop_if_cancelled()
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed in newer redis-py
 
     async def _check(self) -> None:
         raw = await self._client.get(f"{self._key}:rev")

@@ -143,7 +143,7 @@ class RedisRolloutStore:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             try:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed in newer redis-py
             except Exception as exc:  # noqa: BLE001 - it was already broken
                 log.debug("canary: closing the change channel: %s", exc)
 
