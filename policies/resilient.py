@@ -190,7 +190,7 @@ class ResilientRateLimiter:
         if not self._pending or self._replaying.locked():
             return
         async with self._replaying:
-            while self._pending and not self.health.is_down:
+            while self._pending:  # health.call refuses at once while Redis is left alone
                 scopes, delta, at = self._pending[0]
                 if time.time() - at < _ADJUST_WINDOW_S:
                     try:
@@ -345,8 +345,6 @@ class ResilientLedger:
             return
         async with self._replaying:
             for _ in range(min(len(self._pending), _REPLAY_BATCH)):
-                if self.health.is_down:
-                    return
                 scope_ids, charge, at, reservation = self._pending[0]
                 operation = (functools.partial(self._primary.charge, scope_ids, charge, at) if reservation is None
                              else functools.partial(self._primary.settle, reservation, charge, at))
