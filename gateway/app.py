@@ -17,7 +17,7 @@ from gateway.completions import chat_completions, text_completions
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.openapi import describe
 from gateway.policy_manager import PolicyManager
-from gateway.probes import healthz, list_models, metrics, readyz
+from gateway.probes import admin_metrics, healthz, list_models, metrics, readyz
 from gateway.settings import Settings
 from gateway.state import Gateway
 from gateway.telemetry import Telemetry
@@ -93,7 +93,7 @@ def create_app(settings: Settings, telemetry: Telemetry | None = None) -> Litest
 
     app = Litestar(
         route_handlers=[chat_completions, text_completions, list_models, healthz, readyz, metrics,
-                        admin_usage, get_policy, put_policy, *CANARY_ADMIN_HANDLERS],
+                        admin_metrics, admin_usage, get_policy, put_policy, *CANARY_ADMIN_HANDLERS],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,

@@ -1,11 +1,12 @@
-"""``/v1/models`` and the two probes: ``/healthz`` (alive) and ``/readyz`` (able to serve)."""
+"""``/v1/models``, the two probes ``/healthz`` (alive) and ``/readyz`` (able to serve), and the
+metrics: ``/metrics`` (operational) and ``/admin/metrics`` (per tenant, admin key)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from litestar import Request, Response, get
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.state import Gateway
 
@@ -41,8 +42,19 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
                     status_code=200 if readiness.ready else 503)
 
 
-@get("/metrics", sync_to_thread=False, media_type=CONTENT_TYPE_LATEST)
-def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """Prometheus metrics of this process."""
+@get("/metrics", media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Operational Prometheus metrics of this process, without credentials (no tenant names,
+    no spend: those are on ``/admin/metrics``). Rendered in a worker thread."""
     gateway: Gateway = request.app.state.gateway
-    return Response(generate_latest(gateway.telemetry.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(await gateway.telemetry.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@get("/admin/metrics", media_type=CONTENT_TYPE_LATEST)
+async def admin_metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Per-tenant spend and usage in Prometheus format, for the admin key only (404 when the
+    policy sets no admin key, like the rest of ``/admin``)."""
+    gateway: Gateway = request.app.state.gateway
+    runtime = gateway.runtime
+    runtime.keyring.check_admin(request.headers.get("authorization"), runtime.policy.admin_key_sha256)
+    return Response(await gateway.telemetry.metrics.render_tenants(), media_type=CONTENT_TYPE_LATEST)

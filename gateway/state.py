@@ -41,5 +41,8 @@ class Gateway:
         self.load_error = None
         if previous is not None:
             runtime.take_over(previous)
-        self.telemetry.metrics.set_policy(runtime.policy.version, runtime.digest)
+        # the policy's names are the only model and tenant label values metrics accept
+        self.telemetry.metrics.set_policy(runtime.policy.version, runtime.digest,
+                                          models=(*runtime.models, *runtime.routes),
+                                          tenants=runtime.policy.tenants)
         return previous

@@ -47,16 +47,25 @@ class SimFailure(Exception):
         message: Human-readable error message.
         param: The offending request field, when there is one.
         retry_after: Seconds for a ``retry-after`` header (set for 429).
+        error_type: The error ``type`` when the upstream names it apart from the status (SGLang's
+            request validation says ``"Bad Request"``); the app's dialect decides otherwise.
     """
 
     def __init__(
-        self, status: int, message: str, *, param: str | None = None, retry_after: int | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        retry_after: int | None = None,
+        error_type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.retry_after = retry_after
+        self.error_type = error_type
         self.counted = False
         """True once ``SimStats.failed`` includes it (``admit`` counts what it raises)."""
 
@@ -148,6 +157,18 @@ class SimRequest:
     hooks: SimHooks = _NO_HOOKS
     prompt_ids: list[int] | None = None
     """Token ids given by the client (SGLang ``input_ids``); tokenized from ``prompt`` if None."""
+    thinking: bool = False
+    """Reason first: the output opens with reasoning pieces (``kinds`` says which are which)."""
+    tool_call: ToolCallPlan | None = None
+    """Answer with this tool call instead of text (finish reason ``tool_calls``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallPlan:
+    """A tool call the sim decided to make: the function's name and its JSON arguments."""
+
+    name: str
+    arguments: str
 
 
 class Usage(NamedTuple):
@@ -269,7 +290,14 @@ class Generation:
         self.id = engine.next_id()
         self.prompt_ids = prompt_ids
         self.cached_tokens = 0
-        self.chunks, self.finish_reason, self.completion_tokens = _plan_output(engine, request)
+        plan = _plan_output(engine, request)
+        self.chunks, self.finish_reason, self.completion_tokens = plan.chunks, plan.finish, plan.tokens
+        self.kinds = plan.kinds
+        """What each of ``chunks`` is: ``content``, ``reasoning``, ``tool_name`` (an empty piece
+        that opens the call) or ``tool_arguments``."""
+        self.matched_stop = plan.matched
+        """The stop string or EOS token id that ended the output (SGLang's ``matched_stop``)."""
+        self.reasoning_tokens = plan.reasoning_tokens
         self._node: RadixNode | None = None
         self._emitted = 0
         self._finished = False
@@ -364,36 +392,67 @@ class Generation:
         self._node = inserted.node
 
 
-def _plan_output(engine: SimEngine, request: SimRequest) -> tuple[list[str], str, int]:
-    """Chunks, finish reason and completion tokens, decided before anything is sent."""
+EOS_TOKEN_ID = 100257
+"""The token id a natural end reports as ``matched_stop`` (cl100k's end of text)."""
+_REASONING_WORDS = 12
+
+
+class _Plan(NamedTuple):
+    chunks: list[str]
+    kinds: list[str]
+    finish: str
+    tokens: int
+    matched: str | int | None
+    reasoning_tokens: int
+
+
+def _plan_output(engine: SimEngine, request: SimRequest) -> _Plan:
+    """Pieces, their kinds, finish reason and token counts, decided before anything is sent."""
+    if request.tool_call is not None:
+        call = request.tool_call
+        pieces = _split_text(call.arguments)
+        tokens = len(engine.encode(call.name + call.arguments))
+        # the engine stopped on its EOS token; SGLang's stream reports it as matched_stop
+        return _Plan(["", *pieces], ["tool_name"] + ["tool_arguments"] * len(pieces),
+                     "tool_calls", tokens, EOS_TOKEN_ID, 0)
     reply = request.hooks.reply
+    capped = request.max_tokens
+    reasoning: list[str] = []
+    if request.thinking and reply is None:
+        budget = _REASONING_WORDS if capped is None else min(capped, _REASONING_WORDS)
+        reasoning = generate_words(engine.config.seed + 1, request.prompt, budget)
+        capped = None if capped is None else capped - len(reasoning)
     if reply is not None:
         chunks = list(reply) if isinstance(reply, list) else _split_text(reply)
         finish = "stop"
     else:
-        capped = request.max_tokens
         count = capped if capped is not None else engine.config.default_max_tokens
         chunks = generate_words(engine.config.seed, request.prompt, count)
         finish = "length" if capped is not None else "stop"
+    matched: str | int | None = EOS_TOKEN_ID if finish == "stop" else None
     if request.stop:
         chunks, stopped = _apply_stop(chunks, request.stop)
-        finish = "stop" if stopped else finish
+        if stopped is not None:
+            finish, matched = "stop", stopped
     # generated words count one token each, so "length" means exactly max_tokens tokens
     tokens = len(chunks) if reply is None else len(engine.encode("".join(chunks)))
-    return chunks, finish, tokens
+    kinds = ["reasoning"] * len(reasoning) + ["content"] * len(chunks)
+    return _Plan(reasoning + chunks, kinds, finish, tokens + len(reasoning), matched,
+                 len(reasoning))
 
 
 def _split_text(text: str) -> list[str]:
     return [text[i : i + _REPLY_CHUNK_CHARS] for i in range(0, len(text), _REPLY_CHUNK_CHARS)]
 
 
-def _apply_stop(chunks: list[str], stops: tuple[str, ...]) -> tuple[list[str], bool]:
-    """Cut the output before the first stop string, as OpenAI does (the stop is not sent)."""
+def _apply_stop(chunks: list[str], stops: tuple[str, ...]) -> tuple[list[str], str | None]:
+    """Cut the output before the first stop string, as OpenAI does (the stop is not sent);
+    returns the kept pieces and the stop string that matched, if any."""
     text = "".join(chunks)
-    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    hits = sorted((i, s) for s in stops if s and (i := text.find(s)) >= 0)
     if not hits:
-        return chunks, False
-    cut, kept, length = min(hits), [], 0
+        return chunks, None
+    (cut, matched), kept, length = hits[0], [], 0
     for chunk in chunks:
         if length + len(chunk) >= cut:
             if cut > length:
@@ -401,4 +460,4 @@ def _apply_stop(chunks: list[str], stops: tuple[str, ...]) -> tuple[list[str], b
             break
         kept.append(chunk)
         length += len(chunk)
-    return kept, True
+    return kept, matched

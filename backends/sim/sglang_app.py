@@ -1,52 +1,35 @@
 """HTTP apps of a simulated SGLang worker and a simulated OpenAI-compatible provider.
 
-Both serve the OpenAI routes (``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``)
-with OpenAI's exact JSON and SSE shapes; the SGLang worker adds its native routes
+Both serve the OpenAI routes (``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``),
+each in its upstream's own shapes (``sglang_shapes.py``: SGLang 0.5.23's, nulls and
+``matched_stop`` included; ``openai_shapes.py``: OpenAI's), with tool calling and, on SGLang,
+reasoning (``chat_request.py`` says when). The SGLang worker adds its native routes
 (``/generate``, ``/get_model_info``, ``/get_server_info``, ``/flush_cache``, ``/metrics``).
-Errors always use OpenAI's body, ``{"error": {"message", "type", "param", "code"}}``.
+Errors use the upstream's body: SGLang's flat ``{"object": "error", "message", "type",
+"param", "code"}``, OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from backends.sim.chat_request import ChatBody, StreamOptions
 from backends.sim.config import SimConfig
 from backends.sim.engine import Generation, SimEngine, SimFailure, SimHooks, SimRequest
-from backends.types import (
-    ChatChoice,
-    ChatChunk,
-    ChatParams,
-    ChatResponse,
-    ChunkChoice,
-    Delta,
-    PromptTokensDetails,
-    ResponseMessage,
-    StreamOptions,
-    TextChoice,
-    TextResponse,
-    Usage,
-)
+from backends.sim.openai_shapes import OpenAIShapes
+from backends.sim.sglang_shapes import SGLangShapes
+from backends.sim.shapes import Answer, Dialect, Events
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BodyHandler = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
 
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 _DONE = b"data: [DONE]\n\n"
-_ERROR_KINDS: dict[int, tuple[str, str | None]] = {
-    400: ("invalid_request_error", None),
-    401: ("invalid_request_error", "invalid_api_key"),
-    403: ("permission_error", None),
-    404: ("not_found_error", None),
-    408: ("timeout_error", None),
-    413: ("invalid_request_error", "request_too_large"),
-    429: ("rate_limit_error", "rate_limit_exceeded"),
-    500: ("server_error", None),
-}
 
 
 class _TextBody(msgspec.Struct):
@@ -81,22 +64,26 @@ class _GenerateBody(msgspec.Struct):
 
 def build_sglang_app(config: SimConfig, engine: SimEngine) -> web.Application:
     """A simulated SGLang worker: OpenAI routes plus SGLang's native ones."""
-    return _SimRoutes(config, engine).app(native=True)
+    return _SimRoutes(config, engine, native=True).app(native=True)
 
 
 def build_openai_app(config: SimConfig, engine: SimEngine) -> web.Application:
     """A simulated OpenAI-compatible provider: the ``/v1`` routes and health only."""
-    return _SimRoutes(config, engine).app(native=False)
+    return _SimRoutes(config, engine, native=False).app(native=False)
 
 
 class _SimRoutes:
     """Request handlers bound to one engine."""
 
-    def __init__(self, config: SimConfig, engine: SimEngine) -> None:
+    def __init__(self, config: SimConfig, engine: SimEngine, *, native: bool) -> None:
         self.config = config
         self.engine = engine
+        self.native = native
+        self.dialect: Dialect = SGLangShapes() if native else OpenAIShapes()
+        # only SGLang hides cached tokens, unless started with --enable-cache-report
+        self.cache_report = config.enable_cache_report or not native
         self._bearer = f"Bearer {config.api_key}" if config.api_key else None
-        self._chat_decoder = msgspec.json.Decoder(ChatParams)
+        self._chat_decoder = msgspec.json.Decoder(ChatBody)
         self._text_decoder = msgspec.json.Decoder(_TextBody)
         self._generate_decoder = msgspec.json.Decoder(_GenerateBody)
 
@@ -136,33 +123,30 @@ class _SimRoutes:
             except SimFailure as failure:
                 if not failure.counted:
                     self.engine.record_failure()
-                return _error(failure)
+                return self._error(failure)
 
         return guarded
 
     # --- OpenAI routes ------------------------------------------------------------------
 
     async def chat(self, request: web.Request, raw: bytes) -> web.StreamResponse:
-        params: ChatParams = _decode(self._chat_decoder, raw)
-        turns = [(m.role, m.text()) for m in params.messages]
+        params: ChatBody = _decode(self._chat_decoder, raw)
         gen = self.engine.admit(
             SimRequest(
-                prompt=self.engine.render_chat(turns),
+                prompt=self.engine.render_chat(params.turns()),
                 max_tokens=_first_int(params.max_completion_tokens, params.max_tokens),
                 stop=_stops(params.stop),
                 hooks=SimHooks.from_json(raw),
+                thinking=self.native and params.wants_thinking(),
+                tool_call=params.tool_call(),
             )
         )
-        created = int(time.time())
+        answer = self._answer(gen, params.model, params.stream_options)
         if params.stream is True:
-            usage = _wants_usage(params.stream_options)
-            return await self._stream(request, gen, _ChatEvents(gen, params.model, created, usage))
+            return await self._stream(request, gen, self.dialect.chat_events(answer))
         async with gen:
-            text = await gen.complete()
-        choice = ChatChoice(0, ResponseMessage(content=text), gen.finish_reason)
-        body = ChatResponse(f"chatcmpl-{gen.id}", created, params.model, [choice])
-        body.usage = _usage(gen)
-        return _json(body)
+            await gen.complete()
+        return _json(self.dialect.chat_body(answer))
 
     async def completions(self, request: web.Request, raw: bytes) -> web.StreamResponse:
         params: _TextBody = _decode(self._text_decoder, raw)
@@ -170,16 +154,22 @@ class _SimRoutes:
         hooks = SimHooks.from_json(raw)
         stops = _stops(params.stop)
         gen = self.engine.admit(SimRequest(prompt, params.max_tokens, stops, hooks, ids))
-        created = int(time.time())
+        answer = self._answer(gen, params.model, params.stream_options)
         if params.stream is True:
-            usage = _wants_usage(params.stream_options)
-            return await self._stream(request, gen, _TextEvents(gen, params.model, created, usage))
+            return await self._stream(request, gen, self.dialect.text_events(answer))
         async with gen:
-            text = await gen.complete()
-        choice = TextChoice(0, text, gen.finish_reason)
-        body = TextResponse(f"cmpl-{gen.id}", created, params.model, [choice])
-        body.usage = _usage(gen)
-        return _json(body)
+            await gen.complete()
+        return _json(self.dialect.text_body(answer))
+
+    def _answer(self, gen: Generation, model: str, options: StreamOptions | None) -> Answer:
+        include_usage = options is not None and options.include_usage is True
+        return Answer(gen, model, int(time.time()), include_usage, self.cache_report)
+
+    def _error(self, failure: SimFailure) -> web.Response:
+        response = _json(self.dialect.error_body(failure), status=failure.status)
+        if failure.retry_after is not None:
+            response.headers["retry-after"] = str(failure.retry_after)
+        return response
 
     async def models(self, request: web.Request, raw: bytes) -> web.StreamResponse:
         model = self.config.model
@@ -231,7 +221,7 @@ class _SimRoutes:
     # --- streaming ----------------------------------------------------------------------
 
     async def _stream(
-        self, request: web.Request, gen: Generation, events: _Events
+        self, request: web.Request, gen: Generation, events: Events
     ) -> web.StreamResponse:
         """Send headers at once, then one SSE event per piece as the engine releases it."""
         response = web.StreamResponse(headers=_SSE_HEADERS)
@@ -253,65 +243,8 @@ class _SimRoutes:
 # --- SSE events ---------------------------------------------------------------------------
 
 
-class _Events(Protocol):
-    """Encodes one stream's SSE events; ``end`` covers the finish, usage and ``[DONE]``."""
-
-    def piece(self, text: str) -> bytes: ...
-
-    def end(self) -> bytes: ...
-
-
 def _sse(payload: Any) -> bytes:
     return b"data: " + msgspec.json.encode(payload) + b"\n\n"
-
-
-class _ChatEvents:
-    def __init__(self, gen: Generation, model: str, created: int, include_usage: bool) -> None:
-        self.gen, self.model, self.created, self.include_usage = gen, model, created, include_usage
-        self.id = f"chatcmpl-{gen.id}"
-        self.started = False
-
-    def _chunk(self, delta: Delta, finish: str | None = None) -> bytes:
-        choice = ChunkChoice(0, delta, finish)
-        return _sse(ChatChunk(self.id, self.created, self.model, [choice]))
-
-    def _opening(self) -> bytes:
-        # OpenAI opens with the role and empty content, at the first token's time
-        if self.started:
-            return b""
-        self.started = True
-        return self._chunk(Delta(role="assistant", content=""))
-
-    def piece(self, text: str) -> bytes:
-        return self._opening() + self._chunk(Delta(content=text))
-
-    def end(self) -> bytes:
-        out = self._opening() + self._chunk(Delta(), self.gen.finish_reason)
-        if self.include_usage:
-            last = ChatChunk(self.id, self.created, self.model, [], usage=_usage(self.gen))
-            out += _sse(last)
-        return out + _DONE
-
-
-class _TextEvents:
-    def __init__(self, gen: Generation, model: str, created: int, include_usage: bool) -> None:
-        self.gen, self.model, self.created, self.include_usage = gen, model, created, include_usage
-        self.id = f"cmpl-{gen.id}"
-
-    def _chunk(self, choices: list[TextChoice], usage: Usage | None = None) -> bytes:
-        chunk = TextResponse(self.id, self.created, self.model, choices)
-        if usage is not None:
-            chunk.usage = usage
-        return _sse(chunk)
-
-    def piece(self, text: str) -> bytes:
-        return self._chunk([TextChoice(0, text)])
-
-    def end(self) -> bytes:
-        out = self._chunk([TextChoice(0, "", self.gen.finish_reason)])
-        if self.include_usage:
-            out += self._chunk([], _usage(self.gen))
-        return out + _DONE
 
 
 class _NativeEvents:
@@ -337,7 +270,10 @@ def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
     try:
         return decoder.decode(raw)
     except msgspec.DecodeError as exc:
-        raise SimFailure(400, str(exc), param=_error_param(str(exc))) from None
+        # SGLang's RequestValidationError handler: 400, type "Bad Request" (OpenAI's body
+        # names the field in ``param``; SGLang's leaves it null)
+        raise SimFailure(400, str(exc), param=_error_param(str(exc)),
+                         error_type="Bad Request") from None
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -345,29 +281,10 @@ def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=encoded, status=status, content_type="application/json")
 
 
-def _error(failure: SimFailure) -> web.Response:
-    error_type, code = _ERROR_KINDS.get(failure.status, ("api_error", None))
-    body = {"message": failure.message, "type": error_type, "param": failure.param, "code": code}
-    response = _json({"error": body}, status=failure.status)
-    if failure.retry_after is not None:
-        response.headers["retry-after"] = str(failure.retry_after)
-    return response
-
-
 def _error_param(message: str) -> str | None:
     """``$.messages[0].role`` in a msgspec error becomes ``messages``."""
     _, found, path = message.partition("at `$.")
     return path.split(".")[0].split("[")[0].rstrip("`") if found else None
-
-
-def _usage(gen: Generation) -> Usage:
-    usage = gen.usage()
-    details = PromptTokensDetails(cached_tokens=usage.cached_tokens)
-    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, details)
-
-
-def _wants_usage(options: StreamOptions | None | Any) -> bool:
-    return isinstance(options, StreamOptions) and options.include_usage is True
 
 
 def _first_int(*values: object) -> int | None:

@@ -1,8 +1,11 @@
-"""Prometheus metrics of one gateway process, served on ``/metrics``.
+"""Prometheus metrics of one gateway process: operational ones on ``/metrics``, per-tenant
+spend and usage on ``/admin/metrics`` (admin key).
 
 Every label's values come from the policy (model, version, tier, tenant, pool, worker) or
 from a fixed set (status, code, reason, token type): no user ids, no free text, so the
-number of series is bounded by the policy's size.
+number of series is bounded by the policy's size. What a client sends is checked against the
+active policy first: a model name the policy does not define is counted as ``other``
+(``Metrics.model_label``), a tenant it does not configure likewise (``Metrics.tenant_label``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,13 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
@@ -24,6 +33,12 @@ from backends.pool import WorkerPool
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
+# the explicit bucket boundaries the GenAI semantic conventions advise (gen-ai-metrics.md)
+GENAI_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+GENAI_TOKEN_BUCKETS = (1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+                       4194304.0, 16777216.0, 67108864.0)
+OTHER = "other"
+"""The label value of every model (or tenant) name the active policy does not define."""
 
 M = TypeVar("M", bound=MetricWrapperBase)
 
@@ -37,8 +52,9 @@ class ChunkHistogram(Collector):
     writer, and the library still renders the exposition.
     """
 
-    def __init__(self, name: str, documentation: str, labels: list[str], buckets: tuple[float, ...]) -> None:
-        self._name, self._doc, self._labels = name, documentation, labels
+    def __init__(self, name: str, documentation: str, labels: list[str], buckets: tuple[float, ...],
+                 unit: str = "") -> None:
+        self._name, self._doc, self._labels, self._unit = name, documentation, labels, unit
         self._bounds = list(buckets)
         self._series: dict[tuple[str, ...], Series] = {}
 
@@ -49,7 +65,7 @@ class ChunkHistogram(Collector):
         return found
 
     def collect(self) -> Iterable[HistogramMetricFamily]:
-        family = HistogramMetricFamily(self._name, self._doc, labels=self._labels)
+        family = HistogramMetricFamily(self._name, self._doc, labels=self._labels, unit=self._unit)
         for labels, series in list(self._series.items()):
             cumulative, buckets = 0, []
             for bound, count in zip([*map(str, self._bounds), "+Inf"], series.counts, strict=True):
@@ -130,10 +146,16 @@ class TaskCollector(Collector):
 
 
 class Metrics:
-    """The instruments, in a registry of their own (one per app, so tests do not share)."""
+    """The instruments, in registries of their own (one per app, so tests do not share).
+
+    ``registry`` holds the operational metrics served on ``/metrics`` without credentials;
+    ``tenant_registry`` the per-tenant spend and usage, served on ``/admin/metrics`` to the
+    admin key only: a tenant's name and spend are its own business, not every scraper's.
+    """
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.tenant_registry = tenants = CollectorRegistry(auto_describe=True)
         model = ["model", "version"]
         self.requests = Counter("switchyard_requests", "Requests answered, by outcome",
                                 [*model, "tier", "status", "code"], registry=registry)
@@ -153,8 +175,15 @@ class Metrics:
                                   "classify, pick a worker", buckets=_OVERHEAD_BUCKETS, registry=registry)
         self.tokens = Counter("switchyard_tokens", "Tokens by type: input (uncached), cached, output",
                               [*model, "type"], registry=registry)
-        self.cost = Counter("switchyard_cost_usd", "Spend at the policy's prices",
-                            [*model, "tenant"], registry=registry)
+        # the GenAI semantic conventions' client metrics, one observation per upstream call, named
+        # as OpenTelemetry's Prometheus exporter names them (dots to underscores, unit suffix)
+        genai = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"]
+        self.genai_duration = ChunkHistogram("gen_ai_client_operation_duration", "GenAI operation duration.",
+                                             [*genai, "error_type"], GENAI_DURATION_BUCKETS, unit="seconds")
+        registry.register(self.genai_duration)
+        self.genai_tokens = ChunkHistogram("gen_ai_client_token_usage", "Number of input and output tokens used.",
+                                           [*genai, "gen_ai_token_type"], GENAI_TOKEN_BUCKETS)
+        registry.register(self.genai_tokens)
         self.routing = Counter("switchyard_routing_decisions", "Worker picks by pool, worker and rule",
                                ["pool", "worker", "reason"], registry=registry)
         self.retries = Counter("switchyard_retries", "Upstream attempts that failed before the first "
@@ -171,7 +200,7 @@ class Metrics:
         self.tiers = Counter("switchyard_route_tier_decisions", "Difficulty-route decisions",
                              ["route", "tier"], registry=registry)
         self.rejections = Counter("switchyard_rejections", "Requests refused by rate limits, budgets "
-                                  "or context limits", ["tenant", "code"], registry=registry)
+                                  "or context limits", ["code"], registry=registry)
         self.response_cache = Counter("switchyard_response_cache", "Response cache lookups",
                                       ["model", "result"], registry=registry)
         self.policy_reloads = Counter("switchyard_policy_reloads", "Policy changes tried, by source "
@@ -182,7 +211,20 @@ class Metrics:
         registry.register(self._pools)
         self._tasks = TaskCollector()
         registry.register(self._tasks)
+        # per tenant: behind the admin key (/admin/metrics)
+        self.cost = Counter("switchyard_cost_usd", "Spend at the policy's prices",
+                            [*model, "tenant"], registry=tenants)
+        self.tenant_tokens = Counter("switchyard_tenant_tokens", "Tokens charged to each tenant, by "
+                                     "type: input (uncached), cached, output", ["tenant", "model", "type"],
+                                     registry=tenants)
+        self.tenant_rejections = Counter("switchyard_tenant_rejections", "Requests of each tenant "
+                                         "refused by rate limits, budgets or context limits", ["tenant", "code"],
+                                         registry=tenants)
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._models: frozenset[str] = frozenset()
+        self._tenants: frozenset[str] = frozenset()
+        self._public = Exposition(registry)
+        self._private = Exposition(tenants)
 
     def child(self, metric: M, *values: str) -> M:
         """``metric.labels(*values)``, memoised.
@@ -199,6 +241,19 @@ class Metrics:
         child: M = found
         return child
 
+    def model_label(self, name: str) -> str:
+        """``name`` if the active policy defines it as a model or route, else ``other``.
+
+        A client chooses the ``model`` string: as a label value, every new one would be a new
+        series held for the life of the process (one key, 100 requests with 1 MB names, made
+        a 2 GB exposition). An empty name (the request was refused before it was read) stays.
+        """
+        return name if not name or name in self._models else OTHER
+
+    def tenant_label(self, name: str) -> str:
+        """``name`` if the active policy configures that tenant, else ``other``."""
+        return name if not name or name in self._tenants else OTHER
+
     def watch_canaries(self, source: Callable[[], dict[str, float]]) -> None:
         """Where the canary weight gauge comes from: the controller, at scrape time."""
         self._canary_weights.source = source
@@ -211,6 +266,44 @@ class Metrics:
         """The event loop whose tasks ``switchyard_asyncio_tasks`` counts (the serving one)."""
         self._tasks.loop = loop
 
-    def set_policy(self, version: str, digest: str) -> None:
+    def set_policy(self, version: str, digest: str, models: Iterable[str] = (),
+                   tenants: Iterable[str] = ()) -> None:
+        """The active policy: its version and hash (``switchyard_policy_info``), and the model,
+        route and tenant names that may become label values."""
         self.policy_info.clear()
         self.policy_info.labels(version, digest[:12]).set(1)
+        self._models, self._tenants = frozenset(models), frozenset(tenants)
+
+    async def render(self) -> bytes:
+        """The operational exposition (``/metrics``), rendered off the event loop."""
+        return await self._public.render()
+
+    async def render_tenants(self) -> bytes:
+        """The per-tenant exposition (``/admin/metrics``), rendered off the event loop."""
+        return await self._private.render()
+
+
+class Exposition:
+    """Renders a registry in a worker thread, one rendering at a time.
+
+    ``generate_latest`` walks every series and formats each sample in Python: on the event
+    loop it would stall every request for as long as the exposition takes. Scrapes that
+    arrive while a rendering runs wait for that one rather than start their own, so a
+    flood of unauthenticated scrapes costs one rendering at a time, not one per scrape.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self._running: asyncio.Future[bytes] | None = None
+
+    async def render(self) -> bytes:
+        running = self._running
+        if running is None or running.get_loop() is not asyncio.get_running_loop():
+            running = self._running = asyncio.ensure_future(asyncio.to_thread(generate_latest, self._registry))
+            running.add_done_callback(self._done)
+        # shielded: a scraper that goes away does not cancel the rendering others wait for
+        return await asyncio.shield(running)
+
+    def _done(self, future: asyncio.Future[bytes]) -> None:
+        if self._running is future:
+            self._running = None

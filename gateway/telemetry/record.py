@@ -5,6 +5,11 @@ which tier and model, which worker and why, what it used) and calls ``finish`` w
 response is complete: at once for JSON answers, when the relay ends for streams. ``finish``
 ends the root span with the GenAI and Switchyard attributes, counts the metrics and writes
 the access line, so the three always agree.
+
+Spans follow the OpenTelemetry GenAI conventions: the root (``SERVER``) span is the request
+as the client made it; each upstream attempt is an inference span (``CLIENT``, named
+``{gen_ai.operation.name} {gen_ai.request.model}``), and the one that answered carries the
+usage, the ``gen_ai.response.*`` attributes and, with content capture on, the messages.
 """
 
 from __future__ import annotations
@@ -19,6 +24,13 @@ from urllib.parse import urlsplit
 import msgspec
 from litestar.exceptions import HTTPException
 from opentelemetry.context import Context
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
+from opentelemetry.semconv.attributes.server_attributes import (
+    SERVER_ADDRESS,
+    SERVER_PORT,
+)
 from opentelemetry.trace import (
     Span,
     SpanKind,
@@ -30,6 +42,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from backends.errors import RateLimitedError, SwitchyardError
+from gateway.telemetry.genai import content_attributes_of_request, output_messages
 from policies.context_budget import ContextLengthExceededError
 
 if TYPE_CHECKING:
@@ -43,6 +56,9 @@ if TYPE_CHECKING:
 _PROPAGATOR = TraceContextTextMapPropagator()
 _PROVIDERS = {"sglang": "sglang", "openai": "openai", "anthropic": "anthropic"}
 _REJECTIONS = (RateLimitedError, ContextLengthExceededError)
+MAX_NAME_CHARS = 256
+"""A client-chosen model name is cut to this length in span names, attributes and access
+lines: the request body limit alone would let one name be megabytes on every span exported."""
 
 
 CLIENT_CLOSED = 499
@@ -95,6 +111,7 @@ class RequestRecord:
         "_telemetry",
         "_tracer",
         "_upstream_span",
+        "_upstream_started",
         "cache",
         "capture",
         "charge",
@@ -143,6 +160,7 @@ class RequestRecord:
         self.span = self._tracer.start_span(operation, context=parent, kind=SpanKind.SERVER)
         self._context = set_span_in_context(self.span)
         self._upstream_span: Span | None = None
+        self._upstream_started = 0.0
         self._last_chunk = 0.0
         self._itl: Series | None = None
         self._finished = False
@@ -196,13 +214,13 @@ class RequestRecord:
         self.provider = _PROVIDERS.get(worker.backend.kind, worker.backend.kind)
         self.upstream_model = upstream_model
         self.upstream_started = time.perf_counter()
+        self._upstream_started = self.upstream_started
+        attributes: dict[str, Any] = {
+            genai.GEN_AI_OPERATION_NAME: operation, genai.GEN_AI_PROVIDER_NAME: self.provider,
+            genai.GEN_AI_REQUEST_MODEL: upstream_model, SERVER_ADDRESS: host, SERVER_PORT: port,
+            "switchyard.worker": worker.id, **self.request_params}
         span = self._tracer.start_span(f"{operation} {upstream_model}", context=self._context,
-                                       kind=SpanKind.CLIENT, attributes={
-                                           "gen_ai.operation.name": operation,
-                                           "gen_ai.provider.name": self.provider,
-                                           "gen_ai.request.model": upstream_model,
-                                           "server.address": host, "server.port": port,
-                                           "switchyard.worker": worker.id})
+                                       kind=SpanKind.CLIENT, attributes=attributes)
         self._upstream_span = span
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier, context=set_span_in_context(span))
@@ -250,8 +268,9 @@ class RequestRecord:
         metrics.child(metrics.retries, self.model, error.code).inc()
         span = self._upstream_span
         if span is not None:
+            self._observe_call(time.perf_counter(), error.code)
             span.set_status(Status(StatusCode.ERROR, error.code))
-            span.set_attribute("error.type", error.code)
+            span.set_attribute(ERROR_TYPE, error.code)
             span.end()
             self._upstream_span = None
         self.span.add_event("retry", {"switchyard.worker": self.worker, "error.type": error.code})
@@ -268,41 +287,61 @@ class RequestRecord:
         self.status = status
         metrics = self._telemetry.metrics
         metrics.in_flight.dec()
-        model, version = self.model or self.request_model, self.version
+        # only names the policy defines become label values (self.model always is one)
+        model, version = self.model or metrics.model_label(self.request_model), self.version
         metrics.child(metrics.requests, model, version, self.tier, str(status), code).inc()
         metrics.child(metrics.duration, model, version).observe(ended - self.started)
         if self.upstream_started is not None:
             metrics.overhead.observe(self.upstream_started - self.started)
         if self.first_token_at is not None and self.stream:
             metrics.child(metrics.ttft, model, version).observe(self.first_token_at - self.started)
+        tenant = metrics.tenant_label(self.tenant)
         charge = self.charge
         if charge is not None:
-            metrics.child(metrics.tokens, model, version, "input").inc(charge.input_tokens)
-            metrics.child(metrics.tokens, model, version, "cached").inc(charge.cached_input_tokens)
-            metrics.child(metrics.tokens, model, version, "output").inc(charge.output_tokens)
-            if charge.cost_usd:
-                metrics.child(metrics.cost, model, version, self.tenant).inc(charge.cost_usd)
+            self._count_usage(charge, model, version, tenant)
         if isinstance(error, _REJECTIONS):
-            metrics.child(metrics.rejections, self.tenant, code).inc()
+            metrics.child(metrics.rejections, code).inc()
+            metrics.child(metrics.tenant_rejections, tenant, code).inc()
+        if self._upstream_span is not None:
+            self._observe_call(ended, code)
         self._end_spans(status, code, error)
         self._write_access(status, code, ended)
         for callback in self.on_finish:
             callback()
 
+    def _count_usage(self, charge: Charge, model: str, version: str, tenant: str) -> None:
+        metrics = self._telemetry.metrics
+        metrics.child(metrics.tokens, model, version, "input").inc(charge.input_tokens)
+        metrics.child(metrics.tokens, model, version, "cached").inc(charge.cached_input_tokens)
+        metrics.child(metrics.tokens, model, version, "output").inc(charge.output_tokens)
+        metrics.child(metrics.tenant_tokens, tenant, model, "input").inc(charge.input_tokens)
+        metrics.child(metrics.tenant_tokens, tenant, model, "cached").inc(charge.cached_input_tokens)
+        metrics.child(metrics.tenant_tokens, tenant, model, "output").inc(charge.output_tokens)
+        if charge.cost_usd:
+            metrics.child(metrics.cost, model, version, tenant).inc(charge.cost_usd)
+        if self._upstream_span is not None:  # the GenAI client metric counts what an upstream call used
+            labels = (self.operation, self.provider, self.upstream_model)
+            metrics.genai_tokens.series(*labels, "input").observe(charge.input_tokens + charge.cached_input_tokens)
+            metrics.genai_tokens.series(*labels, "output").observe(charge.output_tokens)
+
+    def _observe_call(self, ended: float, code: str) -> None:
+        """``gen_ai.client.operation.duration`` of the current upstream attempt."""
+        self._telemetry.metrics.genai_duration.series(self.operation, self.provider, self.upstream_model,
+                                                      code).observe(ended - self._upstream_started)
+
     def _end_spans(self, status: int, code: str, error: BaseException | None) -> None:
         span = self.span
-        span.update_name(f"{self.operation} {self.request_model}" if self.request_model else self.operation)
+        request_model = self.request_model[:MAX_NAME_CHARS]
+        span.update_name(f"{self.operation} {request_model}" if request_model else self.operation)
         attributes: dict[str, Any] = {
-            "gen_ai.operation.name": self.operation,
-            "http.response.status_code": status,
+            genai.GEN_AI_OPERATION_NAME: self.operation,
+            HTTP_RESPONSE_STATUS_CODE: status,
             "switchyard.request_id": self.request_id,
             "switchyard.stream": self.stream,
         }
         optional: dict[str, Any] = {
-            "gen_ai.request.model": self.request_model,
-            "gen_ai.response.model": self.model,
-            "gen_ai.provider.name": self.provider,
-            "gen_ai.response.id": self.response_id,
+            genai.GEN_AI_REQUEST_MODEL: request_model,
+            "switchyard.model": self.model,
             "switchyard.tenant": self.tenant, "switchyard.key": self.key,
             "switchyard.route": self.route, "switchyard.tier": self.tier,
             "switchyard.model.version": self.version, "switchyard.upstream_model": self.upstream_model,
@@ -329,31 +368,45 @@ class RequestRecord:
         if self.fallback:
             attributes["switchyard.fallback"] = True
         if self.charge is not None:
-            attributes["gen_ai.usage.input_tokens"] = self.charge.input_tokens + self.charge.cached_input_tokens
-            attributes["gen_ai.usage.output_tokens"] = self.charge.output_tokens
-            attributes["gen_ai.usage.cache_read.input_tokens"] = self.charge.cached_input_tokens
             attributes["switchyard.cost_usd"] = self.charge.cost_usd
-        if self.finish_reasons:
-            attributes["gen_ai.response.finish_reasons"] = self.finish_reasons
         if self.first_token_at is not None:
             attributes["switchyard.ttft_ms"] = round((self.first_token_at - self.started) * 1000, 3)
-        if self.capture:
-            if self.request_body is not None:
-                attributes["gen_ai.input.messages"] = self.request_body.decode("utf-8", "replace")
-            if self.completion is not None:
-                attributes["gen_ai.output.messages"] = self.completion
         if error is not None:
-            attributes["error.type"] = code
+            attributes[ERROR_TYPE] = code
             span.set_status(Status(StatusCode.ERROR, code))
         span.set_attributes(attributes)
         upstream = self._upstream_span
         if upstream is not None:
-            if self.finish_reasons:
-                upstream.set_attribute("gen_ai.response.finish_reasons", self.finish_reasons)
+            upstream.set_attributes(self._inference_attributes(code, error))
             if error is not None:
                 upstream.set_status(Status(StatusCode.ERROR, code))
             upstream.end()
         span.end()
+
+    def _inference_attributes(self, code: str, error: BaseException | None) -> dict[str, Any]:
+        """What the answering upstream call produced: usage, response, captured messages."""
+        attributes: dict[str, Any] = {}
+        charge = self.charge
+        if charge is not None:
+            attributes[genai.GEN_AI_USAGE_INPUT_TOKENS] = charge.input_tokens + charge.cached_input_tokens
+            attributes[genai.GEN_AI_USAGE_OUTPUT_TOKENS] = charge.output_tokens
+            attributes[genai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = charge.cached_input_tokens
+        if self.response_id:
+            attributes[genai.GEN_AI_RESPONSE_ID] = self.response_id
+        if self.finish_reasons:
+            attributes[genai.GEN_AI_RESPONSE_FINISH_REASONS] = self.finish_reasons
+        if self.first_token_at is not None and self.stream:
+            attributes[genai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = self.first_token_at - self._upstream_started
+        if error is not None:
+            attributes[ERROR_TYPE] = code
+        if self.capture and self.request_body is not None:
+            messages, system = content_attributes_of_request(self.request_body, self.provider)
+            attributes[genai.GEN_AI_INPUT_MESSAGES] = messages
+            if system is not None:
+                attributes[genai.GEN_AI_SYSTEM_INSTRUCTIONS] = system
+            attributes[genai.GEN_AI_OUTPUT_MESSAGES] = output_messages(self.completion, self.finish_reasons,
+                                                                       error is not None)
+        return attributes
 
     def _write_access(self, status: int, code: str, ended: float) -> None:
         log = self._telemetry.access_log
@@ -363,7 +416,7 @@ class RequestRecord:
         line: dict[str, Any] = {
             "ts": round(self.started_wall, 6), "trace_id": self.trace_id, "request_id": self.request_id,
             "operation": self.operation, "tenant": self.tenant, "key": self.key,
-            "request_model": self.request_model, "model": self.model, "version": self.version,
+            "request_model": self.request_model[:MAX_NAME_CHARS], "model": self.model, "version": self.version,
             "route": self.route, "tier": self.tier, "worker": self.worker, "status": status,
             "code": code, "stream": self.stream, "cache": self.cache,
             "prompt_tokens": (charge.input_tokens + charge.cached_input_tokens) if charge else 0,

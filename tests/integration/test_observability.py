@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.local_stack import AUTO_ROUTE, DEMO_KEY, LOCAL_MODEL
+from gateway.local_stack import ADMIN_KEY, AUTO_ROUTE, DEMO_KEY, LOCAL_MODEL
 from gateway.telemetry import AccessLog, Telemetry
 from tests.conftest import ThreadedStack
 
@@ -87,15 +87,14 @@ def test_a_streamed_request_is_one_trace_continuing_the_clients(observed: Observ
     attributes = dict(root.attributes or {})
     expected = {
         "gen_ai.operation.name": "chat", "gen_ai.request.model": LOCAL_MODEL,
-        "gen_ai.response.model": LOCAL_MODEL, "gen_ai.provider.name": "sglang",
         "gen_ai.request.max_tokens": 12, "gen_ai.request.temperature": 0.2,
+        "switchyard.model": LOCAL_MODEL, "switchyard.upstream_model": "sim-llama",
         "switchyard.tenant": "demo", "switchyard.key": "demo-key", "switchyard.pool": "local",
         "switchyard.stream": True, "http.response.status_code": 200,
     }
     assert {k: attributes.get(k) for k in expected} == expected
-    assert attributes["gen_ai.usage.input_tokens"] > 0 and attributes["gen_ai.usage.output_tokens"] > 0
-    assert "gen_ai.usage.cache_read.input_tokens" in attributes
-    assert attributes["gen_ai.response.finish_reasons"] == ("length",)
+    # usage and the response belong to the inference span, once per trace, not to the root
+    assert not any(k.startswith(("gen_ai.usage.", "gen_ai.response.")) for k in attributes), attributes
     assert attributes["switchyard.worker"] in {"local/0", "local/1"}
     assert attributes["switchyard.worker.reason"] == "round_robin"
     assert len(str(attributes["switchyard.model.version"])) == 12
@@ -105,7 +104,17 @@ def test_a_streamed_request_is_one_trace_continuing_the_clients(observed: Observ
     call = names["chat sim-llama"]
     assert call.kind == SpanKind.CLIENT and call.parent is not None
     assert call.parent.span_id == root.context.span_id
-    assert dict(call.attributes or {})["server.address"] == "127.0.0.1"
+    inference = dict(call.attributes or {})
+    assert {k: inference.get(k) for k in ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model",
+                                          "gen_ai.request.max_tokens", "server.address")} == {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "sglang", "gen_ai.request.model": "sim-llama",
+        "gen_ai.request.max_tokens": 12, "server.address": "127.0.0.1"}
+    input_tokens = inference["gen_ai.usage.input_tokens"]
+    assert isinstance(input_tokens, int) and input_tokens > 0 and inference["gen_ai.usage.output_tokens"] == 12
+    assert "gen_ai.usage.cache_read.input_tokens" in inference
+    assert inference["gen_ai.response.finish_reasons"] == ("length",)
+    assert inference["gen_ai.response.id"]
+    assert 0 < float(inference["gen_ai.response.time_to_first_chunk"]) < 10  # type: ignore[arg-type]
     assert [e.name for e in call.events] == ["first_token"]
     # no prompt text anywhere by default
     for span in observed.spans_of(trace_id):
@@ -148,8 +157,9 @@ def test_every_request_writes_one_access_line_without_text(observed: Observed) -
     (line,) = _wait_for(lambda: [x for x in observed.access_lines() if x["request_id"] == request_id])
     assert line["status"] == 200 and line["tenant"] == "demo" and line["model"] == LOCAL_MODEL
     assert line["worker"] == raw.headers["x-switchyard-worker"]
-    assert line["completion_tokens"] == raw.parse().usage.completion_tokens
-    assert line["prompt_tokens"] == raw.parse().usage.prompt_tokens
+    usage = raw.parse().usage
+    assert usage is not None
+    assert line["completion_tokens"] == usage.completion_tokens and line["prompt_tokens"] == usage.prompt_tokens
     assert len(line["trace_id"]) == 32 and line["latency_ms"] > 0
     assert SECRET_PROMPT not in observed.access.getvalue()
     assert "request" not in line and "completion" not in line
@@ -177,15 +187,17 @@ def test_metrics_cover_latency_tokens_cost_routing_and_workers(observed: Observe
         s.value > 0 for s in m["switchyard_time_to_first_token_seconds"] if s.name.endswith("_count")) and m)
 
     def total(name: str, suffix: str = "", **labels: str) -> float:
-        return sum(s.value for s in metrics[name] if s.name == name + suffix
-                   and all(s.labels.get(k) == v for k, v in labels.items()))
+        return float(sum(s.value for s in metrics[name] if s.name == name + suffix
+                         and all(s.labels.get(k) == v for k, v in labels.items())))
 
     assert total("switchyard_time_to_first_token_seconds", "_count", model=LOCAL_MODEL) >= 1
     assert total("switchyard_inter_token_seconds", "_count", model=LOCAL_MODEL) >= 7
     assert total("switchyard_request_duration_seconds", "_count", model=LOCAL_MODEL) >= 1
     assert total("switchyard_gateway_overhead_seconds", "_count") >= 1
     assert total("switchyard_tokens", "_total", model=LOCAL_MODEL, type="output") >= 8
-    assert total("switchyard_cost_usd", "_total", model=LOCAL_MODEL, tenant="demo") > 0
+    assert total("gen_ai_client_token_usage", "_sum", gen_ai_request_model="sim-llama",
+                 gen_ai_token_type="output") >= 8
+    assert total("gen_ai_client_operation_duration_seconds", "_count", gen_ai_provider_name="sglang") >= 1
     assert total("switchyard_routing_decisions", "_total", pool="local", reason="round_robin") >= 1
     assert total("switchyard_backend_healthy", worker="local/0") == 1
     assert total("switchyard_backend_healthy", worker="local/1") == 1
@@ -194,6 +206,33 @@ def test_metrics_cover_latency_tokens_cost_routing_and_workers(observed: Observe
     for samples in metrics.values():
         for sample in samples:
             assert not any(len(v) == 32 for v in sample.labels.values()), sample
+
+
+def test_tenant_spend_and_usage_are_behind_the_admin_key(observed: Observed) -> None:
+    """``/metrics`` needs no credentials, so it names no tenant and no spend; ``/admin/metrics``
+    has both, for the admin key only, and refuses anyone else in OpenAI's error shape."""
+    observed.client.chat.completions.create(model=LOCAL_MODEL, max_tokens=3,
+                                            messages=[{"role": "user", "content": "spend"}])
+    public = httpx.get(observed.stack.url + "/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(public)}
+    assert "switchyard_requests" in families and "switchyard_cost_usd" not in families
+    assert not [s for f in families.values() for s in f.samples if "tenant" in s.labels or "cost" in s.name]
+    assert "demo" not in public
+    for authorization in (None, f"Bearer {DEMO_KEY}", "Bearer wrong"):  # a tenant's own key is not enough
+        refused = httpx.get(observed.stack.url + "/admin/metrics",
+                            headers={"authorization": authorization} if authorization else {})
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "invalid_api_key"
+        assert set(refused.json()["error"]) == {"message", "type", "param", "code"}
+    admin = httpx.get(observed.stack.url + "/admin/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    assert admin.status_code == 200 and admin.headers["content-type"].startswith("text/plain")
+    samples = [s for f in text_string_to_metric_families(admin.text) for s in f.samples]
+    spend = [s for s in samples if s.name == "switchyard_cost_usd_total" and s.labels["tenant"] == "demo"]
+    assert spend and sum(s.value for s in spend) > 0
+    assert any(s.name == "switchyard_tenant_tokens_total" and s.labels == {"tenant": "demo", "model": LOCAL_MODEL,
+                                                                           "type": "output"} and s.value >= 3
+               for s in samples)
+    assert not any(s.name.startswith("switchyard_requests") for s in samples)  # no series served twice
 
 
 def test_metrics_count_the_event_loops_asyncio_tasks(observed: Observed) -> None:
@@ -265,4 +304,5 @@ def test_spans_are_exported_over_real_otlp_http(tmp_path: Path, monkeypatch: pyt
     root = [s for s in spans if s[1] == f"chat {LOCAL_MODEL}"]
     assert root and root[0][0] == "switchyard-test"
     assert root[0][2]["gen_ai.request.model"].string_value == LOCAL_MODEL
-    assert root[0][2]["gen_ai.usage.output_tokens"].int_value == 3
+    call = [s for s in spans if s[1] == "chat sim-llama"]
+    assert call and call[0][2]["gen_ai.usage.output_tokens"].int_value == 3
