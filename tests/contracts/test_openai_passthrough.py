@@ -35,7 +35,7 @@ SGLANG_FIXTURES = Path(__file__).resolve().parent / "sglang" / "fixtures"
 SPEC_MODEL, SGLANG_MODEL = "spec-gpt", "spec-sglang"
 """Public names: an OpenAI-compatible upstream answering the spec's shapes, and an SGLang one."""
 UPSTREAM_SPEC, UPSTREAM_SGLANG = "spec-fields-2026-08-01", "Qwen/Qwen3-8B"
-RATE_LIMITED, OVERLOADED = "spec-429", "spec-503"
+RATE_LIMITED, OVERLOADED, NULL_USAGE = "spec-429", "spec-503", "spec-null-usage"
 RETRY_HEADERS = {"retry-after-ms": "1500", "retry-after": "2"}
 PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Find the TODOs in src/."}]
 
@@ -203,6 +203,11 @@ def upstream_answers() -> dict[tuple[str, bool], Answer]:
         (UPSTREAM_SPEC, True): Answer.of_events(full_chunks()),
         (UPSTREAM_SGLANG, False): Answer.of_fixture("chat_plain.json"),
         (UPSTREAM_SGLANG, True): Answer.of_fixture("chat_stream_tool_calls.sse"),
+        (NULL_USAGE, False): Answer.of_json({
+            "id": "chatcmpl-spec-3", "object": "chat.completion", "created": 1_780_000_000, "model": NULL_USAGE,
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                         "message": {"role": "assistant", "content": "Nothing to do.", "refusal": None}}],
+            "usage": None}),
         (RATE_LIMITED, False): Answer.of_json(busy, 429, RETRY_HEADERS),
         (OVERLOADED, False): Answer.of_json(overloaded, 503, RETRY_HEADERS),
     }
@@ -225,7 +230,7 @@ def gateway(upstream: tuple[SpecUpstream, str], tmp_path_factory: pytest.TempPat
         document["backends"]["spec"] = {"kind": "openai", "base_url": url + "/v1", "health_interval_s": 5.0}
         document["backends"]["spec-sglang"] = {"kind": "sglang", "workers": [url], "health_interval_s": 5.0}
         for public, backend, model in ((SPEC_MODEL, "spec", UPSTREAM_SPEC), (RATE_LIMITED, "spec", RATE_LIMITED),
-                                       (OVERLOADED, "spec", OVERLOADED),
+                                       (OVERLOADED, "spec", OVERLOADED), (NULL_USAGE, "spec", NULL_USAGE),
                                        (SGLANG_MODEL, "spec-sglang", UPSTREAM_SGLANG)):
             document["models"][public] = {"deployments": [{"backend": backend, "model": model}]}
 
@@ -388,6 +393,14 @@ def test_sglang_usage_reaches_a_client_that_asked(gateway: ThreadedStack) -> Non
     assert last.choices == [] and last.usage is not None
     assert last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens > 0
     assert all(chunk.usage is None for chunk in chunks[:-1])
+
+
+def test_a_whole_answer_with_usage_null_gets_the_usage_the_gateway_knows(gateway: ThreadedStack) -> None:
+    # the spec has no null usage on a whole answer: the gateway fills in what it counted
+    raw = client_of(gateway).chat.completions.with_raw_response.create(model=NULL_USAGE, messages=PROMPT)
+    usage = raw.http_response.json().get("usage")
+    assert isinstance(usage, dict) and usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
 @pytest.mark.parametrize("make_error", [
