@@ -132,7 +132,9 @@ def _print_table(rows: list[Row]) -> None:
 async def _run(turns: int) -> int:
     with tempfile.TemporaryDirectory(prefix="switchyard-demo-") as tmp:
         # a latency model with visible prefill cost, so cached prefixes show up in TTFT
-        sim = SimConfig(base_ttft_ms=2.0, prefill_us_per_token=60.0, itl_ms=3.0)
+        # the demo's table shows cached tokens: SGLang reports them with --enable-cache-report
+        sim = SimConfig(base_ttft_ms=2.0, prefill_us_per_token=60.0, itl_ms=3.0,
+                        enable_cache_report=True)
         stack = await start_local_stack(Path(tmp), sim=sim,
                                         selection={"type": "cache_aware", "debug_header": True})
         print(f"gateway on {stack.url}; SGLang sims: {', '.join(s.url for s in stack.sglang)}; "

@@ -104,15 +104,17 @@ async def start_local_stack(
 ) -> LocalStack:
     """Start ``sglang_workers`` SGLang sims, an OpenAI and an Anthropic sim, and the gateway.
 
-    ``sim`` is the template for every simulator (latency model, cache size); the worker id,
-    kind and key are filled in per simulator. ``selection`` is the SGLang pool's worker
+    ``sim`` is the template for every simulator (latency model, cache size, whether SGLang
+    reports cached tokens: the default template does); the worker id, kind and key are filled
+    in per simulator. ``selection`` is the SGLang pool's worker
     selection (default round robin). ``edit_policy`` may change the generated policy
     document (it knows the simulators' URLs by then) before the gateway loads it.
     ``telemetry`` replaces the default one (tests pass an in-memory span exporter).
     ``wrap_app`` wraps the ASGI app that is served (the tests' OpenAI-spec check);
     ``LocalStack.app`` stays the gateway's own app.
     """
-    base = sim or SimConfig(itl_ms=2.0, prefill_us_per_token=20.0)
+    # SGLang workers as the Helm chart starts them: --enable-cache-report (off in SGLang itself)
+    base = sim or SimConfig(itl_ms=2.0, prefill_us_per_token=20.0, enable_cache_report=True)
     sglang = [await start_sim(dataclasses.replace(base, kind="sglang", worker_id=f"local-{i}",
                                                   model="sim-llama", port=0))
               for i in range(sglang_workers)]

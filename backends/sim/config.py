@@ -46,3 +46,7 @@ class SimConfig:
     """When set, requests must carry it (``Authorization: Bearer`` or Anthropic ``x-api-key``)."""
     zero_latency: bool = False
     """Answer at once, ignoring the latency model: the upstream for overhead benchmarks."""
+    enable_cache_report: bool = False
+    """SGLang's ``--enable-cache-report``: report ``usage.prompt_tokens_details.cached_tokens``.
+    Off by default, as in SGLang, where usage then carries ``prompt_tokens_details: null``.
+    Only the SGLang kind reads it (OpenAI and Anthropic always report their cache hits)."""

@@ -43,7 +43,8 @@ class SimSettings:
                 "--worker-id", worker_id, "--model", SIM_MODEL,
                 "--capacity-tokens", str(self.capacity_tokens),
                 "--prefill-us-per-token", str(self.prefill_us_per_token),
-                "--itl-ms", str(self.itl_ms), "--max-running", str(self.max_running)]
+                "--itl-ms", str(self.itl_ms), "--max-running", str(self.max_running),
+                "--enable-cache-report"]  # the hit rates are read from usage.cached_tokens
 
 
 def start_sims(settings: SimSettings, logs: Path) -> list[Service]:

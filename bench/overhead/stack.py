@@ -51,7 +51,7 @@ def start_sim(workdir: Path) -> Service:
     """``switchyard sim --kind sglang --zero-latency`` on the client core."""
     port = free_port()
     argv = [bin_path("switchyard"), "sim", "--kind", "sglang", "--zero-latency", "--port", str(port),
-            "--model", SIM_MODEL, "--worker-id", "bench-sim"]
+            "--model", SIM_MODEL, "--worker-id", "bench-sim", "--enable-cache-report"]
     return start("sim", pinned(CLIENT_CORE, argv), f"http://127.0.0.1:{port}", workdir / "logs",
                  ready_path="/health")
 

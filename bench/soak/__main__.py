@@ -71,7 +71,8 @@ def start_services(stack: contextlib.ExitStack, workdir: Path) -> tuple[Service,
     for i in range(2):
         port = free_port()
         argv = [bin_path("switchyard"), "sim", "--kind", "sglang", "--port", str(port), "--model", SIM_MODEL,
-                "--worker-id", f"soak-{i}", "--itl-ms", "2", "--base-ttft-ms", "2", "--max-running", "256"]
+                "--worker-id", f"soak-{i}", "--itl-ms", "2", "--base-ttft-ms", "2", "--max-running", "256",
+                "--enable-cache-report"]
         sim = start(f"sim-{i}", pinned(CLIENT_CORE, argv), f"http://127.0.0.1:{port}", workdir / "logs",
                     ready_path="/health")
         stack.callback(sim.stop)

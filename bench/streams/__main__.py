@@ -106,7 +106,7 @@ def main() -> None:
         port = free_port()
         sim = start("sim", [bin_path("switchyard"), "sim", "--kind", "sglang", "--port", str(port),
                             "--model", SIM_MODEL, "--itl-ms", "20", "--max-running", str(args.streams * 2),
-                            "--base-ttft-ms", "5"], f"http://127.0.0.1:{port}", workdir / "logs", ready_path="/health")
+                            "--base-ttft-ms", "5", "--enable-cache-report"], f"http://127.0.0.1:{port}", workdir / "logs", ready_path="/health")
         policy = write_policy(workdir, sim.url)
         gport = free_port()
         gateway: Service = start("gateway", [bin_path("switchyard"), "serve", "--policy", str(policy), "--port",

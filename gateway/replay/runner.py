@@ -32,6 +32,7 @@ DEFAULT_SIM = SimConfig(
     base_ttft_ms=5.0,
     itl_ms=5.0,
     max_running=64,
+    enable_cache_report=True,  # the report's hit rates and cached-input cost read cached tokens
 )
 """Simulator knobs of a replay unless overridden (``--sim-*`` flags)."""
 

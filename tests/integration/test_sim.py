@@ -13,7 +13,8 @@ import pytest
 
 from backends.sim import RunningSim, SimConfig, start_sim
 
-FAST = SimConfig(zero_latency=True, worker_id="w-fast")
+# cached tokens are reported as with SGLang's --enable-cache-report (off by default there)
+FAST = SimConfig(zero_latency=True, worker_id="w-fast", enable_cache_report=True)
 
 
 @pytest.fixture
@@ -210,12 +211,25 @@ async def test_fail_rate_answers_500() -> None:
         await broken.aclose()
 
 
-async def test_validation_errors_are_openai_shaped(http: httpx.AsyncClient) -> None:
-    response = await http.post("/v1/chat/completions", json={"model": "m", "messages": "nope"})
+async def test_validation_errors_have_the_upstreams_shape(http: httpx.AsyncClient) -> None:
+    bad = {"model": "m", "messages": "nope"}
+    response = await http.post("/v1/chat/completions", json=bad)
     assert response.status_code == 400
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["type"] == "invalid_request_error" and error["param"] == "messages"
+    # SGLang's RequestValidationError handler: a flat ErrorResponse, not under "error"
+    error = response.json()
+    assert list(error) == ["object", "message", "type", "param", "code"]
+    assert (error["object"], error["type"], error["param"], error["code"]) == (
+        "error", "Bad Request", None, 400)
+    provider = await start_sim(SimConfig(kind="openai", zero_latency=True))
+    try:
+        async with httpx.AsyncClient(base_url=provider.url) as client:
+            response = await client.post("/v1/chat/completions", json=bad)
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["type"] == "invalid_request_error" and error["param"] == "messages"
+    finally:
+        await provider.aclose()
 
 
 async def test_sim_reply_and_stop(sim: RunningSim) -> None:
