@@ -8,7 +8,9 @@ message list becomes alternating turns with its text in order. These add:
   directly and through the SSE decoder under any chunking, as the backend feeds it: the text,
   the tool calls, the finish reason and the usage all come out consistent with what was sent;
 * request translation of structured content: every tool call, tool result and image survives,
-  in order, with its id.
+  in order, with its id;
+* any set of OpenAI parameters, through the parameter table (dropping what Claude refuses) and
+  the translation, gives a body the SDK's closed ``MessageCreateParams`` accepts.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from backends.anthropic_translate import (
     StreamEvent,
     StreamTranslator,
     finish_reason,
+    to_anthropic_body,
     translate_messages,
 )
+from backends.params import fit_params
 from backends.sse import SSEDecoder
 from backends.types import (
     ChatChunk,
@@ -39,6 +43,8 @@ from backends.types import (
     ToolCall,
     Usage,
 )
+from gateway.wire import parse_chat
+from tests.contracts.test_anthropic_wire import check_request_body
 
 texts = st.text(st.characters(codec="utf-8"), max_size=12)
 ids = st.text("abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=10)
@@ -238,3 +244,29 @@ def test_tool_calls_results_and_images_survive_in_order(messages: list[Message])
         if used:
             answered = [b["tool_use_id"] for b in after["content"][:len(used)]]
             assert answered == used
+
+
+# --- the parameter table, then the translation: what reaches Claude is on its contract ------
+
+_OPENAI_VALUES: dict[str, Any] = {
+    "audio": {"voice": "alloy", "format": "wav"}, "frequency_penalty": 0.5, "logit_bias": {"1": 2},
+    "logprobs": True, "top_logprobs": 2, "max_completion_tokens": 3000, "metadata": {"team": "a"},
+    "modalities": ["text"], "n": 2, "parallel_tool_calls": False,
+    "prediction": {"type": "content", "content": "x"}, "presence_penalty": 0.1,
+    "prompt_cache_key": "k", "prompt_cache_retention": "24h", "reasoning_effort": "low",
+    "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+    "safety_identifier": "s", "seed": 3, "service_tier": "default", "stop": ["END"], "store": True,
+    "temperature": 1.0, "top_p": 0.5, "user": "u", "verbosity": "low", "web_search_options": {},
+    "moderation": None, "functions": [{"name": "f"}], "function_call": "auto",
+}
+
+
+@settings(max_examples=150)
+@given(st.sets(st.sampled_from(sorted(_OPENAI_VALUES))), st.booleans())
+def test_any_openai_parameters_reach_claude_on_contract_or_not_at_all(names: set[str], stream: bool) -> None:
+    body = {"model": "claude", "messages": [{"role": "user", "content": "hi"}],
+            **{name: _OPENAI_VALUES[name] for name in names}}
+    request = fit_params(parse_chat(msgspec.json.encode(body)), "anthropic", drop_unsupported=True)
+    sent = to_anthropic_body(request, stream=stream)
+    check_request_body(sent)  # the SDK's closed MessageCreateParams: nothing OpenAI-only slips by
+    assert "top_p" not in sent or "temperature" not in sent
