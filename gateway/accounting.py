@@ -278,6 +278,11 @@ class Accounting:
         except Exception:  # accounting must never take the gateway down; the wrappers log outages
             log.exception("charging request %s failed", ticket.request_id)
 
+    def start(self) -> None:
+        """Start renewing, sweeping and replaying in the background (also with no traffic: a
+        gateway that serves nobody still charges the reservations of a dead one)."""
+        self._start_upkeep()
+
     def _start_upkeep(self) -> None:
         if self._upkeep is None or self._upkeep.done():
             self._upkeep = asyncio.get_running_loop().create_task(self._keep_up(), name="accounting-upkeep")

@@ -252,6 +252,7 @@ class Runtime:
                 slot.selector.on_worker_removed(worker_id)
             slot.pool.start()
         await self.canaries.activate(self.canary)
+        self.accounting.start()  # renew reservations, charge a dead gateway's, replay outages
 
     def take_over(self, previous: Runtime) -> None:
         """Become the owner of the backends shared with ``previous`` (called once swapped in)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import pytest
 from hypothesis import given, settings
@@ -29,6 +30,7 @@ from tests.redis_support import connect_or_skip, unique_namespace
 NOON = 1_718_798_400.0  # 2024-06-19 12:00:00 UTC
 PRICES = PriceConfig(input=10.0, output=30.0)  # dollars per million tokens
 LATER = NOON + 60
+Overflow = Literal["clamp", "reject"]
 
 
 def cost(prompt: int = 25, output: int = 100, choices: int = 1) -> Cost:
@@ -148,9 +150,10 @@ def test_redis_script_mirrors_the_reference() -> None:
         namespace = unique_namespace()
         try:
             redis_ledger = RedisUsageLedger(client, namespace)
-            for index, (limit, spent, output, choices, mode) in enumerate(
-                    [(1000, 0, 500, 1, "clamp"), (1000, 900, 500, 1, "clamp"), (1000, 900, 500, 1, "reject"),
-                     (1000, 999, 1, 1, "clamp"), (1000, 1000, 1, 1, "clamp"), (5000, 100, 1000, 7, "clamp")]):
+            grid: list[tuple[int, int, int, int, Overflow]] = [
+                (1000, 0, 500, 1, "clamp"), (1000, 900, 500, 1, "clamp"), (1000, 900, 500, 1, "reject"),
+                (1000, 999, 1, 1, "clamp"), (1000, 1000, 1, 1, "clamp"), (5000, 100, 1000, 7, "clamp")]
+            for index, (limit, spent, output, choices, mode) in enumerate(grid):
                 scope = BudgetScope(f"tenant:g{index}", BudgetConfig(daily_tokens=limit, max_tokens_overflow=mode))
                 if spent:
                     await redis_ledger.charge([scope.id], used(f"s{index}", spent, 0), now=NOON)
@@ -179,12 +182,12 @@ def requests(draw: st.DrawFn) -> tuple[Cost, float]:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(requests(), st.booleans()), min_size=1, max_size=40),
        st.sampled_from(["clamp", "reject"]), st.integers(100, 20_000), st.floats(0.001, 0.2))
-def test_no_interleaving_passes_a_cap(steps: list[tuple[tuple[Cost, float], bool]], mode: str,
+def test_no_interleaving_passes_a_cap(steps: list[tuple[tuple[Cost, float], bool]], mode: Overflow,
                                       daily_tokens: int, daily_usd: float) -> None:
     """Reservations granted and settled in any order (settling some at once, others at the end)
     never take a scope past its caps, and nothing held or spent goes negative."""
     scope = BudgetScope("tenant:p", BudgetConfig(daily_tokens=daily_tokens, daily_usd=daily_usd,
-                                                 max_tokens_overflow=mode))  # type: ignore[arg-type]
+                                                 max_tokens_overflow=mode))
 
     async def run() -> None:
         ledger = MemoryUsageLedger(clock=lambda: NOON)
