@@ -347,3 +347,10 @@ class Health(msgspec.Struct, frozen=True):
     """Requests waiting in the worker's queue (SGLang ``num_queue_reqs``)."""
     capacity_tokens: int = 0
     """KV-cache capacity (SGLang ``max_total_num_tokens``); 0 when the remote does not say."""
+    reports_cached_tokens: bool | None = None
+    """Whether answers carry ``cached_tokens`` (SGLang ``--enable-cache-report``, read from
+    ``/server_info``); None when not known or not applicable (provider APIs)."""
+    load_source: Literal["metrics", "loads", "none"] | None = None
+    """Where ``running``/``queued`` came from: SGLang ``/metrics`` (``--enable-metrics``),
+    ``/v1/loads`` (always served), or ``"none"`` (neither answered: load reads 0); None when
+    not applicable (provider APIs)."""
