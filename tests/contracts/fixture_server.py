@@ -86,6 +86,8 @@ class FixtureServer:
     pause_s: float = 0.002
     routes: dict[str, Fixture] = field(default_factory=dict)
     requests: list[Received] = field(default_factory=list)
+    url: str = ""
+    """The base URL while ``running``."""
 
     def answer(self, path: str, fixture: Fixture) -> None:
         """Answer ``path`` (any method) with ``fixture`` from now on."""
@@ -143,8 +145,10 @@ class FixtureServer:
 
         try:
             port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-            yield f"http://127.0.0.1:{port}"
+            self.url = f"http://127.0.0.1:{port}"
+            yield self.url
         finally:
+            self.url = ""
             asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)

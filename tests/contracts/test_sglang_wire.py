@@ -96,15 +96,14 @@ def test_fixture_server_replays_bytes_split_anywhere() -> None:
 def worker() -> Iterator[FixtureServer]:
     # cut every answer every 61 bytes: the gateway must reassemble events across reads
     server = FixtureServer(split_at=range(61, 1 << 16, 61))
-    with server.running() as url:
-        server.url = url  # type: ignore[attr-defined]
+    with server.running():
         yield server
 
 
 @pytest.fixture(scope="module")
 def gateway(worker: FixtureServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
     def to_fixture_worker(document: dict[str, Any]) -> None:
-        document["backends"]["local"]["workers"] = [worker.url]  # type: ignore[attr-defined]
+        document["backends"]["local"]["workers"] = [worker.url]
         document["backends"]["local"].pop("selection", None)
 
     stack = ThreadedStack(tmp_path_factory.mktemp("sglang-wire"), sglang_workers=1,
