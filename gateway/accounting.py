@@ -52,9 +52,9 @@ from policies.spend import (
     BudgetScope,
     Charge,
     MemoryUsageLedger,
-    RedisUsageLedger,
     UsageLedger,
 )
+from policies.spend_redis import RedisUsageLedger
 from policies.tokens import TokenCounter
 
 log = logging.getLogger("switchyard.accounting")

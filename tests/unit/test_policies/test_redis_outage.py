@@ -32,7 +32,8 @@ from policies.resilient import (
     ResilientRateLimiter,
     StoreHealth,
 )
-from policies.spend import BudgetScope, Charge, MemoryUsageLedger, RedisUsageLedger
+from policies.spend import BudgetScope, Charge, MemoryUsageLedger
+from policies.spend_redis import RedisUsageLedger
 
 
 class PrivateRedis:

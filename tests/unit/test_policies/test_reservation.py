@@ -21,10 +21,10 @@ from policies.spend import (
     Charge,
     MemoryUsageLedger,
     PeriodTotals,
-    RedisUsageLedger,
     UsageLedger,
     grant,
 )
+from policies.spend_redis import RedisUsageLedger
 from tests.redis_support import connect_or_skip, unique_namespace
 
 NOON = 1_718_798_400.0  # 2024-06-19 12:00:00 UTC
