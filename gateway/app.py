@@ -17,7 +17,14 @@ from gateway.completions import chat_completions, text_completions
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.openapi import describe
 from gateway.policy_manager import PolicyManager
-from gateway.probes import admin_metrics, healthz, list_models, metrics, readyz
+from gateway.probes import (
+    admin_metrics,
+    healthz,
+    list_models,
+    metrics,
+    readyz,
+    retrieve_model,
+)
 from gateway.settings import Settings
 from gateway.state import Gateway
 from gateway.telemetry import Telemetry
@@ -92,7 +99,7 @@ def create_app(settings: Settings, telemetry: Telemetry | None = None) -> Litest
                 telemetry.shutdown()
 
     app = Litestar(
-        route_handlers=[chat_completions, text_completions, list_models, healthz, readyz, metrics,
+        route_handlers=[chat_completions, text_completions, list_models, retrieve_model, healthz, readyz, metrics,
                         admin_metrics, admin_usage, get_policy, put_policy, *CANARY_ADMIN_HANDLERS],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

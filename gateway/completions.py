@@ -15,6 +15,7 @@ from litestar import Request, Response, post
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
+from backends import open_wire
 from backends.base import Backend
 from backends.errors import (
     ModelNotFoundError,
@@ -36,10 +37,12 @@ from backends.types import (
     Usage,
 )
 from gateway.accounting import TRIMMED_HEADER
+from gateway.errors import REQUEST_ID_STATE
 from gateway.moderation import StreamGuard, check_answer, check_request
 from gateway.response_cache import CacheLookup, replay
 from gateway.runtime import Runtime
 from gateway.sse import DONE, encode_error_event, encode_event
+from gateway.stream_tally import StreamTally
 from gateway.state import Gateway
 from gateway.telemetry import RequestRecord, finish_reasons
 from gateway.upstream import call_upstream
@@ -49,13 +52,13 @@ from policies.keys import Caller
 from policies.moderation import Moderator
 from router.base import RoutingRequest, Selection
 from router.decide import Choice, choose
+from router.isolation import salted_prompt, tenant_salt, without_cached_tokens
 from router.prompt_text import render_chat, render_text
 
 Req = TypeVar("Req", ChatRequest, TextRequest)
 Resp = TypeVar("Resp", ChatResponse, TextResponse)
 Chunk = TypeVar("Chunk", ChatChunk, TextResponse)
 
-_ENCODER = msgspec.json.Encoder()
 SESSION_HEADER = "x-switchyard-session"
 VERSION_HEADER = "x-switchyard-model-version"
 log = logging.getLogger("switchyard.gateway")
@@ -78,11 +81,14 @@ class Operation(Generic[Req, Resp, Chunk]):
 
 
 def _chat_text(answer: ChatResponse | ChatChunk) -> str:
+    """The first choice's generated text: reasoning (billed as output) and content."""
     if not answer.choices:
         return ""
     choice = answer.choices[0]
-    content = choice.message.content if isinstance(choice, ChatChoice) else choice.delta.content
-    return content if isinstance(content, str) else ""
+    part = choice.message if isinstance(choice, ChatChoice) else choice.delta
+    content, reasoning = part.content, part.reasoning_content
+    text = content if isinstance(content, str) else ""
+    return reasoning + text if isinstance(reasoning, str) else text
 
 
 def _completion_text(answer: TextResponse) -> str:
@@ -105,18 +111,17 @@ class StreamLease:
     otherwise never run its ``finally`` and leave the upstream connection open.
     """
 
-    def __init__(self, worker: Worker, upstream: AsyncIterator[Any],
-                 on_end: Callable[[list[Any], BaseException | None], None]) -> None:
+    def __init__(self, worker: Worker, upstream: AsyncIterator[Any], tally: StreamTally,
+                 on_end: Callable[[StreamTally, BaseException | None], None]) -> None:
         self._worker = worker
         self._upstream = upstream
         self._on_end = on_end
         self._released = False
-        self.received: list[Any] = []
-        """Chunks relayed so far: what is charged if the stream is cut short."""
+        self.tally = tally
+        """What the upstream generated so far, before moderation: what is charged if the
+        stream is cut short (bounded: counts and a capped text, not every chunk)."""
         self.error: BaseException | None = None
         """Why the stream ended early, if it did (for the request's telemetry)."""
-        self.produced: list[str] = []
-        """Text the upstream generated, chunk by chunk, before moderation: what is charged."""
 
     async def release(self, error: BaseException | None = None) -> None:
         if self._released:
@@ -127,7 +132,7 @@ class StreamLease:
         if isinstance(error, UpstreamError) and not isinstance(error, UpstreamRejectedError):
             self._worker.circuit.on_failure()  # broke mid-stream: a failure of the worker
         # synchronous: a cancelled client cannot skip the charge
-        self._on_end(self.received, error)
+        self._on_end(self.tally, error)
         await self._upstream.aclose()  # type: ignore[attr-defined]
 
 
@@ -146,6 +151,7 @@ async def handle(request: Request[Any, Any, Any], operation: Operation[Req, Resp
     """
     gateway: Gateway = request.app.state.gateway
     request_id = os.urandom(16).hex()  # a uuid4's randomness, at a third of its cost
+    request.state[REQUEST_ID_STATE] = request_id  # for the error handler's x-request-id
     record = RequestRecord(gateway.telemetry, operation.name, request.headers, request_id)
     try:
         runtime = gateway.runtime  # read once: the request finishes under this policy
@@ -217,6 +223,9 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
         return _from_cache(hit, call, model, headers, record)
 
     prompt, head_chars = operation.render(call)
+    isolated = runtime.policy.models[model].cache_isolation == "tenant"
+    if isolated:
+        prompt, head_chars = salted_prompt(prompt, head_chars, caller.tenant)
     routing = RoutingRequest(model=model, tenant=caller.tenant, sticky_key=sticky_key,
                              prompt=prompt, head_chars=head_chars)
     deployments = runtime.version_routes[model][assignment.version]
@@ -229,6 +238,8 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
             params.model), drop_unsupported=runtime.policy.models[model].drops_unsupported_params(
             assignment.version, deployments.deployments.index(choice.deployment)))
         trace_headers = record.upstream_call(choice.worker, upstream_model, operation.name)
+        if isolated and choice.worker.backend.kind == "sglang":  # the engine's own isolation
+            fitted = msgspec.structs.replace(fitted, extra={**fitted.extra, "cache_salt": tenant_salt(caller.tenant)})
         return msgspec.structs.replace(fitted, upstream_model=upstream_model, trace_headers=trace_headers)
 
     async def send_stream(choice: Choice) -> tuple[Chunk, AsyncIterator[Chunk]]:
@@ -260,6 +271,7 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
     if assignment.shadow_version is not None:
         _mirror(runtime, assignment, operation, call, routing, moderator)
     worker, selector = choice.worker, choice.deployment.selector
+    hide_cached = isolated and worker.backend.kind != "sglang"  # a provider's cache spans tenants
     headers["x-switchyard-worker"] = worker.id
     if selector.debug_header:
         headers["x-switchyard-route"] = route_header(choice.selection)
@@ -267,31 +279,39 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
     if call.is_stream:
         lease: StreamLease
 
-        async def on_done(chunks: list[Chunk]) -> None:
-            selector.on_outcome(worker.id, routing, "".join(lease.produced))
-            await cached.put_stream(chunks)
+        async def on_done(tally: StreamTally) -> None:
+            selector.on_outcome(worker.id, routing, tally.text)
+            if tally.chunks is not None:
+                await cached.put_stream(tally.chunks)
 
-        def on_end(chunks: list[Chunk], error: BaseException | None) -> None:
-            usage = next((c.usage for c in reversed(chunks) if isinstance(c.usage, Usage)), None)
-            text = "".join(lease.produced)  # what the worker generated, moderated or not
-            record.charge = settle(ticket, usage, text)
-            record.finish_reasons = finish_reasons([c for chunk in chunks for c in chunk.choices])
-            if chunks:
-                record.response_id = chunks[0].id
+        def on_end(tally: StreamTally, error: BaseException | None) -> None:
+            text = tally.text  # what the worker generated, moderated or not
+            record.charge = settle(ticket, tally.usage, text)
+            record.finish_reasons = [reason for _, reason in sorted(tally.finish_reasons.items())]
+            if tally.response_id is not None:
+                record.response_id = tally.response_id
             if record.capture:
                 record.completion = text
             record.finish(200, error)
 
         record.first_token()
-        lease = StreamLease(worker, upstream, on_end)
+        bounds = runtime.policy.bounds
+        tally = StreamTally(operation.text, max_text_chars=bounds.stream_text_chars,
+                            keep_chunks_bytes=cached.max_entry_bytes if cached.key else 0)
+        lease = StreamLease(worker, upstream, tally, on_end)
         options = call.params.stream_options
         include_usage = bool(options and options.include_usage is True)
         guard = StreamGuard(moderator, record) if moderator is not None and moderator.checks_output else None
-        relay = _relay(first, upstream, model, include_usage, lease, on_done, record, operation.text, guard)
+        relay = _relay(first, upstream, model, include_usage, lease, on_done, record, guard, hide_cached)
         return Stream(relay, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers},
                       background=BackgroundTask(lease.release))
     text = operation.text(answer)
-    record.charge = settle(ticket, answer.usage if isinstance(answer.usage, Usage) else None, text)
+    record.charge = charge = settle(ticket, answer.usage if isinstance(answer.usage, Usage) else None, text)
+    if answer.usage is None:  # SGLang may say ``"usage": null``; the spec has no null: say what was charged
+        answer.usage = Usage(prompt_tokens=charge.input_tokens + charge.cached_input_tokens,
+                             completion_tokens=charge.output_tokens, total_tokens=charge.total_tokens)
+    if hide_cached and isinstance(answer.usage, Usage):
+        answer.usage = without_cached_tokens(answer.usage)
     selector.on_outcome(worker.id, routing, text)
     if moderator is not None:
         check_answer(moderator, answer, record)
@@ -300,7 +320,7 @@ async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp,
     if record.capture:
         record.completion = text
     record.finish()
-    return Response(_ENCODER.encode(answer), media_type="application/json", headers=headers,
+    return Response(open_wire.encode(answer), media_type="application/json", headers=headers,
                     background=BackgroundTask(cached.put, answer) if cached.key else None)
 
 
@@ -398,7 +418,7 @@ def _from_cache(hit: ChatResponse, call: ChatRequest | TextRequest, model: str,
     record.finish_reasons, record.response_id = finish_reasons(hit.choices), hit.id
     record.finish()
     if not call.is_stream:
-        return Response(_ENCODER.encode(hit), media_type="application/json", headers=headers)
+        return Response(open_wire.encode(hit), media_type="application/json", headers=headers)
     options = call.params.stream_options
     chunks = replay(hit, include_usage=bool(options and options.include_usage is True))
 
@@ -411,26 +431,28 @@ def _from_cache(hit: ChatResponse, call: ChatRequest | TextRequest, model: str,
 
 
 async def _relay(first: Chunk, upstream: AsyncIterator[Chunk], model: str, include_usage: bool,
-                 lease: StreamLease, on_done: Callable[[list[Chunk]], Awaitable[None]],
-                 record: RequestRecord, text_of: Callable[[Chunk], str],
-                 guard: StreamGuard | None) -> AsyncIterator[bytes]:
+                 lease: StreamLease, on_done: Callable[[StreamTally], Awaitable[None]],
+                 record: RequestRecord, guard: StreamGuard | None,
+                 hide_cached: bool = False) -> AsyncIterator[bytes]:
     """Re-emit upstream chunks under the public model name; usage only if the client asked.
 
-    The chunks are kept for ``on_done``, which runs once the client has ``[DONE]``: routing
-    learns the worker now holds prompt + answer, and the response cache stores the answer.
+    The lease's tally records each chunk for ``on_done``, which runs once the client has
+    ``[DONE]``: routing learns the worker now holds prompt + answer, and the response cache
+    stores the answer.
     With output moderation, each chunk's text is what the guard releases; a block ends the
     stream with ``finish_reason: content_filter`` and closes the upstream request.
     """
     chunk = first
-    received: list[Chunk] = lease.received
+    tally = lease.tally
     try:
         while True:
-            received.append(chunk)
-            lease.produced.append(text_of(chunk))
+            tally.add(chunk)
             for out in guard.apply(chunk) if guard is not None else (chunk,):
                 if include_usage or out.choices:
                     if not include_usage:
                         out.usage = msgspec.UNSET
+                    elif hide_cached and isinstance(out.usage, Usage):  # a copy: the tally charges the real
+                        out.usage = without_cached_tokens(out.usage)
                     out.model = model
                     yield encode_event(out)
             if guard is not None and guard.blocked is not None:
@@ -442,7 +464,7 @@ async def _relay(first: Chunk, upstream: AsyncIterator[Chunk], model: str, inclu
                 break
             record.chunk()
         yield DONE
-        await on_done(received)
+        await on_done(tally)
     except SwitchyardError as exc:
         # after the first byte nothing can be retried: end with an error event the SDK raises
         lease.error = exc

@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, get
+from litestar.params import FromPath
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from backends.errors import ModelNotFoundError
 from gateway.state import Gateway
 
 _STARTED = 1_700_000_000  # a fixed "created" stamp: models have no creation date here
@@ -23,6 +25,19 @@ async def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
         {"id": name, "object": "model", "created": _STARTED, "owned_by": "switchyard"}
         for name in [*runtime.models, *runtime.routes] if caller.may_use(name)
     ]}
+
+
+@get("/v1/models/{model_id:str}")
+async def retrieve_model(request: Request[Any, Any, Any], model_id: FromPath[str]) -> dict[str, Any]:
+    """One public model, in OpenAI's shape; OpenAI's 404 for a model the key may not use, so
+    that a key learns nothing about models outside its grant."""
+    gateway: Gateway = request.app.state.gateway
+    runtime = gateway.runtime
+    caller = runtime.keyring.authenticate(request.headers.get("authorization"))
+    if (model_id not in runtime.models and model_id not in runtime.routes) or not caller.may_use(model_id):
+        raise ModelNotFoundError(f"The model '{model_id}' does not exist or you do not have access to it.",
+                                 param="model")
+    return {"id": model_id, "object": "model", "created": _STARTED, "owned_by": "switchyard"}
 
 
 @get("/healthz")

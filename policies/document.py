@@ -15,6 +15,7 @@ from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 
 from backends.circuit import CircuitBreakerConfig
 from backends.config import StrictModel
+from policies.bounds_config import BoundsConfig
 from policies.canary.config import CanaryConfig
 from policies.limits_config import (
     BudgetConfig,
@@ -191,6 +192,12 @@ class ModelConfig(StrictModel):
     """Drop the OpenAI parameters a deployment's backend kind refuses (``logit_bias`` on
     Anthropic, ...) instead of answering 400; a deployment can override it."""
 
+    cache_isolation: Literal["shared", "tenant"] = "shared"
+    """``tenant``: no tenant can read another's prompts from the prefix cache (a per-tenant
+    ``cache_salt`` on SGLang requests, per-tenant cache-aware routing, ``cached_tokens``
+    withheld on hosted providers; router/isolation.py). ``shared``: tenants sharing a system
+    prompt share its cached prefix, and can tell that it is cached."""
+
     def drops_unsupported_params(self, version: str, index: int) -> bool:
         """Whether deployment ``index`` of ``version`` drops what its backend kind refuses."""
         deployments = self.version_deployments().get(version, [])
@@ -334,6 +341,8 @@ class Policy(StrictModel):
     observability: ObservabilityConfig = ObservabilityConfig()
     retries: RetryConfig = RetryConfig()
     moderation: ModerationSection = ModerationSection()
+    bounds: BoundsConfig = BoundsConfig()
+    """Size and time bounds on upstream answers and client connections (docs/reliability.md)."""
 
     def route_param_targets(self, name: str) -> list[tuple[str, bool]]:
         """``(backend kind, drop_unsupported_params)`` of every deployment of both tiers of

@@ -49,6 +49,8 @@ class ChatBody(msgspec.Struct):
     separate_reasoning: bool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     reasoning_effort: str | None = None
+    cache_salt: str | None = None
+    """SGLang 0.5.23 keys its radix cache by this too: a salted prompt matches only itself."""
 
     def turns(self) -> list[tuple[str, str]]:
         """``(role, text)`` of every message; text parts joined, other parts skipped.

@@ -17,6 +17,7 @@ frees the slot and the cache reference.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -161,6 +162,8 @@ class SimRequest:
     """Reason first: the output opens with reasoning pieces (``kinds`` says which are which)."""
     tool_call: ToolCallPlan | None = None
     """Answer with this tool call instead of text (finish reason ``tool_calls``)."""
+    cache_salt: str | None = None
+    """Namespaces the prompt in the prefix cache, as SGLang's radix key does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +292,8 @@ class Generation:
         self.request = request
         self.id = engine.next_id()
         self.prompt_ids = prompt_ids
+        self._cache_key = _salted(prompt_ids, request.cache_salt)
+        """What the radix cache matches: the prompt, behind a salt token when salted."""
         self.cached_tokens = 0
         plan = _plan_output(engine, request)
         self.chunks, self.finish_reason, self.completion_tokens = plan.chunks, plan.finish, plan.tokens
@@ -322,10 +327,10 @@ class Generation:
         finally:
             stats.queued -= 1
         stats.running += 1
-        match = engine.cache.match(self.prompt_ids)
+        match = engine.cache.match(self._cache_key)
         engine.cache.inc_ref(match.node)
         self._node = match.node
-        self.cached_tokens = match.length
+        self.cached_tokens = max(0, match.length - (len(self._cache_key) - len(self.prompt_ids)))
         stats.prompt_tokens += len(self.prompt_ids)
         stats.cached_tokens += match.length
         return self
@@ -385,7 +390,7 @@ class Generation:
     def _cache_prompt(self) -> None:
         """Prefill done: the prompt is now cached, so pin its full path instead of the prefix."""
         cache = self.engine.cache
-        inserted = cache.insert(self.prompt_ids)
+        inserted = cache.insert(self._cache_key)
         cache.inc_ref(inserted.node)
         if self._node is not None:
             cache.dec_ref(self._node)
@@ -404,6 +409,13 @@ class _Plan(NamedTuple):
     tokens: int
     matched: str | int | None
     reasoning_tokens: int
+
+
+def _salted(prompt_ids: list[int], salt: str | None) -> list[int]:
+    """A negative pseudo-token per salt in front: no real token id is negative."""
+    if not salt:
+        return prompt_ids
+    return [-1 - int.from_bytes(hashlib.sha256(salt.encode()).digest()[:7], "big"), *prompt_ids]
 
 
 def _plan_output(engine: SimEngine, request: SimRequest) -> _Plan:
