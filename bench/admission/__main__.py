@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import statistics
 import time
@@ -102,7 +103,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for case, inputs in (("new", fresh), ("next_turn", turns)):
                 counter = TokenCounter.load(["cl100k_base"])  # cold memory for each cell
                 accounting = Accounting(counter, *limit_stores(client, policy.limits))
-                samples = await timed(inputs, lambda c, a=accounting: admit_once(a, policy, caller, c))
+                samples = await timed(inputs, functools.partial(admit_once, accounting, policy, caller))
                 row[f"{name}_{case}"] = {"p50": pct(samples, 50), "p99": pct(samples, 99),
                                          "ratio_p50_vs_parse": pct(samples, 50) / pct(baseline, 50)}
         results[f"{tokens}"] = row
