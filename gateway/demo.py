@@ -134,7 +134,7 @@ async def _run(turns: int) -> int:
         # a latency model with visible prefill cost, so cached prefixes show up in TTFT
         # the demo's table shows cached tokens: SGLang reports them with --enable-cache-report
         sim = SimConfig(base_ttft_ms=2.0, prefill_us_per_token=60.0, itl_ms=3.0,
-                        enable_cache_report=True)
+                        enable_cache_report=True, enable_metrics=True)
         stack = await start_local_stack(Path(tmp), sim=sim,
                                         selection={"type": "cache_aware", "debug_header": True})
         print(f"gateway on {stack.url}; SGLang sims: {', '.join(s.url for s in stack.sglang)}; "

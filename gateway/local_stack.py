@@ -113,8 +113,10 @@ async def start_local_stack(
     ``wrap_app`` wraps the ASGI app that is served (the tests' OpenAI-spec check);
     ``LocalStack.app`` stays the gateway's own app.
     """
-    # SGLang workers as the Helm chart starts them: --enable-cache-report (off in SGLang itself)
-    base = sim or SimConfig(itl_ms=2.0, prefill_us_per_token=20.0, enable_cache_report=True)
+    # SGLang workers as the Helm chart starts them: --enable-cache-report and --enable-metrics
+    # (both off in SGLang itself; load-aware selection reads the worker's queue from /metrics)
+    base = sim or SimConfig(itl_ms=2.0, prefill_us_per_token=20.0, enable_cache_report=True,
+                            enable_metrics=True)
     sglang = [await start_sim(dataclasses.replace(base, kind="sglang", worker_id=f"local-{i}",
                                                   model="sim-llama", port=0))
               for i in range(sglang_workers)]

@@ -22,7 +22,7 @@ from backends.base import Backend
 from backends.http import Timeouts, open_session
 from backends.openai_compat import OpenAICompatBackend
 from backends.pool import WorkerPool
-from backends.sglang import SGLangBackend
+from backends.sglang import SGLangBackend, capability_gaps
 from gateway.accounting import Accounting
 from gateway.moderation import ModerationPolicies
 from gateway.response_cache import ResponseCache
@@ -287,7 +287,11 @@ class Runtime:
         ]
         if missing:
             return Readiness(False, "no healthy deployment for: " + ", ".join(sorted(missing)))
-        return Readiness(True, f"policy {self.policy.version}: {len(self.models)} models ready")
+        # ready, but say what a worker's flags keep it from reporting rather than read zero
+        gaps = [f"worker {worker.id} reports {gap}" for name in sorted(self.slots)
+                for worker in self.slots[name].pool.workers for gap in capability_gaps(worker.last_health)]
+        return Readiness(True, "; ".join([f"policy {self.policy.version}: {len(self.models)} models ready",
+                                          *gaps]))
 
     async def aclose(self) -> None:
         """Flush accounting and close the backends this runtime owns (not those handed on)."""

@@ -50,3 +50,9 @@ class SimConfig:
     """SGLang's ``--enable-cache-report``: report ``usage.prompt_tokens_details.cached_tokens``.
     Off by default, as in SGLang, where usage then carries ``prompt_tokens_details: null``.
     Only the SGLang kind reads it (OpenAI and Anthropic always report their cache hits)."""
+    enable_metrics: bool = False
+    """SGLang's ``--enable-metrics``: serve ``/metrics``. Off by default, as in SGLang, where
+    ``/metrics`` is then a 404 and only ``/v1/loads`` tells the worker's load."""
+    enable_priority_scheduling: bool = False
+    """SGLang's ``--enable-priority-scheduling`` (with ``--default-priority-value 0``): the
+    queue gauges of ``/metrics`` carry a total (``priority=""``) and a per-priority series."""

@@ -4,7 +4,10 @@ Both serve the OpenAI routes (``/v1/chat/completions``, ``/v1/completions``, ``/
 each in its upstream's own shapes (``sglang_shapes.py``: SGLang 0.5.23's, nulls and
 ``matched_stop`` included; ``openai_shapes.py``: OpenAI's), with tool calling and, on SGLang,
 reasoning (``chat_request.py`` says when). The SGLang worker adds its native routes
-(``/generate``, ``/get_model_info``, ``/get_server_info``, ``/flush_cache``, ``/metrics``).
+(``/generate``, ``/flush_cache``) and its control routes (``sglang_control.py``:
+``/server_info``, ``/model_info`` and their deprecated ``/get_*`` aliases, ``/v1/loads``, and
+``/metrics`` only with ``enable_metrics``); with an ``api_key`` every route but ``/health*`` and
+``/metrics`` answers SGLang's ``401 {"error": "Unauthorized"}`` without it.
 Errors use the upstream's body: SGLang's flat ``{"object": "error", "message", "type",
 "param", "code"}``, OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
 """
@@ -18,6 +21,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from backends.sim import sglang_control
 from backends.sim.chat_request import ChatBody, StreamOptions
 from backends.sim.config import SimConfig
 from backends.sim.engine import Generation, SimEngine, SimFailure, SimHooks, SimRequest
@@ -100,11 +104,15 @@ class _SimRoutes:
         if native:
             routes += [
                 web.post("/generate", self._guarded(self.generate)),
-                web.get("/get_model_info", self._guarded(self.model_info)),
-                web.get("/get_server_info", self._guarded(self.server_info)),
+                web.get("/model_info", self._guarded(self.model_info)),
+                web.get("/get_model_info", self._guarded(self.model_info)),  # deprecated alias
+                web.get("/server_info", self._guarded(self.server_info)),
+                web.get("/get_server_info", self._guarded(self.server_info)),  # deprecated alias
+                web.get("/v1/loads", self._guarded(self.loads)),
                 web.post("/flush_cache", self._guarded(self.flush_cache)),
-                web.get("/metrics", self.metrics),
             ]
+            if self.config.enable_metrics:  # SGLang serves /metrics only with --enable-metrics
+                routes.append(web.get("/metrics", self.metrics))
         app.add_routes(routes)
         return app
 
@@ -118,6 +126,9 @@ class _SimRoutes:
             try:
                 bearer = self._bearer
                 if bearer is not None and request.headers.get("Authorization") != bearer:
+                    if self.native:  # SGLang's API-key middleware, before any handler
+                        self.engine.record_failure()
+                        return _json(sglang_control.UNAUTHORIZED, status=401)
                     raise SimFailure(401, "Incorrect API key provided.")
                 return await handler(request, raw)
             except SimFailure as failure:
@@ -194,29 +205,22 @@ class _SimRoutes:
         return _json({"text": output, "meta_info": _meta_info(gen, body.rid, finished=True)})
 
     async def model_info(self, request: web.Request, raw: bytes) -> web.StreamResponse:
-        model = self.config.model
-        return _json({"model_path": model, "tokenizer_path": model, "is_generation": True})
+        return _json(sglang_control.model_info(self.config))
 
     async def server_info(self, request: web.Request, raw: bytes) -> web.StreamResponse:
-        config, stats = self.config, self.engine.stats
-        states = {"num_running_reqs": stats.running, "num_queue_reqs": stats.queued}
-        info = {
-            "worker_id": config.worker_id,
-            "model_path": config.model,
-            "served_model_name": config.model,
-            "max_running_requests": config.max_running,
-            "max_total_num_tokens": config.capacity_tokens,
-            "version": "sim",
-            "internal_states": [states],
-        }
-        return _json(info)
+        return _json(sglang_control.server_info(self.config))
+
+    async def loads(self, request: web.Request, raw: bytes) -> web.StreamResponse:
+        return _json(sglang_control.loads(self.config, self.engine))
 
     async def flush_cache(self, request: web.Request, raw: bytes) -> web.StreamResponse:
         self.engine.flush_cache()
         return web.Response(text="Cache flushed.\n")
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(text=_prometheus(self.config, self.engine), content_type="text/plain")
+        text = sglang_control.prometheus(self.config, self.engine)
+        return web.Response(body=text.encode(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     # --- streaming ----------------------------------------------------------------------
 
@@ -333,28 +337,3 @@ def _meta_info(gen: Generation, rid: str | None, *, finished: bool = False) -> d
         "completion_tokens": usage.completion_tokens,
         "cached_tokens": usage.cached_tokens,
     }
-
-
-def _prometheus(config: SimConfig, engine: SimEngine) -> str:
-    """SGLang's metric names and ``model_name`` label, in Prometheus text format."""
-    stats, cache = engine.stats, engine.cache
-    label = '{model_name="' + config.model.replace("\\", "\\\\").replace('"', '\\"') + '"}'
-    usage = cache.total_tokens / config.capacity_tokens if config.capacity_tokens else 0.0
-    rows = [
-        ("num_running_reqs", "gauge", "The number of running requests.", stats.running),
-        ("num_queue_reqs", "gauge", "The number of requests in the waiting queue.", stats.queued),
-        ("cache_hit_rate", "gauge", "The prefix cache hit rate.", stats.cache_hit_rate),
-        ("token_usage", "gauge", "The token usage of the KV cache.", usage),
-        ("prompt_tokens", "counter", "Number of prefill tokens processed.", stats.prompt_tokens),
-        ("generation_tokens", "counter", "Number of generation tokens.", stats.generated_tokens),
-        ("cached_tokens", "counter", "Number of cached prompt tokens.", stats.cached_tokens),
-        ("num_requests", "counter", "Number of requests processed.", stats.requests_total),
-    ]
-    lines = []
-    for name, kind, help_text, value in rows:
-        # prometheus_client exports a counter's sample as <name>_total, as SGLang's does
-        sample = f"sglang:{name}_total" if kind == "counter" else f"sglang:{name}"
-        lines.append(f"# HELP sglang:{name} {help_text}")
-        lines.append(f"# TYPE sglang:{name} {kind}")
-        lines.append(f"{sample}{label} {float(value)}")
-    return "\n".join(lines) + "\n"

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from backends.circuit import STATE_VALUES
 from backends.pool import WorkerPool
+from backends.sglang import capabilities
 
 # seconds; TTFT and end-to-end of LLM calls span 10 ms to minutes
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -119,6 +120,10 @@ class PoolCollector(Collector):
                                    "Queue length the worker reports on its /metrics", labels=["pool", "worker"])
         circuit = GaugeMetricFamily("switchyard_backend_circuit_state",
                                     "Circuit breaker: 0 closed, 1 half-open, 2 open", labels=["pool", "worker"])
+        capability = GaugeMetricFamily(
+            "switchyard_worker_capability", "1 if the SGLang worker reports it, 0 if its flags keep it "
+            "from it (cached_tokens: --enable-cache-report; metrics: --enable-metrics; load: /metrics "
+            "or /v1/loads)", labels=["pool", "worker", "capability"])
         for pool in self.source():
             for worker in pool.workers:
                 labels = [pool.name, worker.id]
@@ -126,7 +131,9 @@ class PoolCollector(Collector):
                 in_flight.add_metric(labels, worker.in_flight)
                 queued.add_metric(labels, worker.last_health.queued)
                 circuit.add_metric(labels, STATE_VALUES[worker.circuit.state])
-        yield from (healthy, in_flight, queued, circuit)
+                for name, reported in capabilities(worker.last_health):
+                    capability.add_metric([*labels, name], 1.0 if reported else 0.0)
+        yield from (healthy, in_flight, queued, circuit, capability)
 
 
 class TaskCollector(Collector):

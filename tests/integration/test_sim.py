@@ -148,26 +148,20 @@ async def test_info_routes_and_metrics(http: httpx.AsyncClient) -> None:
     await http.post("/v1/chat/completions", json=chat("warm", max_tokens=2))
     assert (await http.get("/health")).status_code == 200
     assert (await http.get("/health_generate")).status_code == 200
-    info = (await http.get("/get_model_info")).json()
-    assert info == {"model_path": "sim-model", "tokenizer_path": "sim-model", "is_generation": True}
-    server = (await http.get("/get_server_info")).json()
-    assert server["worker_id"] == "w-fast"
+    info = (await http.get("/model_info")).json()
+    assert info["model_path"] == "sim-model" and info["is_generation"] is True
+    assert (await http.get("/get_model_info")).json() == info  # the deprecated alias
+    server = (await http.get("/server_info")).json()
     assert server["max_running_requests"] == FAST.max_running
+    assert server["max_total_num_tokens"] == FAST.capacity_tokens
+    assert server["enable_cache_report"] is True and server["enable_metrics"] is False
+    assert (await http.get("/get_server_info")).json()["max_total_num_tokens"] == FAST.capacity_tokens
     models = (await http.get("/v1/models")).json()
     assert models["data"][0]["id"] == "sim-model"
-    metrics = await http.get("/metrics")
-    assert metrics.headers["x-sim-worker"] == "w-fast"
-    for name in (
-        "sglang:num_running_reqs",
-        "sglang:num_queue_reqs",
-        "sglang:cache_hit_rate",
-        "sglang:token_usage",
-        "sglang:prompt_tokens_total",
-        "sglang:generation_tokens_total",
-        "sglang:num_requests_total",
-    ):
-        assert f'{name}{{model_name="sim-model"}} ' in metrics.text
-    assert 'sglang:num_requests_total{model_name="sim-model"} 1.0' in metrics.text
+    # SGLang serves /metrics only with --enable-metrics; /v1/loads always
+    assert (await http.get("/metrics")).status_code == 404
+    loads = (await http.get("/v1/loads")).json()
+    assert loads["loads"][0]["num_running_reqs"] == 0 and loads["loads"][0]["num_waiting_reqs"] == 0
 
 
 async def test_flush_cache(http: httpx.AsyncClient) -> None:
