@@ -39,7 +39,8 @@ ALL_ON: dict[str, Any] = {
     "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
                                    "whenUnsatisfiable": "ScheduleAnyway"}],
     "sglang": {"enabled": True, "replicas": 2, "policyModel": "qwen-7b",
-               "servedModelName": "qwen-7b", "cache": {"size": "50Gi"}},
+               "servedModelName": "qwen-7b", "cache": {"size": "50Gi"},
+               "apiKey": {"secretKey": "SGLANG_API_KEY"}},
 }
 
 
@@ -317,13 +318,34 @@ def test_sglang_workers_are_templated_into_the_policy(all_on_docs: list[dict[str
     assert policy.models["qwen-7b"].deployments[0].model == "qwen-7b"
 
 
+def launch_flags(command: list[str]) -> dict[str, str | None]:
+    """``--flag value`` pairs and bare ``--switch`` flags (None) of a launch_server command."""
+    flags: dict[str, str | None] = {}
+    for word in command[3:]:
+        if word.startswith("--"):
+            flags[word] = None
+            last = word
+        else:
+            flags[last] = word
+    return flags
+
+
 def test_sglang_statefulset_runs_the_official_server(all_on_docs: list[dict[str, Any]]) -> None:
     sts = find(all_on_docs, "StatefulSet", f"{FULLNAME}-sglang")
     worker = container(sts, "sglang")
     assert worker["image"].startswith("lmsysorg/sglang:")
     command = worker["command"]
     assert command[:3] == ["python3", "-m", "sglang.launch_server"]
-    flags = dict(zip(command[3::2], command[4::2], strict=True))
+    flags = launch_flags(command)
+    # both off in SGLang by default: the gateway reads load and cached tokens through them
+    assert "--enable-metrics" in flags and flags["--enable-metrics"] is None
+    assert "--enable-cache-report" in flags and flags["--enable-cache-report"] is None
+    values = {"sglang": {"enabled": True, "policyModel": "m", "enableMetrics": False,
+                         "enableCacheReport": False}}
+    plain = container(find(manifests(render(values)), "StatefulSet", f"{FULLNAME}-sglang"), "sglang")
+    plain_flags = launch_flags(plain["command"])
+    assert "--enable-metrics" not in plain_flags and "--enable-cache-report" not in plain_flags
+    assert "--api-key" not in plain_flags and "env" not in plain  # no key configured: none required
     assert flags["--model-path"] == "Qwen/Qwen2.5-7B-Instruct"
     assert flags["--served-model-name"] == "qwen-7b"
     assert (flags["--host"], flags["--port"]) == ("0.0.0.0", "30000")
@@ -331,6 +353,26 @@ def test_sglang_statefulset_runs_the_official_server(all_on_docs: list[dict[str,
     assert worker["readinessProbe"]["httpGet"]["path"] == "/health"
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "50Gi"
+
+
+def test_the_worker_key_comes_from_the_secret_and_the_gateway_sends_it() -> None:
+    values = {"secrets": {"SGLANG_API_KEY": SECRET_VALUE, "OPENAI_API_KEY": "sk-other"},
+              "sglang": {"enabled": True, "policyModel": "m", "apiKey": {"secretKey": "SGLANG_API_KEY"}}}
+    rendered = render(values)
+    docs = manifests(rendered)
+    worker = container(find(docs, "StatefulSet", f"{FULLNAME}-sglang"), "sglang")
+    (variable,) = [e for e in worker["env"] if e["name"] == "SWITCHYARD_WORKER_API_KEY"]
+    assert variable["valueFrom"] == {"secretKeyRef": {"name": FULLNAME, "key": "SGLANG_API_KEY"}}
+    # Kubernetes expands $(VAR) in a command from the container's env: the key is not in the manifest
+    assert launch_flags(worker["command"])["--api-key"] == "$(SWITCHYARD_WORKER_API_KEY)"
+    backend = parse_policy(policy_text(docs), "api key values").backends["local"]
+    assert backend.api_key_env == "SGLANG_API_KEY"  # the gateway reads the same Secret key ...
+    gateway = container(find(docs, "Deployment", FULLNAME), "gateway")
+    assert gateway["envFrom"] == [{"secretRef": {"name": FULLNAME}}]  # ... as its environment
+    encoded = base64.b64encode(SECRET_VALUE.encode()).decode()
+    for path, text in rendered.items():
+        if not path.endswith("/secret.yaml"):
+            assert SECRET_VALUE not in text and encoded not in text, path
 
 
 def test_sglang_merge_keeps_the_backends_other_settings() -> None:
@@ -434,6 +476,18 @@ def test_provider_keys_go_to_the_secret_and_never_the_configmap() -> None:
     ({"autoscaling": {"enabled": True, "metric": "memory"}}, "cpu or pods"),
     ({"pdb": {"maxUnavailable": None}}, "needs maxUnavailable or minAvailable"),
     ({"secrets": {"not-an-env-name": "x"}}, "environment variable names"),
+    ({"sglang": {"enabled": True, "policyModel": "m", "apiKey": {"secretKey": "K"}}},
+     "there is none: set secrets.K or existingSecret"),
+    ({"secrets": {"OTHER": "x"},
+      "sglang": {"enabled": True, "policyModel": "m", "apiKey": {"secretKey": "K"}}},
+     '"K" is not a key of secrets'),
+    ({"existingSecret": "s", "sglang": {"enabled": True, "policyModel": "m",
+                                        "apiKey": {"secretKey": "bad-name"}}},
+     "environment variable name"),
+    ({"existingSecret": "s", "policy": {"backends": {"local": {"kind": "sglang", "api_key_env": "A"}},
+                                        "models": {"m": {"deployments": [{"backend": "local", "model": "m"}]}}},
+      "sglang": {"enabled": True, "apiKey": {"secretKey": "B"}}},
+     "must send the key the workers require"),
 ])
 def test_bad_values_are_refused_with_a_clear_message(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmRenderError, match=message):

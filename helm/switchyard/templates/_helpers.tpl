@@ -121,6 +121,21 @@ stays as the user gave it.
 {{- end -}}
 {{- $_ := set $backend "kind" "sglang" -}}
 {{- $_ = set $backend "workers" (include "switchyard.sglangWorkers" . | fromYamlArray) -}}
+{{- with .Values.sglang.apiKey.secretKey -}}
+{{- if not (regexMatch "^[A-Za-z_][A-Za-z0-9_]*$" .) -}}
+{{- fail (printf "sglang.apiKey.secretKey %q: a key of the gateway's Secret, which becomes an environment variable name (letters, digits, _)" .) -}}
+{{- end -}}
+{{- if not (include "switchyard.hasSecret" $) -}}
+{{- fail (printf "sglang.apiKey.secretKey %q names a key of the gateway's Secret, but there is none: set secrets.%s or existingSecret" . .) -}}
+{{- end -}}
+{{- if and $.Values.secrets (not $.Values.existingSecret) (not (hasKey $.Values.secrets .)) -}}
+{{- fail (printf "sglang.apiKey.secretKey %q is not a key of secrets" .) -}}
+{{- end -}}
+{{- if and $backend.api_key_env (ne $backend.api_key_env .) -}}
+{{- fail (printf "policy.backends.%s.api_key_env is %q but sglang.apiKey.secretKey is %q: the gateway must send the key the workers require" $name $backend.api_key_env .) -}}
+{{- end -}}
+{{- $_ = set $backend "api_key_env" . -}}
+{{- end -}}
 {{- $_ = set $backends $name $backend -}}
 {{- $_ = set $policy "backends" $backends -}}
 {{- $models := default (dict) $policy.models -}}
