@@ -109,11 +109,16 @@ class Ticket(Generic[Call]):
         self.generated = ""
         self.charge: Charge | None = None
         """Set once settled."""
+        self.on_settle: Callable[[Charge], None] | None = None
+        """Told the charge when the ticket settles (the request's telemetry record)."""
         self._handed_off = False
+        self._reserved = False
 
     async def reserve(self) -> Ticket[Call]:
-        """Fit, count and reserve; raises if a limit or budget refuses. Returns the ticket."""
-        await self._accounting._reserve(self, self._policy, self._caller)
+        """Fit, count and reserve (once); raises if a limit or budget refuses."""
+        if not self._reserved:
+            self._reserved = True
+            await self._accounting._reserve(self, self._policy, self._caller)
         return self
 
     async def __aenter__(self) -> Ticket[Call]:
@@ -143,6 +148,8 @@ class Ticket(Generic[Call]):
         usage) and return the rest of the reservation; later calls return the first charge."""
         if self.charge is None:
             self.charge = self._accounting._settle(self, usage, generated)
+            if self.on_settle is not None:
+                self.on_settle(self.charge)
         return self.charge
 
 

@@ -26,6 +26,7 @@ from backends.sglang import SGLangBackend, capability_gaps
 from gateway.accounting import Accounting
 from gateway.moderation import ModerationPolicies
 from gateway.response_cache import ResponseCache
+from gateway.shadow import ShadowMirrors
 from gateway.stores import CacheStore, MemoryCacheStore, RedisCacheStore
 from gateway.upstream import RetryBudget
 from policies.canary import CanaryController, CanaryRoutes
@@ -192,6 +193,8 @@ class Runtime:
         """Retries left to all requests under this policy (``policies.document.RetryConfig``)."""
         self.active = 0
         """Requests started under this runtime and not finished yet."""
+        self.shadows = ShadowMirrors()
+        """Canary shadow requests started under this runtime (closed with it)."""
         self._owned = owned
         self._idle = asyncio.Event()
         self._idle.set()
@@ -294,7 +297,9 @@ class Runtime:
                                           *gaps]))
 
     async def aclose(self) -> None:
-        """Flush accounting and close the backends this runtime owns (not those handed on)."""
+        """Finish (or cancel) shadow mirrors, flush accounting and close the backends this
+        runtime owns (not those handed on)."""
+        await self.shadows.aclose()
         await self.accounting.aclose()
         await asyncio.gather(*(self.slots[name].aclose() for name in sorted(self._owned)))
         self._owned = set()

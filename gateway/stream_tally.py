@@ -46,6 +46,8 @@ class StreamTally:
         self.response_id: str | None = None
         self.chunks: list[Any] | None = [] if keep_chunks_bytes > 0 else None
         """The chunks, for the response cache; None when not wanted or over the bound."""
+        self.complete = False
+        """The upstream ended its stream (not cut by the client, an error or moderation)."""
 
     def add(self, chunk: Any) -> None:
         """Record one upstream chunk (before moderation changes it)."""

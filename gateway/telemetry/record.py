@@ -226,6 +226,10 @@ class RequestRecord:
         _PROPAGATOR.inject(carrier, context=set_span_in_context(span))
         return carrier
 
+    def charged(self, charge: Charge) -> None:
+        """The request's settlement (the admission ticket tells it when it settles)."""
+        self.charge = charge
+
     def first_token(self) -> None:
         now = time.perf_counter()
         self.first_token_at = self._last_chunk = now

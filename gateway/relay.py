@@ -1,0 +1,167 @@
+"""The answer on its way back: small stream stages, the stream's lease, and JSON answers.
+
+A stream passes through one stage per concern, each an async generator doing one thing::
+
+    encode_sse(published(moderated(metered(upstream, tally), guard), model, ...))
+
+``metered`` records every upstream chunk in the lease's ``StreamTally`` (what is charged,
+before moderation changes anything); ``moderated`` lets the output guard release, hold or
+block text; ``published`` puts the public model name on and drops (or coarsens) usage the
+client did not ask for; ``encode_sse`` writes OpenAI's SSE framing and turns a failure after
+the first byte into the ``error`` event the SDK raises. The ``StreamLease`` holds the worker
+slot and the upstream stream until the response ends, whichever way it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+from litestar import Response
+from litestar.background_tasks import BackgroundTask
+from litestar.response import Stream
+
+from backends import open_wire
+from backends.errors import SwitchyardError, UpstreamError, UpstreamRejectedError
+from backends.pool import Worker
+from backends.types import ChatRequest, ChatResponse, TextRequest, Usage
+from gateway.moderation import StreamGuard
+from gateway.response_cache import replay
+from gateway.sse import DONE, encode_error_event, encode_event
+from gateway.stream_tally import StreamTally
+from gateway.telemetry import RequestRecord, finish_reasons
+from router.isolation import without_cached_tokens
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class StreamLease:
+    """Holds a worker's in-flight slot and the upstream stream until the response ends.
+
+    Released from the relay's ``finally`` and again from the response's background task:
+    the second covers a client gone before the relay ever started, whose generator would
+    otherwise never run its ``finally`` and leave the upstream connection open.
+    """
+
+    def __init__(self, worker: Worker, upstream: AsyncIterator[Any], tally: StreamTally,
+                 on_end: Callable[[StreamTally, BaseException | None], None]) -> None:
+        self._worker = worker
+        self._upstream = upstream
+        self._on_end = on_end
+        self._released = False
+        self.tally = tally
+        """What the upstream generated so far, before moderation: what is charged if the
+        stream is cut short (bounded: counts and a capped text, not every chunk)."""
+        self.error: BaseException | None = None
+        """Why the stream ended early, if it did (for the request's telemetry)."""
+
+    async def release(self, error: BaseException | None = None) -> None:
+        if self._released:
+            return
+        self._released = True
+        self._worker.release()
+        error = error or self.error
+        if isinstance(error, UpstreamError) and not isinstance(error, UpstreamRejectedError):
+            self._worker.circuit.on_failure()  # broke mid-stream: a failure of the worker
+        # synchronous: a cancelled client cannot skip the charge
+        self._on_end(self.tally, error)
+        await self._upstream.aclose()  # type: ignore[attr-defined]
+
+
+async def metered(first: Any, upstream: AsyncIterator[Any], tally: StreamTally,
+                  record: RequestRecord) -> AsyncIterator[Any]:
+    """The upstream's chunks, the first one already read, each recorded before it goes on."""
+    chunk = first
+    while True:
+        tally.add(chunk)
+        yield chunk
+        try:
+            chunk = await anext(upstream)
+        except StopAsyncIteration:
+            tally.complete = True
+            return
+        record.chunk()
+
+
+async def moderated(chunks: AsyncIterator[Any], guard: StreamGuard | None) -> AsyncIterator[Any]:
+    """What output moderation releases; a block ends the stream after its final chunk."""
+    if guard is None:
+        async for chunk in chunks:
+            yield chunk
+        return
+    try:
+        async for chunk in chunks:
+            for out in guard.apply(chunk):
+                yield out
+            if guard.blocked is not None:
+                return  # the lease's release closes the upstream request now
+    finally:
+        guard.close()
+
+
+async def published(chunks: AsyncIterator[Any], model: str, include_usage: bool,
+                    hide_cached: bool) -> AsyncIterator[Any]:
+    """Chunks as the client may see them: the public model name, usage only if asked for
+    (the gateway always asks upstream), cached tokens withheld where isolation says so."""
+    async for out in chunks:
+        if not include_usage:
+            if not out.choices:
+                continue  # the usage-only chunk the client did not ask for
+            out.usage = msgspec.UNSET
+        elif hide_cached and isinstance(out.usage, Usage):  # a copy: the tally charges the real
+            out.usage = without_cached_tokens(out.usage)
+        out.model = model
+        yield out
+
+
+async def encode_sse(chunks: AsyncIterator[Any], lease: StreamLease,
+                     on_done: Callable[[StreamTally], Awaitable[None]]) -> AsyncIterator[bytes]:
+    """OpenAI's SSE framing; ``on_done`` once the client has ``[DONE]`` of a whole stream."""
+    try:
+        async for chunk in chunks:
+            yield encode_event(chunk)
+        yield DONE
+        if lease.tally.complete:  # not cut by moderation: routing and the cache may learn from it
+            await on_done(lease.tally)
+    except SwitchyardError as exc:
+        # after the first byte nothing can be retried: end with an error event the SDK raises
+        lease.error = exc
+        yield encode_error_event(exc)
+    except (GeneratorExit, asyncio.CancelledError) as exc:  # the client went away mid-stream
+        lease.error = exc
+        raise
+    finally:
+        await lease.release()
+
+
+def stream_response(body: AsyncIterator[bytes], lease: StreamLease, headers: dict[str, str]) -> Stream:
+    """The SSE response; its background task releases the lease if the body never ran."""
+    return Stream(body, media_type="text/event-stream", headers={**SSE_HEADERS, **headers},
+                  background=BackgroundTask(lease.release))
+
+
+def json_response(answer: Any, headers: dict[str, str], background: BackgroundTask | None = None) -> Response[Any]:
+    """A whole answer as JSON, with the fields the gateway does not model as they came."""
+    return Response(open_wire.encode(answer), media_type="application/json", headers=headers,
+                    background=background)
+
+
+def from_cache(hit: ChatResponse, call: ChatRequest | TextRequest, model: str,
+               headers: dict[str, str], record: RequestRecord) -> Response[Any]:
+    """A response-cache hit, as JSON or replayed as the stream it would have been."""
+    hit.model = model
+    record.finish_reasons, record.response_id = finish_reasons(hit.choices), hit.id
+    record.finish()
+    if not call.is_stream:
+        return json_response(hit, headers)
+    options = call.params.stream_options
+    chunks = replay(hit, include_usage=bool(options and options.include_usage is True))
+
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield encode_event(chunk)
+        yield DONE
+
+    return Stream(body(), media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
