@@ -150,6 +150,7 @@ class _SimRoutes:
                 hooks=SimHooks.from_json(raw),
                 thinking=self.native and params.wants_thinking(),
                 tool_call=params.tool_call(),
+                cache_salt=params.cache_salt if self.native else None,
             )
         )
         answer = self._answer(gen, params.model, params.stream_options)
