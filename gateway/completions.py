@@ -24,21 +24,14 @@ from litestar.background_tasks import BackgroundTask
 
 from backends.types import Usage
 from gateway.accounting import TRIMMED_HEADER, Ticket
-from gateway.errors import REQUEST_ID_STATE
+from gateway.doors import OPENAI_CHAT, OPENAI_TEXT, Door
+from gateway.errors import DOOR_STATE, REQUEST_ID_STATE
 from gateway.exchange import Exchange
 from gateway.moderation import StreamGuard, check_answer, check_request
-from gateway.operations import (
-    CHAT,
-    TEXT,
-    Chunk,
-    Operation,
-    Req,
-    Resp,
-    request_attributes,
-)
+from gateway.operations import Chunk, Req, Resp, request_attributes
 from gateway.relay import (
     StreamLease,
-    encode_sse,
+    encoded,
     from_cache,
     json_response,
     metered,
@@ -61,7 +54,7 @@ from router.isolation import without_cached_tokens
 __all__ = ["chat_completions", "handle", "route_header", "serve", "text_completions"]
 
 
-async def handle(request: Request[Any, Any, Any], operation: Operation[Req, Resp, Chunk]) -> Response[Any]:
+async def handle(request: Request[Any, Any, Any], door: Door[Req, Resp, Chunk]) -> Response[Any]:
     """Serve one request under the runtime active when it arrived, with its telemetry record.
 
     The record is finished here when the request fails or answers JSON, and by the relay
@@ -70,36 +63,37 @@ async def handle(request: Request[Any, Any, Any], operation: Operation[Req, Resp
     gateway: Gateway = request.app.state.gateway
     request_id = os.urandom(16).hex()  # a uuid4's randomness, at a third of its cost
     request.state[REQUEST_ID_STATE] = request_id  # for the error handler's x-request-id
-    record = RequestRecord(gateway.telemetry, operation.name, request.headers, request_id)
+    request.state[DOOR_STATE] = door.error_body  # errors leave in the door's shape
+    record = RequestRecord(gateway.telemetry, door.operation.name, request.headers, request_id, door.name)
     try:
         runtime = gateway.runtime  # read once: the request finishes under this policy
         runtime.enter(record)
-        return await serve(request, operation, runtime, record)
+        return await serve(request, door, runtime, record)
     except BaseException as exc:
         record.finish(error=exc)
         raise
 
 
-async def serve(request: Request[Any, Any, Any], operation: Operation[Req, Resp, Chunk],
+async def serve(request: Request[Any, Any, Any], door: Door[Req, Resp, Chunk],
                 runtime: Runtime, record: RequestRecord) -> Response[Any]:
     """Accept, resolve, admit, then answer from upstream (or the response cache)."""
-    caller, call = await _accept(request, operation, runtime, record)
+    caller, call = await _accept(request, door, runtime, record)
     target = resolve_target(runtime, caller, call, request.headers, record)
     with record.phase("switchyard.admission"):
         ticket = await runtime.accounting.admit(runtime.policy, caller, target.model, call,
                                                 record.request_id).reserve()
     ticket.on_settle = record.charged
     async with ticket:  # refunds if anything below raises, settles a JSON answer once
-        return await _answer(request, operation, runtime, record, caller, target, ticket)
+        return await _answer(request, door, runtime, record, caller, target, ticket)
 
 
-async def _accept(request: Request[Any, Any, Any], operation: Operation[Req, Resp, Chunk], runtime: Runtime,
+async def _accept(request: Request[Any, Any, Any], door: Door[Req, Resp, Chunk], runtime: Runtime,
                   record: RequestRecord) -> tuple[Caller, Req]:
     """The caller (401 before the body is read) and the parsed call, noted on the record."""
-    caller = runtime.keyring.authenticate(request.headers.get("authorization"))
+    caller = runtime.keyring.authenticate(door.credential(request.headers))
     record.tenant, record.key = caller.tenant, caller.key_name
     body = await request.body()
-    call = operation.parse(body)
+    call = door.parse(body)
     record.request_model, record.stream = call.params.model, call.is_stream
     record.request_params = request_attributes(call.params)
     if runtime.policy.observability.capture_content:
@@ -108,7 +102,7 @@ async def _accept(request: Request[Any, Any, Any], operation: Operation[Req, Res
     return caller, call
 
 
-async def _answer(request: Request[Any, Any, Any], operation: Operation[Req, Resp, Chunk], runtime: Runtime,
+async def _answer(request: Request[Any, Any, Any], door: Door[Req, Resp, Chunk], runtime: Runtime,
                   record: RequestRecord, caller: Caller, target: Target, ticket: Ticket[Any]) -> Response[Any]:
     call: Req = ticket.call  # trimmed, max_tokens clamped to the window and the budget
     moderator = runtime.moderation.for_request(caller.tenant, target.model)
@@ -126,17 +120,17 @@ async def _answer(request: Request[Any, Any, Any], operation: Operation[Req, Res
         headers["x-switchyard-cache"] = record.cache = cached.state
     if hit is not None:
         ticket.settle(Usage())  # served without upstream tokens: nothing to charge
-        return from_cache(hit, call, target.model, headers, record)
-    exchange = Exchange(runtime, operation, call, caller, target, record)
+        return from_cache(hit, call, door, target.model, headers, record)
+    exchange = Exchange(runtime, door.operation, call, caller, target, record)
     if call.is_stream:
-        return await _stream(exchange, operation, runtime, record, target, ticket, call, moderator, cached, headers)
+        return await _stream(exchange, door, runtime, record, target, ticket, call, moderator, cached, headers)
     choice, answer = await exchange.complete()
     exchange.mirror(moderator)
     headers.update(_worker_headers(choice))
-    return _whole(exchange, operation, record, target, ticket, choice, answer, moderator, cached, headers)
+    return _whole(exchange, door, record, target, ticket, choice, call, answer, moderator, cached, headers)
 
 
-async def _stream(exchange: Exchange[Req, Resp, Chunk], operation: Operation[Req, Resp, Chunk], runtime: Runtime,
+async def _stream(exchange: Exchange[Req, Resp, Chunk], door: Door[Req, Resp, Chunk], runtime: Runtime,
                   record: RequestRecord, target: Target, ticket: Ticket[Any], call: Req,
                   moderator: Moderator | None, cached: CacheLookup, headers: dict[str, str]) -> Response[Any]:
     choice, first, upstream = await exchange.open_stream()
@@ -160,7 +154,7 @@ async def _stream(exchange: Exchange[Req, Resp, Chunk], operation: Operation[Req
         record.finish(200, error)
 
     record.first_token()
-    tally = StreamTally(operation.text, max_text_chars=runtime.policy.bounds.stream_text_chars,
+    tally = StreamTally(door.operation.text, max_text_chars=runtime.policy.bounds.stream_text_chars,
                         keep_chunks_bytes=cached.max_entry_bytes if cached.key else 0)
     lease = StreamLease(worker, upstream, tally, on_end)
     options = call.params.stream_options
@@ -169,13 +163,13 @@ async def _stream(exchange: Exchange[Req, Resp, Chunk], operation: Operation[Req
     chunks = published(moderated(metered(first, upstream, tally, record), guard), target.model, include_usage,
                        exchange.hides_cached_tokens(choice))
     ticket.hand_off()  # the lease settles it when the stream ends
-    return stream_response(encode_sse(chunks, lease, on_done), lease, headers)
+    return stream_response(encoded(chunks, door.stream(call), lease, on_done), lease, headers)
 
 
-def _whole(exchange: Exchange[Req, Resp, Chunk], operation: Operation[Req, Resp, Chunk], record: RequestRecord,
-           target: Target, ticket: Ticket[Any], choice: Choice, answer: Resp, moderator: Moderator | None,
-           cached: CacheLookup, headers: dict[str, str]) -> Response[Any]:
-    text = operation.text(answer)
+def _whole(exchange: Exchange[Req, Resp, Chunk], door: Door[Req, Resp, Chunk], record: RequestRecord,
+           target: Target, ticket: Ticket[Any], choice: Choice, call: Req, answer: Resp,
+           moderator: Moderator | None, cached: CacheLookup, headers: dict[str, str]) -> Response[Any]:
+    text = door.operation.text(answer)
     charge = ticket.settle(answer.usage if isinstance(answer.usage, Usage) else None, text)
     if answer.usage is None:  # SGLang may say ``"usage": null``; the spec has no null: say what was charged
         answer.usage = Usage(prompt_tokens=charge.input_tokens + charge.cached_input_tokens,
@@ -190,7 +184,8 @@ def _whole(exchange: Exchange[Req, Resp, Chunk], operation: Operation[Req, Resp,
     if record.capture:
         record.completion = text
     record.finish()
-    return json_response(answer, headers, BackgroundTask(cached.put, answer) if cached.key else None)
+    return json_response(door.answer(answer, call), headers,
+                         BackgroundTask(cached.put, answer) if cached.key else None)
 
 
 def _worker_headers(choice: Choice) -> dict[str, str]:
@@ -209,11 +204,11 @@ def route_header(selection: Selection) -> str:
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
     """OpenAI's chat completions, streamed or not."""
-    return await handle(request, CHAT)
+    return await handle(request, OPENAI_CHAT)
 
 
 @post("/v1/completions", status_code=200)
 async def text_completions(request: Request[Any, Any, Any]) -> Response[Any]:
     """OpenAI's legacy text completions, streamed or not."""
-    return await handle(request, TEXT)
+    return await handle(request, OPENAI_TEXT)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -45,13 +46,22 @@ def error_body(error: SwitchyardError) -> bytes:
 
 REQUEST_ID_STATE = "switchyard_request_id"
 """Where a door leaves the request id on ``request.state``, so its errors carry it too."""
+DOOR_STATE = "switchyard_door"
+"""Where a request's door leaves its error renderer on ``request.state``: its errors leave in
+the door's shape (OpenAI's by default)."""
 
 
-def error_response(error: SwitchyardError, request_id: str | None = None) -> Response[bytes]:
-    """The error in OpenAI's shape, with ``x-request-id`` as OpenAI's own errors carry it."""
+def error_response(error: SwitchyardError, request_id: str | None = None,
+                   render: Callable[[SwitchyardError], bytes] = error_body) -> Response[bytes]:
+    """The error in the door's shape, with ``x-request-id`` as OpenAI's own errors carry it."""
     headers = {**error.headers, "x-request-id": request_id} if request_id else error.headers
-    return Response(error_body(error), status_code=error.status_code,
+    return Response(render(error), status_code=error.status_code,
                     media_type="application/json", headers=headers)
+
+
+def _render(request: Request[Any, Any, Any]) -> Callable[[SwitchyardError], bytes]:
+    door_render = request.state.get(DOOR_STATE)
+    return door_render if callable(door_render) else error_body
 
 
 def request_id_of(request: Request[Any, Any, Any]) -> str:
@@ -63,26 +73,27 @@ def request_id_of(request: Request[Any, Any, Any]) -> str:
 def handle_switchyard_error(request: Request[Any, Any, Any], exc: SwitchyardError) -> Response[bytes]:
     if exc.status_code >= 500:
         log.warning("request failed: %s (%s)", exc.message, exc.code)
-    return error_response(exc, request_id_of(request))
+    return error_response(exc, request_id_of(request), _render(request))
 
 
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     cls = _LITESTAR_STATUS.get(exc.status_code)
-    request_id = request_id_of(request)
+    request_id, render = request_id_of(request), _render(request)
     if cls is not None:
         messages = {404: "Unknown route.", 405: "Method not allowed on this route.",
                     413: "Request body is larger than the gateway accepts."}
-        return error_response(cls(messages[exc.status_code]), request_id)
+        return error_response(cls(messages[exc.status_code]), request_id, render)
     if exc.status_code < 500:
-        return error_response(InvalidRequestError(str(exc.detail)), request_id)
+        return error_response(InvalidRequestError(str(exc.detail)), request_id, render)
     log.error("unexpected HTTP exception: %s", exc.detail)
-    return error_response(SwitchyardError("The gateway failed; the error was logged."), request_id)
+    return error_response(SwitchyardError("The gateway failed; the error was logged."), request_id, render)
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     # a bug of ours: log it in full, tell the client as little as possible
     log.exception("unhandled error", exc_info=exc)
-    return error_response(SwitchyardError("The gateway failed; the error was logged."), request_id_of(request))
+    return error_response(SwitchyardError("The gateway failed; the error was logged."), request_id_of(request),
+                          _render(request))
 
 
 EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {

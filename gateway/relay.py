@@ -2,14 +2,15 @@
 
 A stream passes through one stage per concern, each an async generator doing one thing::
 
-    encode_sse(published(moderated(metered(upstream, tally), guard), model, ...))
+    encoded(published(moderated(metered(upstream, tally), guard), model, ...), encoder, ...)
 
 ``metered`` records every upstream chunk in the lease's ``StreamTally`` (what is charged,
 before moderation changes anything); ``moderated`` lets the output guard release, hold or
 block text; ``published`` puts the public model name on and drops (or coarsens) usage the
-client did not ask for; ``encode_sse`` writes OpenAI's SSE framing and turns a failure after
-the first byte into the ``error`` event the SDK raises. The ``StreamLease`` holds the worker
-slot and the upstream stream until the response ends, whichever way it ends.
+client did not ask for; ``encoded`` writes the door's stream format (OpenAI's SSE framing,
+Anthropic's events, ...) and turns a failure after the first byte into the error the door's
+SDK raises. The ``StreamLease`` holds the worker slot and the upstream stream until the
+response ends, whichever way it ends.
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ from litestar import Response
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
-from backends import open_wire
 from backends.errors import SwitchyardError, UpstreamError, UpstreamRejectedError
 from backends.pool import Worker
 from backends.types import ChatRequest, ChatResponse, TextRequest, Usage
+from gateway.doors.base import Door, StreamEncoder
 from gateway.moderation import StreamGuard
 from gateway.response_cache import replay
-from gateway.sse import DONE, encode_error_event, encode_event
 from gateway.stream_tally import StreamTally
 from gateway.telemetry import RequestRecord, finish_reasons
 from router.isolation import without_cached_tokens
@@ -116,19 +116,21 @@ async def published(chunks: AsyncIterator[Any], model: str, include_usage: bool,
         yield out
 
 
-async def encode_sse(chunks: AsyncIterator[Any], lease: StreamLease,
-                     on_done: Callable[[StreamTally], Awaitable[None]]) -> AsyncIterator[bytes]:
-    """OpenAI's SSE framing; ``on_done`` once the client has ``[DONE]`` of a whole stream."""
+async def encoded(chunks: AsyncIterator[Any], encoder: StreamEncoder, lease: StreamLease,
+                  on_done: Callable[[StreamTally], Awaitable[None]]) -> AsyncIterator[bytes]:
+    """The door's stream format; ``on_done`` once the client has the end of a whole stream."""
     try:
         async for chunk in chunks:
-            yield encode_event(chunk)
-        yield DONE
+            data = encoder.chunk(chunk)
+            if data:
+                yield data
+        yield encoder.done()
         if lease.tally.complete:  # not cut by moderation: routing and the cache may learn from it
             await on_done(lease.tally)
     except SwitchyardError as exc:
-        # after the first byte nothing can be retried: end with an error event the SDK raises
+        # after the first byte nothing can be retried: end with the error the door's SDK raises
         lease.error = exc
-        yield encode_error_event(exc)
+        yield encoder.error(exc)
     except (GeneratorExit, asyncio.CancelledError) as exc:  # the client went away mid-stream
         lease.error = exc
         raise
@@ -142,26 +144,28 @@ def stream_response(body: AsyncIterator[bytes], lease: StreamLease, headers: dic
                   background=BackgroundTask(lease.release))
 
 
-def json_response(answer: Any, headers: dict[str, str], background: BackgroundTask | None = None) -> Response[Any]:
-    """A whole answer as JSON, with the fields the gateway does not model as they came."""
-    return Response(open_wire.encode(answer), media_type="application/json", headers=headers,
-                    background=background)
+def json_response(body: bytes, headers: dict[str, str], background: BackgroundTask | None = None) -> Response[Any]:
+    """A whole answer, encoded by its door."""
+    return Response(body, media_type="application/json", headers=headers, background=background)
 
 
-def from_cache(hit: ChatResponse, call: ChatRequest | TextRequest, model: str,
+def from_cache(hit: ChatResponse, call: ChatRequest | TextRequest, door: Door[Any, Any, Any], model: str,
                headers: dict[str, str], record: RequestRecord) -> Response[Any]:
-    """A response-cache hit, as JSON or replayed as the stream it would have been."""
+    """A response-cache hit, as the door's JSON or replayed as the stream it would have been."""
     hit.model = model
     record.finish_reasons, record.response_id = finish_reasons(hit.choices), hit.id
     record.finish()
     if not call.is_stream:
-        return json_response(hit, headers)
+        return json_response(door.answer(hit, call), headers)
     options = call.params.stream_options
     chunks = replay(hit, include_usage=bool(options and options.include_usage is True))
+    encoder = door.stream(call)
 
     async def body() -> AsyncIterator[bytes]:
         for chunk in chunks:
-            yield encode_event(chunk)
-        yield DONE
+            data = encoder.chunk(chunk)
+            if data:
+                yield data
+        yield encoder.done()
 
     return Stream(body(), media_type="text/event-stream", headers={**SSE_HEADERS, **headers})

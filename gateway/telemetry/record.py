@@ -124,6 +124,7 @@ class RequestRecord:
         "model",
         "moderation",
         "moderation_s",
+        "door",
         "on_finish",
         "operation",
         "pool",
@@ -153,7 +154,7 @@ class RequestRecord:
     )
 
     def __init__(self, telemetry: Telemetry, operation: str, headers: Mapping[str, str],
-                 request_id: str) -> None:
+                 request_id: str, door: str = "") -> None:
         self._telemetry = telemetry
         self._tracer: Tracer = telemetry.tracer
         parent: Context | None = _PROPAGATOR.extract(headers) if "traceparent" in headers else None
@@ -166,6 +167,10 @@ class RequestRecord:
         self._finished = False
         telemetry.metrics.in_flight.inc()
         self.operation = operation
+        self.door = door
+        """The front door the request came through (``chat.completions``, ``messages``, ...)."""
+        if door:
+            self.span.set_attribute("switchyard.door", door)
         self.started = time.perf_counter()
         self.started_wall = time.time()
         self.request_id = request_id
@@ -419,7 +424,7 @@ class RequestRecord:
         charge = self.charge
         line: dict[str, Any] = {
             "ts": round(self.started_wall, 6), "trace_id": self.trace_id, "request_id": self.request_id,
-            "operation": self.operation, "tenant": self.tenant, "key": self.key,
+            "operation": self.operation, "door": self.door, "tenant": self.tenant, "key": self.key,
             "request_model": self.request_model[:MAX_NAME_CHARS], "model": self.model, "version": self.version,
             "route": self.route, "tier": self.tier, "worker": self.worker, "status": status,
             "code": code, "stream": self.stream, "cache": self.cache,
