@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ from backends.types import (
     TextRequest,
     TextResponse,
     ToolCall,
+    ToolCallDelta,
 )
 from gateway.telemetry import RequestRecord
 from policies.moderation import ModerationConfig, Moderator, StreamModerator
@@ -291,12 +292,10 @@ class StreamGuard:
 
     def _check_tools(self, held: list[ChatChunk]) -> list[ChatChunk] | None:
         arguments: dict[int, list[str]] = {}
-        for chunk in held:
-            for choice in chunk.choices:
-                for call in choice.delta.tool_calls or ():
-                    fragment = call.function.get("arguments") if isinstance(call.function, dict) else None
-                    if isinstance(fragment, str):
-                        arguments.setdefault(call.index, []).append(fragment)
+        for call in _tool_deltas(held):
+            fragment = call.function.get("arguments") if isinstance(call.function, dict) else None
+            if isinstance(fragment, str):
+                arguments.setdefault(call.index, []).append(fragment)
         redacted: dict[int, str] = {}
         for index, parts in arguments.items():
             verdict = self._moderator.check_tool_arguments("".join(parts))
@@ -306,14 +305,12 @@ class StreamGuard:
                 return None
             if verdict.text != "".join(parts):
                 redacted[index] = verdict.text
-        if redacted:  # send each redacted call's arguments whole, in its first fragment
-            first_seen: set[int] = set()
-            for chunk in held:
-                for choice in chunk.choices:
-                    for call in choice.delta.tool_calls or ():
-                        if call.index in redacted and isinstance(call.function, dict):
-                            call.function["arguments"] = redacted[call.index] if call.index not in first_seen else ""
-                            first_seen.add(call.index)
+        first_seen: set[int] = set()
+        for call in _tool_deltas(held) if redacted else ():
+            # send each redacted call's arguments whole, in its first fragment
+            if call.index in redacted and isinstance(call.function, dict):
+                call.function["arguments"] = redacted[call.index] if call.index not in first_seen else ""
+                first_seen.add(call.index)
         return held
 
     def _block(self, chunk: ChatChunk | TextResponse, finding: Finding | None) -> list[ChatChunk | TextResponse]:
@@ -333,6 +330,13 @@ class StreamGuard:
     def close(self) -> None:
         """Record the time spent moderating this stream."""
         self._record.moderation_s += self._spent
+
+
+def _tool_deltas(chunks: list[ChatChunk]) -> Iterator[ToolCallDelta]:
+    """Every tool-call fragment of the held chunks, in order."""
+    for chunk in chunks:
+        for choice in chunk.choices:
+            yield from choice.delta.tool_calls or ()
 
 
 def _reasoning_key(index: int) -> int:

@@ -374,6 +374,20 @@ def reference_problems(document: Mapping[str, Any]) -> list[tuple[str, str]]:
     """
     backends, models, tenants, routes = (_mapping(document.get(k))
                                          for k in ("backends", "models", "tenants", "routes"))
+    problems = _route_problems(routes, models)
+    for model_name, model in models.items():
+        problems += _deployment_problems(f"models.{model_name}", _mapping(model), backends)
+        problems += _version_problems(f"models.{model_name}", _mapping(model), backends)
+        problems += _embedding_problems(f"models.{model_name}", _mapping(model), backends)
+    moderation = _mapping(document.get("moderation"))
+    for section, known in (("models", models), ("tenants", tenants)):
+        for name in _mapping(moderation.get(section)):
+            if name not in known:
+                problems.append((f"moderation.{section}.{name}", f"no {section[:-1]} named {name!r}"))
+    return problems + _tenant_problems(tenants, models, routes)
+
+
+def _route_problems(routes: Mapping[str, Any], models: Mapping[str, Any]) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for route_name, route in routes.items():
         if route_name in models:
@@ -382,14 +396,17 @@ def reference_problems(document: Mapping[str, Any]) -> list[tuple[str, str]]:
             target = _mapping(route).get(tier)
             if isinstance(target, str) and target not in models:
                 problems.append((f"routes.{route_name}.{tier}", f"no model named {target!r}"))
-    for model_name, model in models.items():
-        problems += _deployment_problems(f"models.{model_name}", _mapping(model), backends)
-        problems += _version_problems(f"models.{model_name}", _mapping(model), backends)
-    moderation = _mapping(document.get("moderation"))
-    for section, known in (("models", models), ("tenants", tenants)):
-        for name in _mapping(moderation.get(section)):
-            if name not in known:
-                problems.append((f"moderation.{section}.{name}", f"no {section[:-1]} named {name!r}"))
+        kinds = {_mapping(models.get(_mapping(route).get(t))).get("kind", "chat")
+                 for t in ("cheap", "strong") if isinstance(_mapping(route).get(t), str)}
+        if len(kinds) > 1:
+            problems.append((f"routes.{route_name}", "both tiers must be of the same kind (chat or embedding)"))
+    return problems
+
+
+def _tenant_problems(tenants: Mapping[str, Any], models: Mapping[str, Any],
+                     routes: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Grants naming nothing, and one key declared twice (across tenants too)."""
+    problems: list[tuple[str, str]] = []
     seen: dict[str, str] = {}
     for tenant_name, tenant in tenants.items():
         for model_name in _list(_mapping(tenant).get("models")):

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 import msgspec
 import tiktoken
@@ -316,7 +316,7 @@ class Generation:
         """The whole planned output."""
         return "".join(self.chunks)
 
-    async def __aenter__(self) -> Generation:
+    async def __aenter__(self) -> Self:
         engine, stats = self.engine, self.engine.stats
         stats.queued += 1
         try:

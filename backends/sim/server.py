@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import itertools
 import random
 import signal
 import types
@@ -191,7 +192,7 @@ def _field_docs() -> dict[str, str]:
         return {}
     docs: dict[str, str] = {}
     body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
-    for node, after in zip(body, body[1:]):
+    for node, after in itertools.pairwise(body):
         if (
             isinstance(node, ast.AnnAssign)
             and isinstance(node.target, ast.Name)

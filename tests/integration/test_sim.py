@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -136,7 +137,7 @@ async def test_generate_native(http: httpx.AsyncClient) -> None:
     assert events[-1] == "[DONE]"
     texts = [httpx.Response(200, content=e).json()["text"] for e in events[:-1]]
     assert texts[-1] == first["text"]
-    assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(texts))
 
     ids = await http.post("/generate", json={"input_ids": [1, 2, 3], "sampling_params": {}})
     assert ids.json()["meta_info"]["prompt_tokens"] == 3
