@@ -27,14 +27,29 @@ descendant has some)."""
 
 _GENERIC = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
-_FIELDS: dict[type[Any], frozenset[str]] = {}
+_SHAPES: dict[type[Any], tuple[frozenset[str], tuple[str, ...]]] = {}
 
 
-def _fields(cls: type[Any]) -> frozenset[str]:
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = frozenset(cls.__struct_fields__)
-    return names
+def _shape(cls: type[Any]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The fields a struct declares, and those of them that can hold structs (alone or in a
+    list): the only ones decoding and encoding need to walk into."""
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        info = msgspec.inspect.type_info(cls)
+        assert isinstance(info, msgspec.inspect.StructType)
+        nested = tuple(f.name for f in info.fields if _holds_struct(f.type))
+        shape = _SHAPES[cls] = (frozenset(cls.__struct_fields__), nested)
+    return shape
+
+
+def _holds_struct(kind: msgspec.inspect.Type) -> bool:
+    if isinstance(kind, msgspec.inspect.StructType):
+        return True
+    if isinstance(kind, msgspec.inspect.UnionType):
+        return any(_holds_struct(t) for t in kind.types)
+    if isinstance(kind, msgspec.inspect.ListType):
+        return _holds_struct(kind.item_type)
+    return False
 
 
 def adopt(obj: Wire, raw: dict[str, Any]) -> bool:
@@ -43,22 +58,20 @@ def adopt(obj: Wire, raw: dict[str, Any]) -> bool:
     ``obj`` must be ``raw`` converted to its struct type. Returns whether anything undeclared
     was found anywhere below, which is also what the ancestors record.
     """
-    fields = _fields(type(obj))
-    own = {k: v for k, v in raw.items() if k not in fields} if raw.keys() - fields else None
-    deep = own is not None
-    for name, value in raw.items():
-        if isinstance(value, dict):
-            child = getattr(obj, name, None)
-            if isinstance(child, Wire) and adopt(child, value):
+    fields, nested = _shape(type(obj))
+    extra = raw.keys() - fields
+    deep = bool(extra)
+    for name in nested:
+        value = raw.get(name)
+        if type(value) is dict:
+            if adopt(getattr(obj, name), value):
                 deep = True
-        elif isinstance(value, list) and value:
-            children = getattr(obj, name, None)
-            if isinstance(children, list) and children and isinstance(children[0], Wire):
-                for child, item in zip(children, value, strict=False):
-                    if isinstance(item, dict) and adopt(child, item):
-                        deep = True
+        elif type(value) is list and value:
+            for child, item in zip(getattr(obj, name), value, strict=False):
+                if type(item) is dict and isinstance(child, Wire) and adopt(child, item):
+                    deep = True
     if deep:
-        obj.__dict__[UNKNOWN] = own or {}
+        obj.__dict__[UNKNOWN] = {k: raw[k] for k in extra}
     return deep
 
 
@@ -87,15 +100,22 @@ def unknown(obj: Wire) -> dict[str, Any]:
 def to_builtins(obj: Any) -> Any:
     """``obj`` ready for a JSON encoder: structs with undeclared fields become dicts holding
     both; everything else is returned as is (msgspec encodes structs natively)."""
-    if not isinstance(obj, Wire) or not obj.__dict__:
-        if isinstance(obj, list) and obj and isinstance(obj[0], Wire):
+    if not isinstance(obj, Wire):
+        if type(obj) is list:
             return [to_builtins(item) for item in obj]
         return obj
-    out: dict[str, Any] = {}
-    for name in obj.__struct_fields__:
-        value = getattr(obj, name)
-        if value is not msgspec.UNSET:
-            out[name] = to_builtins(value) if isinstance(value, (Wire, list)) else value
+    if not obj.__dict__:
+        return obj  # nothing undeclared below: msgspec encodes it natively
+    cls = type(obj)
+    unset = msgspec.UNSET
+    out = {name: value for name, value in zip(cls.__struct_fields__, msgspec.structs.astuple(obj), strict=True)
+           if value is not unset}
+    for name in _shape(cls)[1]:
+        value = out.get(name)
+        if isinstance(value, Wire):
+            out[name] = to_builtins(value)
+        elif type(value) is list:
+            out[name] = [to_builtins(item) for item in value]
     for name, value in unknown(obj).items():
         out.setdefault(name, value)
     return out

@@ -275,6 +275,9 @@ class ChatChoice(Wire):
     message: ResponseMessage
     finish_reason: str | None = None
     logprobs: Any = None
+    matched_stop: Any | UnsetType = UNSET
+    """SGLang's stop string or token id; declared only so that the commonest undeclared
+    field does not cost every chunk the open-world walk (``backends.open_wire``)."""
 
 
 class ChatResponse(Wire):
@@ -303,6 +306,8 @@ class ChunkChoice(Wire):
     delta: Delta
     finish_reason: str | None = None
     logprobs: Any | UnsetType = UNSET
+    matched_stop: Any | UnsetType = UNSET
+    """SGLang's, passed through (see ``ChatChoice.matched_stop``)."""
 
 
 class ChatChunk(Wire):
@@ -322,6 +327,8 @@ class TextChoice(Wire):
     text: str
     finish_reason: str | None = None
     logprobs: Any = None
+    matched_stop: Any | UnsetType = UNSET
+    """SGLang's, passed through (see ``ChatChoice.matched_stop``)."""
 
 
 class TextResponse(Wire):
