@@ -14,6 +14,7 @@ from opentelemetry import trace
 from gateway.admin import admin_usage, get_policy, put_policy
 from gateway.canary_admin import CANARY_ADMIN_HANDLERS
 from gateway.completions import chat_completions, text_completions
+from gateway.doors.responses_store import ResponseStore
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.openapi import describe
 from gateway.policy_manager import PolicyManager
@@ -25,6 +26,7 @@ from gateway.probes import (
     readyz,
     retrieve_model,
 )
+from gateway.responses_api import RESPONSE_STORE_STATE, RESPONSES_HANDLERS
 from gateway.settings import Settings
 from gateway.state import Gateway
 from gateway.telemetry import Telemetry
@@ -88,6 +90,8 @@ def create_app(settings: Settings, telemetry: Telemetry | None = None) -> Litest
         telemetry.metrics.watch_canaries(canaries.weights)
         telemetry.metrics.watch_loop(asyncio.get_running_loop())
         app.state.policies, app.state.canaries = manager, canaries
+        # stored responses outlive policy reloads: one store per app, in Redis when there is one
+        app.state[RESPONSE_STORE_STATE] = ResponseStore(manager.redis_client)
         try:
             await canaries.start()
             await manager.start()
@@ -100,7 +104,8 @@ def create_app(settings: Settings, telemetry: Telemetry | None = None) -> Litest
 
     app = Litestar(
         route_handlers=[chat_completions, text_completions, list_models, retrieve_model, healthz, readyz, metrics,
-                        admin_metrics, admin_usage, get_policy, put_policy, *CANARY_ADMIN_HANDLERS],
+                        admin_metrics, admin_usage, get_policy, put_policy, *CANARY_ADMIN_HANDLERS,
+                        *RESPONSES_HANDLERS],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,

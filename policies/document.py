@@ -26,6 +26,7 @@ from policies.limits_config import (
     TokenCountingConfig,
 )
 from policies.moderation.config import ModerationConfig
+from policies.responses_config import ResponsesConfig
 from router.config import RoundRobinConfig, SelectionConfig
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -343,6 +344,8 @@ class Policy(StrictModel):
     moderation: ModerationSection = ModerationSection()
     bounds: BoundsConfig = BoundsConfig()
     """Size and time bounds on upstream answers and client connections (docs/reliability.md)."""
+    responses: ResponsesConfig = ResponsesConfig()
+    """Stored responses of the OpenAI Responses door (``store``, ``previous_response_id``)."""
 
     def route_param_targets(self, name: str) -> list[tuple[str, bool]]:
         """``(backend kind, drop_unsupported_params)`` of every deployment of both tiers of
