@@ -85,6 +85,7 @@ _PASSED = ("safety_identifier", "prompt_cache_key", "prompt_cache_retention", "s
 _READ = frozenset(ResponsesBody.__struct_fields__) | {"stream_options", *_REFUSED, *_PASSED}
 _ACCEPTED_INCLUDES = {"reasoning.encrypted_content"}
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
 _OBJECT = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -103,6 +104,10 @@ def decode_body(body: bytes) -> tuple[ResponsesBody, dict[str, Any]]:
         match = _PATH.search(text)
         param = match.group(1) if match else None
         message = _PATH.sub("", text)
+        missing = _MISSING.search(message)
+        if missing is not None:  # name the field itself, as OpenAI does
+            param = f"{param}.{missing.group(1)}" if param else missing.group(1)
+            raise InvalidRequestError(f"Missing required parameter: '{param}'.", param=param) from None
         raise InvalidRequestError(f"{param}: {message}" if param else message, param=param) from None
     return parsed, raw
 
