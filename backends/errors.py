@@ -152,6 +152,42 @@ class AllBackendsFailedError(UpstreamError):
         self.errors = list(errors)
 
 
+# --- a bound of the policy's ``bounds:`` section -------------------------------------------
+
+
+class BoundExceededError(SwitchyardError):
+    """A bound of the policy's ``bounds:`` section ended the request; ``bound`` names the field.
+
+    Not an ``UpstreamError`` on purpose: the same request sent elsewhere would cross the same
+    bound (and a deadline is spent already), so it is never retried; the gateway counts it in
+    ``switchyard_bound_exceeded_total{bound}``.
+    """
+
+    status_code, error_type, code = 502, "api_error", "bound_exceeded"
+
+    def __init__(self, message: str, *, bound: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message, headers=headers)
+        self.bound = bound
+
+
+class UpstreamTooLargeError(BoundExceededError):
+    """The upstream's answer, one of its stream events, or its inflated body is over a bound."""
+
+    status_code, error_type, code = 502, "api_error", "upstream_response_too_large"
+
+
+class UpstreamDeadlineError(BoundExceededError):
+    """The upstream call ran past its overall deadline (non-streamed) or its stream duration."""
+
+    status_code, error_type, code = 504, "api_error", "upstream_deadline_exceeded"
+
+
+class RequestTimeoutError(SwitchyardError):
+    """The client did not send its request's line and headers in time."""
+
+    status_code, error_type, code = 408, "invalid_request_error", "request_timeout"
+
+
 class ServiceUnavailableError(SwitchyardError):
     """The gateway itself is not ready (no valid policy, shutting down)."""
 

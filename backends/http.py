@@ -16,27 +16,54 @@ import aiohttp
 
 from backends.errors import (
     SwitchyardError,
+    UpstreamDeadlineError,
     UpstreamError,
     UpstreamRateLimitedError,
     UpstreamRejectedError,
     UpstreamTimeoutError,
+    UpstreamTooLargeError,
     UpstreamUnavailableError,
 )
+
+_MIB = 1024 * 1024
+ERROR_BODY_BYTES = 64 * 1024
+"""An upstream error body is read this far at most: only a short message of it is kept."""
 
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Per-deployment time limits, in seconds."""
+    """Per-deployment limits on one upstream exchange: its times (seconds) and sizes (bytes).
+
+    The time limits come from the backend's ``timeouts``, the rest from the policy's
+    ``bounds`` (``policies/bounds_config.py``); each backend receives one of these at
+    construction and applies it to every read.
+    """
 
     connect: float = 5.0
     first_byte: float = 60.0
     """Until the response headers and, for a stream, its first event."""
     idle: float = 60.0
     """Longest gap between two stream events once the stream runs."""
+    total: float = 300.0
+    """A non-streamed call from sending the request to the last byte (``upstream_deadline_s``)."""
+    stream_total: float = 1800.0
+    """A stream from its response headers to its last byte (``stream_duration_s``)."""
+    max_body_bytes: int = 8 * _MIB
+    """A non-streamed answer, after decompression (``upstream_body_bytes``)."""
+    max_event_bytes: int = _MIB
+    """One server-sent event of a stream (``upstream_event_bytes``)."""
+    max_decompressed_bytes: int = 32 * _MIB
+    """What one compressed body may inflate to (``upstream_decompressed_bytes``)."""
 
 
-def open_session(max_connections: int = 0) -> aiohttp.ClientSession:
-    """A keep-alive pool tuned for many concurrent streams (0 = no connection cap)."""
+def open_session(max_connections: int = 0, *, compression: bool = False) -> aiohttp.ClientSession:
+    """A keep-alive pool tuned for many concurrent streams (0 = no connection cap).
+
+    Without ``compression`` every request asks for ``Accept-Encoding: identity``: aiohttp
+    would otherwise offer gzip and inflate whatever comes back, which turns a 51 KB gzip bomb
+    into gigabytes. A compressed body sent anyway is still inflated, within
+    ``Timeouts.max_decompressed_bytes`` (``iter_chunks``, ``read_body``).
+    """
     connector = aiohttp.TCPConnector(
         limit=max_connections,
         limit_per_host=0,
@@ -46,9 +73,15 @@ def open_session(max_connections: int = 0) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None),
+        headers=None if compression else {"accept-encoding": "identity"},
         skip_auto_headers=("User-Agent",),
         auto_decompress=True,
     )
+
+
+def is_compressed(response: aiohttp.ClientResponse) -> bool:
+    """Whether aiohttp inflates this body (its bytes then say nothing of what was sent)."""
+    return response.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
 
 
 def transport_error(exc: BaseException, target: str) -> SwitchyardError:
@@ -77,6 +110,7 @@ _STATUS_ERRORS: dict[int, type[SwitchyardError]] = {
     504: UpstreamTimeoutError,
 }
 
+_NUMBER = re.compile(r"\d{1,9}(\.\d{1,6})?")
 _SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+|key[=:]\s*\S+)", re.IGNORECASE)
 
 
@@ -92,27 +126,138 @@ def status_error(
         return UpstreamError(f"{target} refused the gateway's credentials (HTTP {status})")
     cls = _STATUS_ERRORS.get(status, UpstreamError)
     text = f"{target} answered HTTP {status}: {message}" if message else f"{target} answered HTTP {status}"
-    if cls is UpstreamRateLimitedError:
-        retry = headers.get("retry-after", "")
-        return UpstreamRateLimitedError(text, headers={"retry-after": retry} if retry.isdigit() else None)
+    if cls is UpstreamRateLimitedError or cls is UpstreamUnavailableError:
+        return cls(text, headers=retry_headers(headers))
     return cls(text)
+
+
+def retry_headers(headers: Mapping[str, str]) -> dict[str, str] | None:
+    """The upstream's ``retry-after`` (seconds) and ``retry-after-ms`` (OpenAI's), when they are
+    plain numbers: the client's SDK waits as the upstream asked."""
+    kept = {name: headers[name] for name in ("retry-after", "retry-after-ms")
+            if _NUMBER.fullmatch(headers.get(name, ""))}
+    return kept or None
 
 
 async def iter_chunks(
     response: aiohttp.ClientResponse, timeouts: Timeouts, target: str
 ) -> AsyncIterator[bytes]:
-    """Yield raw body chunks, the first within ``first_byte`` and the rest within ``idle``."""
-    limit = timeouts.first_byte
+    """Yield a stream's raw body chunks: the first within ``first_byte``, each next one within
+    ``idle``, all within ``stream_total``; a compressed body inflates to at most
+    ``max_decompressed_bytes``. Crossing a bound raises its ``BoundExceededError``."""
+    loop = asyncio.get_running_loop()
+    ends = loop.time() + timeouts.stream_total
+    inflate_cap = timeouts.max_decompressed_bytes if is_compressed(response) else 0
+    limit, received = timeouts.first_byte, 0
     reader = response.content
     while True:
+        left = ends - loop.time()
+        if left <= 0:  # checked before reading: data that is always ready never waits on a timer
+            raise _stream_too_long(target, timeouts)
         try:
-            async with asyncio.timeout(limit):
+            async with asyncio.timeout(min(limit, left)):
                 chunk = await reader.readany()
         except TimeoutError as exc:
+            if left < limit:
+                raise _stream_too_long(target, timeouts) from exc
             raise UpstreamTimeoutError(f"{target} sent nothing for {limit:g}s") from exc
         except aiohttp.ClientError as exc:
             raise transport_error(exc, target) from exc
         if not chunk:
             return
+        if inflate_cap:
+            received += len(chunk)
+            if received > inflate_cap:
+                raise _inflated_too_far(target, inflate_cap)
         limit = timeouts.idle
         yield chunk
+
+
+async def read_body(
+    response: aiohttp.ClientResponse, timeouts: Timeouts, target: str, started: float
+) -> bytes:
+    """The whole body of a non-streamed answer, bounded in size and time.
+
+    The first bytes must come within ``first_byte`` and each next within ``idle``, all by
+    ``started + total`` (``started`` is the event loop's time when the request was sent);
+    at most ``max_body_bytes`` (and ``max_decompressed_bytes`` for a compressed body) are
+    read. On any failure, cancellation included, the response is closed rather than
+    released: a half-read connection must never go back to the pool.
+    """
+    loop = asyncio.get_running_loop()
+    ends = started + timeouts.total
+    cap, bound = timeouts.max_body_bytes, "upstream_body_bytes"
+    if is_compressed(response) and timeouts.max_decompressed_bytes < cap:
+        cap, bound = timeouts.max_decompressed_bytes, "upstream_decompressed_bytes"
+    parts: list[bytes] = []
+    size, limit = 0, timeouts.first_byte
+    try:
+        if bound == "upstream_body_bytes" and (response.content_length or 0) > cap:
+            raise _too_large(target, cap, bound)  # announced: refuse without reading a byte
+        while True:
+            left = ends - loop.time()
+            if left <= 0:
+                raise _past_deadline(target, timeouts)
+            try:
+                async with asyncio.timeout(min(limit, left)):
+                    chunk = await response.content.readany()
+            except TimeoutError as exc:
+                if left < limit:
+                    raise _past_deadline(target, timeouts) from exc
+                raise UpstreamTimeoutError(f"{target} stalled sending its answer ({limit:g}s)") from exc
+            if not chunk:
+                return b"".join(parts)
+            size += len(chunk)
+            if size > cap:
+                raise _too_large(target, cap, bound)
+            parts.append(chunk)
+            limit = timeouts.idle
+    except BaseException as exc:
+        response.close()
+        if isinstance(exc, aiohttp.ClientError):
+            raise transport_error(exc, target) from exc
+        raise
+
+
+async def read_error_body(response: aiohttp.ClientResponse, timeouts: Timeouts) -> bytes:
+    """The first ``ERROR_BODY_BYTES`` of an error answer (its message is all we keep), read
+    within ``idle``; whatever arrived by then. Closes the response unless it was read whole."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeouts.idle):
+            while size < ERROR_BODY_BYTES:
+                chunk = await response.content.readany()
+                if not chunk:
+                    return b"".join(parts)
+                parts.append(chunk)
+                size += len(chunk)
+    except (TimeoutError, aiohttp.ClientError):
+        pass
+    except BaseException:
+        response.close()
+        raise
+    response.close()
+    return b"".join(parts)[:ERROR_BODY_BYTES]
+
+
+def _too_large(target: str, cap: int, bound: str) -> UpstreamTooLargeError:
+    return UpstreamTooLargeError(f"{target} answered more than {cap} bytes (bounds.{bound})", bound=bound)
+
+
+def _inflated_too_far(target: str, cap: int) -> UpstreamTooLargeError:
+    return UpstreamTooLargeError(
+        f"{target}'s compressed body inflates past {cap} bytes (bounds.upstream_decompressed_bytes)",
+        bound="upstream_decompressed_bytes")
+
+
+def _past_deadline(target: str, timeouts: Timeouts) -> UpstreamDeadlineError:
+    return UpstreamDeadlineError(
+        f"{target} did not finish its answer within {timeouts.total:g}s (bounds.upstream_deadline_s)",
+        bound="upstream_deadline_s")
+
+
+def _stream_too_long(target: str, timeouts: Timeouts) -> UpstreamDeadlineError:
+    return UpstreamDeadlineError(
+        f"{target}'s stream ran longer than {timeouts.stream_total:g}s (bounds.stream_duration_s)",
+        bound="stream_duration_s")

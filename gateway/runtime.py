@@ -29,6 +29,7 @@ from gateway.response_cache import ResponseCache
 from gateway.shadow import ShadowMirrors
 from gateway.stores import CacheStore, MemoryCacheStore, RedisCacheStore
 from gateway.upstream import RetryBudget
+from policies.bounds_config import BoundsConfig
 from policies.canary import CanaryController, CanaryRoutes
 from policies.document import (
     AnthropicBackendConfig,
@@ -53,8 +54,11 @@ if TYPE_CHECKING:
     from policies.moderation.rules import Scorer as ModerationScorer
 
 
-def _timeouts(config: TimeoutsConfig) -> Timeouts:
-    return Timeouts(connect=config.connect_s, first_byte=config.first_byte_s, idle=config.idle_s)
+def _timeouts(config: TimeoutsConfig, bounds: BoundsConfig) -> Timeouts:
+    return Timeouts(connect=config.connect_s, first_byte=config.first_byte_s, idle=config.idle_s,
+                    total=bounds.upstream_deadline_s, stream_total=bounds.stream_duration_s,
+                    max_body_bytes=bounds.upstream_body_bytes, max_event_bytes=bounds.upstream_event_bytes,
+                    max_decompressed_bytes=bounds.upstream_decompressed_bytes)
 
 
 def _api_key(name: str, env_var: str | None, environ: Mapping[str, str]) -> str | None:
@@ -67,9 +71,9 @@ def _api_key(name: str, env_var: str | None, environ: Mapping[str, str]) -> str 
 
 
 def _backends(name: str, config: BackendConfig, ids: list[str], session: aiohttp.ClientSession,
-              control: httpx.AsyncClient, key: str | None) -> list[Backend]:
+              control: httpx.AsyncClient, key: str | None, bounds: BoundsConfig) -> list[Backend]:
     """The backends of one policy entry: one per SGLang worker URL, one for a provider API."""
-    timeouts = _timeouts(config.timeouts)
+    timeouts = _timeouts(config.timeouts, bounds)
     if isinstance(config, SGLangBackendConfig):
         return [SGLangBackend(worker_id, str(url), session, control, timeouts, key,
                               health_path=config.health_path) for worker_id, url in zip(ids, config.workers)]
@@ -122,17 +126,18 @@ class BackendSlot:
 
 
 def _slot(name: str, config: BackendConfig, previous: BackendSlot | None, max_connections: int,
-          control: httpx.AsyncClient, environ: Mapping[str, str]) -> BackendSlot:
-    config_json = config.model_dump_json()
+          control: httpx.AsyncClient, environ: Mapping[str, str], bounds: BoundsConfig) -> BackendSlot:
+    # the bounds are part of every backend's construction: a change of them is a new slot
+    config_json = config.model_dump_json() + bounds.model_dump_json()
     selection = _selection_config(config)
     selection_json = selection.model_dump_json()
     if previous is not None and previous.config_json == config_json:
         return previous
     key = _api_key(name, config.api_key_env, environ)
     ids = _worker_ids(name, config, previous)
-    session = open_session(max_connections)
+    session = open_session(max_connections, compression=bounds.upstream_compression)
     resilience = config.resilience
-    pool = WorkerPool(name, _backends(name, config, ids, session, control, key), config.health_interval_s,
+    pool = WorkerPool(name, _backends(name, config, ids, session, control, key, bounds), config.health_interval_s,
                       resilience.circuit_breaker, resilience.max_concurrent_per_worker, resilience.queue_timeout_s)
     keep_selector = previous is not None and previous.selection_json == selection_json
     selector = previous.selector if keep_selector and previous else build_policy(selection)
@@ -224,7 +229,8 @@ class Runtime:
         slots: dict[str, BackendSlot] = {}
         try:
             for name, config in policy.backends.items():
-                slots[name] = _slot(name, config, old.get(name), max_connections, control, environ)
+                slots[name] = _slot(name, config, old.get(name), max_connections, control, environ,
+                                    policy.bounds)
         except BaseException:
             for name, slot in slots.items():
                 if slot is not old.get(name):

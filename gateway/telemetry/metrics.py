@@ -208,6 +208,8 @@ class Metrics:
                              ["route", "tier"], registry=registry)
         self.rejections = Counter("switchyard_rejections", "Requests refused by rate limits, budgets "
                                   "or context limits", ["code"], registry=registry)
+        self.bound_exceeded = Counter("switchyard_bound_exceeded", "Requests or connections ended by a "
+                                      "bound of the policy's bounds: section", ["bound"], registry=registry)
         self.response_cache = Counter("switchyard_response_cache", "Response cache lookups",
                                       ["model", "result"], registry=registry)
         self.policy_reloads = Counter("switchyard_policy_reloads", "Policy changes tried, by source "
