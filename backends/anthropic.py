@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 import httpx
@@ -39,11 +40,22 @@ from backends.types import (
     ChatRequest,
     ChatResponse,
     Health,
+    JSONObject,
     TextRequest,
     TextResponse,
+    Usage,
 )
 
 ANTHROPIC_VERSION = "2023-06-01"
+MESSAGES_PROTOCOL = "anthropic.messages"
+"""``NativeBody.protocol`` of a Messages API body: sent as it is (``native_body``)."""
+NATIVE_MESSAGE = "anthropic_message"
+"""Key in a ``ChatResponse``'s ``__dict__`` (never encoded) holding the Messages API answer as
+Anthropic sent it, and ``answer_fingerprint`` of the translation made from it."""
+NATIVE_EVENTS = "anthropic_events"
+"""Key in a ``ChatChunk``'s ``__dict__`` (never encoded) holding the stream events, as
+Anthropic sent them, that led to the chunk (events that make no chunk ride on the next one)."""
+_OBJECT = msgspec.json.Decoder(dict[str, Any])
 
 # The error table: Anthropic error type -> our class. Authentication and permission errors are
 # the gateway's own credentials failing, so they are not the client's to fix (UpstreamError).
@@ -106,6 +118,46 @@ def map_error(
     return cls(shared.message)
 
 
+def native_body(request: ChatRequest, *, stream: bool) -> JSONObject | None:
+    """The client's own Messages API body for ``request``, or None when it must be translated.
+
+    Sent as the client wrote it (``cache_control``, fields the gateway does not model), with
+    what the gateway decided applied: the upstream model, ``max_tokens`` (clamped to the
+    window or the budget), ``stream``, and sampling fields the parameter table dropped. None
+    when the request has no Messages body or a stage rewrote its prompt (``NativeBody``).
+    """
+    native = request.native
+    if native is None or native.protocol != MESSAGES_PROTOCOL or not native.applies_to(request.params):
+        return None
+    p = request.params
+    body = dict(native.body)
+    body["model"] = request.upstream_model or p.model
+    limit = p.max_completion_tokens if isinstance(p.max_completion_tokens, int) else p.max_tokens
+    if isinstance(limit, int):
+        body["max_tokens"] = limit
+    if stream:
+        body["stream"] = True
+    else:
+        body.pop("stream", None)
+    for name, field in (("temperature", "temperature"), ("top_p", "top_p"), ("stop", "stop_sequences")):
+        if getattr(p, name) is msgspec.UNSET:
+            body.pop(field, None)  # dropped by the parameter table (drop_unsupported_params)
+    if "top_k" not in request.extra:
+        body.pop("top_k", None)
+    return body
+
+
+def answer_fingerprint(answer: ChatResponse) -> tuple[object, ...]:
+    """What the client reads of a translated answer: when a stage (moderation, cache
+    isolation) changed any of it, the native answer no longer says the same and is not sent."""
+    choice = answer.choices[0] if answer.choices else None
+    message = choice.message if choice is not None else None
+    calls = message.tool_calls if message is not None and isinstance(message.tool_calls, list) else []
+    usage = answer.usage.cached_tokens if isinstance(answer.usage, Usage) else None
+    return (message.content if message else None, message.reasoning_content if message else None,
+            tuple(c.arguments for c in calls), choice.finish_reason if choice else None, usage)
+
+
 class AnthropicBackend:
     """One Anthropic Messages API deployment, spoken to in OpenAI chat terms.
 
@@ -151,8 +203,9 @@ class AnthropicBackend:
         Anthropic sends the headers of a non-streamed answer once it is generated, so
         ``timeouts.first_byte`` bounds the whole generation here; ``idle`` bounds the body.
         """
-        body = to_anthropic_body(request, prompt_caching=self._prompt_caching)
-        response = await self._send(body, request.trace_headers)
+        native = native_body(request, stream=False)
+        body = native or to_anthropic_body(request, prompt_caching=self._prompt_caching)
+        response = await self._send(body, self._request_headers(request))
         try:
             async with asyncio.timeout(self._timeouts.idle):
                 raw = await response.read()
@@ -165,10 +218,22 @@ class AnthropicBackend:
             raise
         response.release()
         try:
-            message = msgspec.json.decode(raw, type=AnthropicMessage)
+            data = _OBJECT.decode(raw)
+            message = msgspec.convert(data, type=AnthropicMessage)
         except msgspec.DecodeError as exc:
             raise UpstreamError(f"{self.name} answered an unreadable message") from exc
-        return to_chat_response(message, int(time.time()))
+        answer = to_chat_response(message, int(time.time()))
+        if native is not None:  # the door re-emits it while nothing it says has changed
+            answer.__dict__[NATIVE_MESSAGE] = (data, answer_fingerprint(answer))
+        return answer
+
+    @staticmethod
+    def _request_headers(request: ChatRequest) -> dict[str, str] | None:
+        """Trace context, and the protocol headers of a native body (``anthropic-beta``)."""
+        native = request.native.headers if request.native is not None else None
+        if not native:
+            return request.trace_headers
+        return {**native, **(request.trace_headers or {})}
 
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         """Stream OpenAI chunks; the request goes out on the first ``__anext__``.
@@ -179,23 +244,28 @@ class AnthropicBackend:
         return self._stream(request)
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        body = to_anthropic_body(request, stream=True, prompt_caching=self._prompt_caching)
-        response = await self._send(body, request.trace_headers)
+        native = native_body(request, stream=True)
+        body = native or to_anthropic_body(request, stream=True, prompt_caching=self._prompt_caching)
+        response = await self._send(body, self._request_headers(request))
         translator = StreamTranslator(int(time.time()), body["model"])
         decoder = SSEDecoder()
+        originals: list[JSONObject] | None = [] if native is not None else None
         completed = False
         try:
             async for raw in iter_chunks(response, self._timeouts, self.name):
                 for event in decoder.feed(raw):
-                    for chunk in translator.feed(self._decode_event(event)):
+                    for chunk in self._translate(translator, event, originals):
                         yield chunk
             for event in decoder.close():
-                for chunk in translator.feed(self._decode_event(event)):
+                for chunk in self._translate(translator, event, originals):
                     yield chunk
             if not translator.finished:
                 raise UpstreamError(f"{self.name} ended its stream before message_stop")
             completed = True  # the body is fully read: the connection may go back to the pool
-            yield translator.usage_chunk()
+            last = translator.usage_chunk()
+            if originals is not None:
+                last.__dict__[NATIVE_EVENTS] = originals
+            yield last
         finally:
             # a finished body goes back to the pool; anything else (cancel, aclose, error)
             # closes the socket so the upstream sees the disconnect and stops generating
@@ -204,13 +274,23 @@ class AnthropicBackend:
             else:
                 response.close()
 
-    def _decode_event(self, event: SSEEvent) -> StreamEvent:
+    def _translate(self, translator: StreamTranslator, event: SSEEvent,
+                   originals: list[JSONObject] | None) -> list[ChatChunk]:
+        """The chunks of one event; on a native stream each carries the events that led to
+        it (``NATIVE_EVENTS``), ``originals`` collecting those that made no chunk yet."""
         if event.event == "error":
             raise map_error(None, event.data.encode(), self.name, {}, self._api_key)
         try:
-            return msgspec.json.decode(event.data, type=StreamEvent)
+            data = _OBJECT.decode(event.data)
+            chunks = translator.feed(msgspec.convert(data, type=StreamEvent))
         except msgspec.DecodeError as exc:
             raise UpstreamError(f"{self.name} sent an unreadable stream event") from exc
+        if originals is not None:
+            originals.append(data)
+            if chunks:
+                chunks[0].__dict__[NATIVE_EVENTS] = list(originals)
+                originals.clear()
+        return chunks
 
     async def _send(self, body: dict[str, object],
                     trace_headers: dict[str, str] | None) -> aiohttp.ClientResponse:

@@ -195,6 +195,29 @@ class TextParams(CompletionParams, kw_only=True):
     best_of: ChoiceCount | None | UnsetType = UNSET
 
 
+class NativeBody(msgspec.Struct, frozen=True):
+    """A door's original request body, for a backend that speaks the door's protocol.
+
+    Such a backend sends ``body`` (its own model name and the gateway's changes applied)
+    instead of translating the canonical request, so fields the gateway does not model
+    survive. It does so only while ``messages`` is still the very list of canonical messages
+    parsed from ``body``: a stage that rewrites the prompt (context trimming, input
+    redaction) makes a new list, and the canonical request is translated instead.
+    """
+
+    protocol: str
+    """``anthropic.messages``: the Messages API's ``POST /v1/messages`` body."""
+    body: JSONObject
+    messages: list[Message]
+    """The canonical messages translated from ``body`` (compared by identity)."""
+    headers: dict[str, str] = {}
+    """Protocol headers to pass on (``anthropic-beta``)."""
+
+    def applies_to(self, params: ChatParams) -> bool:
+        """Whether the body still says what the canonical request says."""
+        return params.messages is self.messages
+
+
 class ChatRequest(msgspec.Struct, frozen=True):
     """A validated chat request as it flows down to a backend.
 
@@ -207,6 +230,8 @@ class ChatRequest(msgspec.Struct, frozen=True):
     upstream_model: str = ""
     trace_headers: dict[str, str] | None = None
     """W3C ``traceparent``/``tracestate`` for the upstream call; never part of the body."""
+    native: NativeBody | None = None
+    """The door's original body when the door is not OpenAI chat (``NativeBody``)."""
 
     @property
     def is_stream(self) -> bool:

@@ -14,6 +14,7 @@ from opentelemetry import trace
 from gateway.admin import admin_usage, get_policy, put_policy
 from gateway.canary_admin import CANARY_ADMIN_HANDLERS
 from gateway.completions import chat_completions, text_completions
+from gateway.doors.anthropic_routes import MESSAGES_HANDLERS
 from gateway.doors.responses_store import ResponseStore
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.openapi import describe
@@ -105,7 +106,7 @@ def create_app(settings: Settings, telemetry: Telemetry | None = None) -> Litest
     app = Litestar(
         route_handlers=[chat_completions, text_completions, list_models, retrieve_model, healthz, readyz, metrics,
                         admin_metrics, admin_usage, get_policy, put_policy, *CANARY_ADMIN_HANDLERS,
-                        *RESPONSES_HANDLERS],
+                        *MESSAGES_HANDLERS, *RESPONSES_HANDLERS],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,

@@ -19,9 +19,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, post
 from litestar.background_tasks import BackgroundTask
 
+from backends import open_wire
 from backends.types import Usage
 from gateway.accounting import TRIMMED_HEADER, Ticket
 from gateway.doors import OPENAI_CHAT, OPENAI_TEXT, Door
@@ -95,6 +97,9 @@ async def _accept(request: Request[Any, Any, Any], door: Door[Req, Resp, Chunk],
     body = await request.body()
     call = door.parse(body)
     record.request_model, record.stream = call.params.model, call.is_stream
+    model = runtime.policy.model_named(call.params.model)
+    if model != call.params.model:  # an alias (Claude Code's model names): the model it names
+        call = msgspec.structs.replace(call, params=open_wire.replace(call.params, model=model))
     record.request_params = request_attributes(call.params)
     if runtime.policy.observability.capture_content:
         record.capture, record.request_body = True, body

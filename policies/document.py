@@ -7,6 +7,7 @@ a backend, a tenant naming a model) are checked by ``reference_problems`` on the
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -193,6 +194,11 @@ class ModelConfig(StrictModel):
     """Drop the OpenAI parameters a deployment's backend kind refuses (``logit_bias`` on
     Anthropic, ...) instead of answering 400; a deployment can override it."""
 
+    aliases: list[str] = []
+    """Other names clients may send for this model: exact names, or patterns with ``*``
+    (``claude-sonnet-*`` takes every Claude Sonnet name Claude Code sends). Exact aliases win
+    over patterns; patterns are tried in document order."""
+
     cache_isolation: Literal["shared", "tenant"] = "shared"
     """``tenant``: no tenant can read another's prompts from the prefix cache (a per-tenant
     ``cache_salt`` on SGLang requests, per-tenant cache-aware routing, ``cached_tokens``
@@ -261,6 +267,8 @@ class DifficultyRouteConfig(StrictModel):
     (``switchyard route calibrate`` does the same on your own traffic sample)."""
     allow_tier_header: bool = False
     """Let clients force a tier with ``x-switchyard-tier: cheap|strong``."""
+    aliases: list[str] = []
+    """Other names clients may send for this route (as a model's ``aliases``)."""
 
     @model_validator(mode="after")
     def _one_knob(self) -> DifficultyRouteConfig:
@@ -361,6 +369,33 @@ class Policy(StrictModel):
                 targets += [(self.backends[d.backend].kind, model.drops_unsupported_params(version, i))
                             for i, d in enumerate(deployments)]
         return targets
+
+    def model_named(self, name: str) -> str:
+        """The model or route a client's ``name`` means: itself, else the one with that exact
+        alias, else the first whose alias pattern matches it (unchanged if none does)."""
+        if name in self.models or name in self.routes:
+            return name
+        patterns: list[tuple[str, str]] = []
+        for owner, aliases in [*((m, c.aliases) for m, c in self.models.items()),
+                               *((r, c.aliases) for r, c in self.routes.items())]:
+            for alias in aliases:
+                if alias == name:
+                    return owner
+                if "*" in alias:
+                    patterns.append((alias, owner))
+        return next((owner for alias, owner in patterns if fnmatch.fnmatchcase(name, alias)), name)
+
+    @model_validator(mode="after")
+    def _aliases_unique(self) -> Policy:
+        seen: dict[str, str] = {}
+        for owner, aliases in [*((m, c.aliases) for m, c in self.models.items()),
+                               *((r, c.aliases) for r, c in self.routes.items())]:
+            for alias in aliases:
+                if alias in self.models or alias in self.routes:
+                    raise ValueError(f"{owner}: alias {alias!r} is the name of a model or route")
+                if seen.setdefault(alias, owner) != owner:
+                    raise ValueError(f"{owner}: alias {alias!r} is already an alias of {seen[alias]}")
+        return self
 
     @field_validator("admin_key_sha256")
     @classmethod

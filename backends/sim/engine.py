@@ -32,7 +32,7 @@ from backends.sim.config import SimConfig
 from backends.sim.radix_cache import RadixCache, RadixNode
 from backends.sim.textgen import generate_words
 
-RECORDED_HEADERS = ("authorization", "x-api-key", "traceparent", "anthropic-version")
+RECORDED_HEADERS = ("authorization", "x-api-key", "traceparent", "anthropic-version", "anthropic-beta")
 """Request headers kept by ``record``: tests check which credentials the gateway forwards."""
 
 _RECENT_LIMIT = 100
