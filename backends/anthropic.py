@@ -33,7 +33,14 @@ from backends.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from backends.http import Timeouts, iter_chunks, status_error, transport_error
+from backends.http import (
+    Timeouts,
+    iter_chunks,
+    read_body,
+    read_error_body,
+    status_error,
+    transport_error,
+)
 from backends.sse import SSEDecoder, SSEEvent
 from backends.types import (
     ChatChunk,
@@ -201,21 +208,15 @@ class AnthropicBackend:
         """Send a non-streamed request and translate the whole answer.
 
         Anthropic sends the headers of a non-streamed answer once it is generated, so
-        ``timeouts.first_byte`` bounds the whole generation here; ``idle`` bounds the body.
+        ``timeouts.first_byte`` bounds the whole generation here; ``idle`` bounds the gaps of
+        the body, ``bounds.upstream_deadline_s`` the whole call and
+        ``bounds.upstream_body_bytes`` its size (``backends.http.read_body``).
         """
         native = native_body(request, stream=False)
         body = native or to_anthropic_body(request, prompt_caching=self._prompt_caching)
+        started = asyncio.get_running_loop().time()
         response = await self._send(body, self._request_headers(request))
-        try:
-            async with asyncio.timeout(self._timeouts.idle):
-                raw = await response.read()
-        except BaseException as exc:
-            response.close()  # timed out, broken or cancelled: never pool a half-read connection
-            if isinstance(exc, TimeoutError):
-                raise UpstreamTimeoutError(f"{self.name} stalled sending its answer") from exc
-            if isinstance(exc, aiohttp.ClientError):
-                raise transport_error(exc, self.name) from exc
-            raise
+        raw = await read_body(response, self._timeouts, self.name, started)  # closes on failure
         response.release()
         try:
             data = _OBJECT.decode(raw)
@@ -248,7 +249,7 @@ class AnthropicBackend:
         body = native or to_anthropic_body(request, stream=True, prompt_caching=self._prompt_caching)
         response = await self._send(body, self._request_headers(request))
         translator = StreamTranslator(int(time.time()), body["model"])
-        decoder = SSEDecoder()
+        decoder = SSEDecoder(self._timeouts.max_event_bytes, self.name)
         originals: list[JSONObject] | None = [] if native is not None else None
         completed = False
         try:
@@ -307,10 +308,8 @@ class AnthropicBackend:
                 )
                 if response.status < 400:
                     return response
-                try:
-                    raw = await response.read()
-                finally:
-                    response.release()
+                raw = await read_error_body(response, self._timeouts)
+                response.release()
         except TimeoutError as exc:
             raise UpstreamTimeoutError(
                 f"{self.name} did not answer within {self._timeouts.first_byte:g}s"

@@ -11,7 +11,14 @@ import httpx
 import msgspec
 
 from backends.errors import SwitchyardError, UpstreamError
-from backends.http import Timeouts, iter_chunks, status_error, transport_error
+from backends.http import (
+    Timeouts,
+    iter_chunks,
+    read_body,
+    read_error_body,
+    status_error,
+    transport_error,
+)
 from backends.sse import SSEDecoder
 from backends.types import (
     ChatChunk,
@@ -134,14 +141,16 @@ class OpenAICompatBackend:
 
     async def _post_json(self, path: str, body: bytes, cls: type[T],
                          trace_headers: dict[str, str] | None) -> T:
+        started = asyncio.get_running_loop().time()
         try:
-            # a non-streamed answer arrives whole: first_byte_s bounds the generation itself
+            # a non-streamed answer arrives whole: first_byte_s bounds the generation itself,
+            # bounds.upstream_deadline_s the whole call and bounds.upstream_body_bytes its size
             async with asyncio.timeout(self._timeouts.first_byte):
                 response = await self._post(path, body, trace_headers)
             async with response:
-                raw = b"".join([chunk async for chunk in iter_chunks(response, self._timeouts, self.name)])
                 if response.status >= 400:
-                    raise self._status_error(response, raw)
+                    raise self._status_error(response, await read_error_body(response, self._timeouts))
+                raw = await read_body(response, self._timeouts, self.name, started)
         except SwitchyardError:
             raise
         except Exception as exc:  # aiohttp raises many kinds; none may leave backends/
@@ -161,9 +170,9 @@ class OpenAICompatBackend:
             raise transport_error(exc, self.name) from exc
         try:
             if response.status >= 400:
-                raw = await response.read()
+                raw = await read_error_body(response, self._timeouts)
                 raise self._status_error(response, raw)
-            sse = SSEDecoder()
+            sse = SSEDecoder(self._timeouts.max_event_bytes, self.name)
             async for chunk in iter_chunks(response, self._timeouts, self.name):
                 for event in sse.feed(chunk):
                     if event.data == "[DONE]":

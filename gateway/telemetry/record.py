@@ -41,7 +41,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from backends.errors import RateLimitedError, SwitchyardError
+from backends.errors import BoundExceededError, RateLimitedError, SwitchyardError
 from gateway.telemetry.genai import content_attributes_of_request, output_messages
 from policies.context_budget import ContextLengthExceededError
 
@@ -308,6 +308,8 @@ class RequestRecord:
         charge = self.charge
         if charge is not None:
             self._count_usage(charge, model, version, tenant)
+        if isinstance(error, BoundExceededError):
+            metrics.child(metrics.bound_exceeded, error.bound).inc()
         if isinstance(error, _REJECTIONS):
             metrics.child(metrics.rejections, code).inc()
             metrics.child(metrics.tenant_rejections, tenant, code).inc()
