@@ -10,6 +10,7 @@ machine, which raises on an event out of order).
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -259,9 +260,9 @@ def _sim_process(port: int) -> subprocess.Popen[bytes]:
 
 @pytest.fixture(scope="module")
 def brittle_port() -> int:
-    from tests.integration.test_limits import free_port
-
-    return free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -365,3 +366,34 @@ def test_stored_responses_are_shared_through_redis(tmp_path: Path) -> None:
     finally:
         for stack in stacks:
             stack.close()
+
+
+@pytest.mark.parametrize("model", [LOCAL_MODEL, ANTHROPIC_MODEL])
+def test_reasoning_items_out_and_back(stack: ThreadedStack, model: str) -> None:
+    client = _client(stack.url)
+    question: Any = [{"role": "user", "content": "Think about the weather in Oslo"}]
+    ask: Any = {"model": model, "reasoning": {"effort": "low"}}
+    if model == ANTHROPIC_MODEL:
+        # above the thinking budget, as Claude requires; a short reply, or the sim writes 4096 tokens
+        ask.update(max_output_tokens=4096, extra_body={"sim_reply": "Mild."})
+    first = client.responses.create(input=question, **ask)
+    assert [item.type for item in first.output] == ["reasoning", "message"]
+    reasoning = first.output[0]
+    assert reasoning.type == "reasoning" and reasoning.content and reasoning.content[0].text
+    assert first.reasoning is not None and first.reasoning.effort == "low"
+    with client.responses.stream(input=question, **ask) as stream:
+        kinds = [event.type for event in stream]
+        streamed = stream.get_final_response()
+    assert "response.reasoning_text.delta" in kinds and [i.type for i in streamed.output] == ["reasoning", "message"]
+    assert streamed.output[0].type == "reasoning" and streamed.output[0].content == reasoning.content
+    marker = uuid.uuid4().hex[:8]
+    follow_up: Any = [*question, *[item.model_dump(exclude_none=True) for item in first.output],
+                      {"role": "user", "content": f"And tomorrow? {marker}"}]
+    client.responses.create(input=follow_up, **ask)
+    upstream = _last_upstream(stack, model, marker)
+    turn = next(m for m in upstream["messages"] if m["role"] == "assistant")
+    if model == ANTHROPIC_MODEL:  # the signed thinking block goes back first in its assistant turn
+        assert turn["content"][0]["type"] == "thinking" and turn["content"][0]["signature"]
+        assert turn["content"][0]["thinking"] == reasoning.content[0].text
+    else:
+        assert turn["reasoning_content"] == reasoning.content[0].text
