@@ -46,6 +46,8 @@ from backends.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
     Health,
     JSONObject,
     TextRequest,
@@ -329,6 +331,10 @@ class AnthropicBackend:
     async def _no_text_stream(self) -> AsyncIterator[TextResponse]:
         raise UnsupportedError("anthropic deployments do not serve /v1/completions")
         yield  # pragma: no cover - makes this an async generator
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        """Anthropic has no embeddings API."""
+        raise UnsupportedError("anthropic deployments do not serve /v1/embeddings")
 
     async def health(self) -> Health:
         """Report healthy without probing.

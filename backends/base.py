@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from backends.types import ChatChunk, ChatRequest, ChatResponse, Health, TextRequest, TextResponse
+from backends.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Health,
+    TextRequest,
+    TextResponse,
+)
 
 
 class Backend(Protocol):
@@ -31,6 +40,10 @@ class Backend(Protocol):
     async def complete_text(self, request: TextRequest) -> TextResponse: ...
 
     def stream_text(self, request: TextRequest) -> AsyncIterator[TextResponse]: ...
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        """Vectors for the request's inputs; ``UnsupportedError`` where the kind has none."""
+        ...
 
     async def health(self) -> Health: ...
 

@@ -10,6 +10,7 @@ import aiohttp
 import httpx
 import msgspec
 
+from backends import open_wire
 from backends.errors import SwitchyardError, UpstreamError
 from backends.http import (
     Timeouts,
@@ -24,6 +25,8 @@ from backends.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
     Health,
     StreamOptions,
     TextRequest,
@@ -35,7 +38,7 @@ T = TypeVar("T")
 _ENCODER = msgspec.json.Encoder()
 _ERROR_BODY = msgspec.json.Decoder(dict[str, Any])
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
-    cls: msgspec.json.Decoder(cls) for cls in (ChatResponse, ChatChunk, TextResponse)
+    cls: msgspec.json.Decoder(cls) for cls in (ChatResponse, ChatChunk, TextResponse, EmbeddingResponse)
 }
 
 
@@ -71,7 +74,7 @@ def upstream_message(raw: bytes) -> str:
 
 
 class OpenAICompatBackend:
-    """Speaks ``/v1/chat/completions`` and ``/v1/completions`` to one base URL.
+    """Speaks ``/v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings`` to one base URL.
 
     Args:
         name: Stable id of this remote (``pool/index``), for headers and traces.
@@ -117,6 +120,13 @@ class OpenAICompatBackend:
     async def complete_text(self, request: TextRequest) -> TextResponse:
         body = encode_body(request, stream=False)
         return await self._post_json("/completions", body, TextResponse, request.trace_headers)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        """``POST /v1/embeddings``, the body passed through with the upstream model name."""
+        body = open_wire.encode(open_wire.replace(request.params, model=request.upstream_model or request.params.model))
+        if request.extra:
+            body = body[:-1] + b"," + _ENCODER.encode(request.extra)[1:]
+        return await self._post_json("/embeddings", body, EmbeddingResponse, request.trace_headers)
 
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         return self._stream("/chat/completions", encode_body(request, stream=True), ChatChunk,

@@ -31,11 +31,11 @@ import msgspec
 from msgspec import UNSET
 
 from backends.errors import UnsupportedError
-from backends.types import ChatRequest, TextRequest
+from backends.types import ChatRequest, EmbeddingRequest, TextRequest
 
 KINDS = ("sglang", "openai", "anthropic")
 """Every backend kind, in the order the docs show them."""
-R = TypeVar("R", ChatRequest, TextRequest)
+R = TypeVar("R", ChatRequest, TextRequest, EmbeddingRequest)
 
 
 class Action(enum.Enum):
@@ -239,6 +239,11 @@ TEXT_TABLE: Mapping[str, Mapping[str, Rule]] = {
     name: {kind: _text_rule(kind, name) for kind in KINDS} for name in TEXT_PARAMS
 }
 """``/v1/completions``: parameter -> backend kind -> rule."""
+EMBEDDING_TABLE: Mapping[str, Mapping[str, Rule]] = {
+    "model": {"sglang": _MODEL, "openai": _MODEL},
+    **{name: {"sglang": _passed(), "openai": _passed()} for name in ("input", "encoding_format", "dimensions", "user")},
+}
+"""``/v1/embeddings`` (Anthropic has no embeddings API: a policy cannot put an embedding model there)."""
 EXTRAS: Mapping[str, str] = {
     "sglang": "passed (SGLang's own sampling and constraint fields: `top_k`, `min_p`, `regex`, "
               "`ebnf`, `json_schema`, `chat_template_kwargs`, ...)",
@@ -250,11 +255,13 @@ EXTRAS: Mapping[str, str] = {
 """What each kind does with a top-level field that is not an OpenAI parameter."""
 
 
-def _table(request: ChatRequest | TextRequest) -> Mapping[str, Mapping[str, Rule]]:
+def _table(request: ChatRequest | TextRequest | EmbeddingRequest) -> Mapping[str, Mapping[str, Rule]]:
+    if isinstance(request, EmbeddingRequest):
+        return EMBEDDING_TABLE
     return CHAT_TABLE if isinstance(request, ChatRequest) else TEXT_TABLE
 
 
-def param_value(request: ChatRequest | TextRequest, name: str) -> Any:
+def param_value(request: ChatRequest | TextRequest | EmbeddingRequest, name: str) -> Any:
     """The value of parameter ``name``, declared or an extra; ``UNSET`` when not sent."""
     params = request.params
     if name in type(params).__struct_fields__:
@@ -272,7 +279,7 @@ def _refusal(name: str, kind: str, rule: Rule, value: Any) -> UnsupportedError:
     )
 
 
-def unsupported(request: ChatRequest | TextRequest, kind: str) -> list[tuple[str, Rule, Any]]:
+def unsupported(request: ChatRequest | TextRequest | EmbeddingRequest, kind: str) -> list[tuple[str, Rule, Any]]:
     """The parameters ``request`` sets that ``kind`` refuses, with their rule and value."""
     out: list[tuple[str, Rule, Any]] = []
     for name, rules in _table(request).items():
@@ -283,7 +290,7 @@ def unsupported(request: ChatRequest | TextRequest, kind: str) -> list[tuple[str
     return out
 
 
-def check_supported(request: ChatRequest | TextRequest, kind: str) -> None:
+def check_supported(request: ChatRequest | TextRequest | EmbeddingRequest, kind: str) -> None:
     """Raise ``UnsupportedError`` (400, ``param`` set) for the first parameter ``kind`` refuses."""
     for name, rule, value in unsupported(request, kind):
         raise _refusal(name, kind, rule, value)

@@ -237,6 +237,12 @@ class ChatRequest(msgspec.Struct, frozen=True):
     def is_stream(self) -> bool:
         return self.params.stream is True
 
+    @property
+    def include_usage(self) -> bool:
+        """A stream's client asked for the usage chunk (``stream_options.include_usage``)."""
+        options = self.params.stream_options
+        return bool(options and options.include_usage is True)
+
 
 class TextRequest(msgspec.Struct, frozen=True):
     """A validated legacy text-completion request; see ``ChatRequest``."""
@@ -249,6 +255,40 @@ class TextRequest(msgspec.Struct, frozen=True):
     @property
     def is_stream(self) -> bool:
         return self.params.stream is True
+
+    @property
+    def include_usage(self) -> bool:
+        """A stream's client asked for the usage chunk (``stream_options.include_usage``)."""
+        options = self.params.stream_options
+        return bool(options and options.include_usage is True)
+
+
+class EmbeddingParams(Wire, kw_only=True):
+    """The fields of ``POST /v1/embeddings`` that the gateway knows and validates."""
+
+    model: str
+    input: str | list[Any]
+    """A string, a list of strings, a token array or a list of token arrays (checked by the edge)."""
+    encoding_format: Literal["float", "base64"] | UnsetType = UNSET
+    dimensions: PositiveInt | None | UnsetType = UNSET
+    user: str | None | UnsetType = UNSET
+
+
+class EmbeddingRequest(msgspec.Struct, frozen=True):
+    """A validated embeddings request; see ``ChatRequest``. It never streams."""
+
+    params: EmbeddingParams
+    extra: JSONObject
+    upstream_model: str = ""
+    trace_headers: dict[str, str] | None = None
+
+    @property
+    def is_stream(self) -> bool:
+        return False
+
+    @property
+    def include_usage(self) -> bool:
+        return False
 
 
 # --- response -----------------------------------------------------------------------------
@@ -366,6 +406,23 @@ class TextResponse(Wire):
     object: str = "text_completion"
     usage: Usage | None | UnsetType = UNSET
     system_fingerprint: str | None | UnsetType = UNSET
+
+
+class Embedding(Wire):
+    """One input's vector: floats, or base64 of little-endian float32 (``encoding_format``)."""
+
+    index: int
+    embedding: list[float] | str
+    object: str = "embedding"
+
+
+class EmbeddingResponse(Wire):
+    """A ``list`` of embeddings, one per input, with the prompt tokens used."""
+
+    data: list[Embedding]
+    model: str
+    object: str = "list"
+    usage: Usage | None | UnsetType = UNSET
 
 
 class Health(msgspec.Struct, frozen=True):

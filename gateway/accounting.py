@@ -33,7 +33,7 @@ import redis.asyncio as redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from backends.types import ChatRequest, PromptTokensDetails, TextRequest, Usage
+from backends.types import ChatRequest, EmbeddingRequest, PromptTokensDetails, TextRequest, Usage
 from gateway.admission_fit import TRIMMED_HEADER, fit_call
 from policies.charge_journal import ChargeJournal
 from policies.document import ModelConfig, Policy
@@ -58,7 +58,7 @@ from policies.spend_redis import RedisUsageLedger
 from policies.tokens import TokenCounter
 
 log = logging.getLogger("switchyard.accounting")
-Call = TypeVar("Call", ChatRequest, TextRequest)
+Call = TypeVar("Call", ChatRequest, TextRequest, EmbeddingRequest)
 __all__ = ["TRIMMED_HEADER", "Accounting", "Ticket", "limit_stores", "limits_client"]
 
 PROMPT_FACTOR, PROMPT_SLACK = 16, 4096
@@ -153,6 +153,10 @@ class Ticket(Generic[Call]):
         return self.charge
 
 
+AnyTicket = Ticket[ChatRequest] | Ticket[TextRequest] | Ticket[EmbeddingRequest]
+"""A ticket of any operation (the accounting charges them alike)."""
+
+
 class Accounting:
     """The process's counter, limiter and ledger (Redis-backed or in memory).
 
@@ -173,7 +177,7 @@ class Accounting:
         self.usage_counters = UsageCounters()
         self._clock = clock
         self._pending: set[asyncio.Task[None]] = set()
-        self._live: weakref.WeakValueDictionary[str, Ticket[ChatRequest] | Ticket[TextRequest]] = \
+        self._live: weakref.WeakValueDictionary[str, AnyTicket] = \
             weakref.WeakValueDictionary()
         self._upkeep: asyncio.Task[None] | None = None
 
@@ -181,7 +185,7 @@ class Accounting:
         """The admission ticket of one request; entering it reserves (see ``Ticket``)."""
         return Ticket(self, policy, caller, model, call, request_id)
 
-    def settle(self, ticket: Ticket[ChatRequest] | Ticket[TextRequest], usage: Usage | None,
+    def settle(self, ticket: AnyTicket, usage: Usage | None,
                generated: str = "") -> Charge:
         """``ticket.settle(usage, generated)``, for call sites holding the accounting."""
         return ticket.settle(usage, generated)
@@ -191,7 +195,10 @@ class Accounting:
         fitted = await fit_call(self.counter, ticket.call, config)
         ticket.call, ticket.estimate, ticket.headers = fitted.call, fitted.prompt_tokens, fitted.headers
         ticket.output_bound, ticket.choices = fitted.output_bound, fitted.choices
-        output = fitted.output_bound or self.config.default_max_output_tokens
+        # the ledgers grant at least one output token per choice (0 means refused): an operation
+        # that generates nothing (bound 0) holds that one token, and is charged what it used
+        output = max(1, fitted.output_bound if fitted.output_bound is not None
+                     else self.config.default_max_output_tokens)
         prices = config.prices
         cost = Cost(fitted.prompt_tokens, fitted.prompt_tokens * prices.input / 1e6 if prices else 0.0,
                     fitted.choices, prices.output / 1e6 if prices else 0.0, output)
@@ -228,7 +235,7 @@ class Accounting:
             with contextlib.suppress(Exception):  # the bucket refills anyway; admission goes on
                 await self.limiter.adjust(rate, -tokens)
 
-    def _settle(self, ticket: Ticket[ChatRequest] | Ticket[TextRequest], usage: Usage | None,
+    def _settle(self, ticket: AnyTicket, usage: Usage | None,
                 generated: str) -> Charge:
         try:
             checked = self.checked_usage(ticket, usage, generated)
@@ -245,7 +252,7 @@ class Accounting:
         task.add_done_callback(self._pending.discard)
         return charge
 
-    def checked_usage(self, ticket: Ticket[ChatRequest] | Ticket[TextRequest], usage: Usage | None,
+    def checked_usage(self, ticket: AnyTicket, usage: Usage | None,
                       generated: str = "") -> Usage:
         """The usage to charge: the upstream's, clamped to what the request could have used
         (no negative count, no prompt far beyond the estimate, no completion beyond its output
@@ -274,7 +281,7 @@ class Accounting:
         return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
                      prompt_tokens_details=PromptTokensDetails(cached_tokens=cached))
 
-    async def _charge(self, ticket: Ticket[ChatRequest] | Ticket[TextRequest], charge: Charge) -> None:
+    async def _charge(self, ticket: AnyTicket, charge: Charge) -> None:
         try:
             if ticket.reservation is not None:
                 await self.ledger.settle(ticket.reservation, charge)

@@ -4,16 +4,16 @@ window, clamp ``max_tokens``, and say how many output tokens per choice it may p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from backends.types import ChatParams, ChatRequest, Message, TextRequest, Tool
-from policies.context_budget import BudgetResult, fit_context
+from backends.types import ChatParams, ChatRequest, EmbeddingRequest, Message, TextRequest, Tool
+from policies.context_budget import BudgetResult, ContextLengthExceededError, fit_context
 from policies.document import ModelConfig
 from policies.tokens import TokenCounter, prompt_chars
 
-Call = TypeVar("Call", ChatRequest, TextRequest)
+Call = TypeVar("Call", ChatRequest, TextRequest, EmbeddingRequest)
 TRIMMED_HEADER = "x-switchyard-trimmed-tokens"
 
 
@@ -34,6 +34,8 @@ class Fitted(Generic[Call]):
 
     def with_max_tokens(self, tokens: int) -> Call:
         """The call asking for at most ``tokens`` per choice (in the field the client used)."""
+        if isinstance(self.call, EmbeddingRequest):
+            return self.call  # generates nothing: its output bound is already 0
         params = self.call.params
         name = "max_completion_tokens" if isinstance(params, ChatParams) and isinstance(
             params.max_completion_tokens, int) else "max_tokens"
@@ -42,6 +44,8 @@ class Fitted(Generic[Call]):
 
 async def fit_call(counter: TokenCounter, call: Call, config: ModelConfig) -> Fitted[Call]:
     """Count, trim and clamp ``call`` for ``config``; raises ``ContextLengthExceededError``."""
+    if isinstance(call, EmbeddingRequest):
+        return await _fit_embedding(counter, call, config)
     choices = _choices(call)
     if isinstance(call, TextRequest):
         return await _fit_text(counter, call, config, choices)
@@ -84,6 +88,29 @@ async def _fit_text(counter: TokenCounter, call: TextRequest, config: ModelConfi
             call.params, max_tokens=fitted.max_tokens))
     bound = fitted.max_tokens if fitted.max_tokens is not None else fitted.output_budget
     return Fitted(call, count, bound, choices)
+
+
+async def _fit_embedding(counter: TokenCounter, call: EmbeddingRequest, config: ModelConfig) -> Fitted[EmbeddingRequest]:
+    """Each input is its own sequence: each must fit the window (nothing is trimmed, no output
+    is reserved); the prompt estimate is their sum, and nothing is generated."""
+    value = call.params.input
+    inputs: list[Any] = [value] if isinstance(value, str) or (value and isinstance(value[0], int)) else value
+    chars = sum(len(item) for item in inputs if isinstance(item, str))
+    counts = await counter.offload(chars, _count_inputs, counter, inputs, config)
+    window = config.context.context_window if config.context is not None else None
+    for index, count in enumerate(counts):
+        if window is not None and count > window:
+            where = "input" if len(counts) == 1 else f"input[{index}]"
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {window} tokens. However, {where} has {count}"
+                " tokens. Please reduce the length of the input.",
+                prompt_tokens=count, context_window=window, param="input")
+    return Fitted(call, sum(counts), 0, 1)
+
+
+def _count_inputs(counter: TokenCounter, inputs: list[Any], config: ModelConfig) -> list[int]:
+    """Tokens of each input: counted for a string, the length of a token array."""
+    return [len(item) if isinstance(item, list) else counter.count_text(item, config.tokens) for item in inputs]
 
 
 def _choices(call: ChatRequest | TextRequest) -> int:

@@ -15,6 +15,7 @@ from gateway.admin import admin_usage, get_policy, put_policy
 from gateway.canary_admin import CANARY_ADMIN_HANDLERS
 from gateway.completions import chat_completions, text_completions
 from gateway.doors.anthropic_routes import MESSAGES_HANDLERS
+from gateway.doors.embeddings import embeddings
 from gateway.doors.responses_store import ResponseStore
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.openapi import describe
@@ -104,7 +105,7 @@ def create_app(settings: Settings, telemetry: Telemetry | None = None) -> Litest
                 telemetry.shutdown()
 
     app = Litestar(
-        route_handlers=[chat_completions, text_completions, list_models, retrieve_model, healthz, readyz, metrics,
+        route_handlers=[chat_completions, text_completions, embeddings, list_models, retrieve_model, healthz, readyz, metrics,
                         admin_metrics, admin_usage, get_policy, put_policy, *CANARY_ADMIN_HANDLERS,
                         *MESSAGES_HANDLERS, *RESPONSES_HANDLERS],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -24,6 +24,7 @@ from litestar import Request, Response, post
 from litestar.background_tasks import BackgroundTask
 
 from backends import open_wire
+from backends.errors import InvalidRequestError
 from backends.types import Usage
 from gateway.accounting import TRIMMED_HEADER, Ticket
 from gateway.doors import OPENAI_CHAT, OPENAI_TEXT, Door
@@ -81,12 +82,21 @@ async def serve(request: Request[Any, Any, Any], door: Door[Req, Resp, Chunk],
     """Accept, resolve, admit, then answer from upstream (or the response cache)."""
     caller, call = await _accept(request, door, runtime, record)
     target = resolve_target(runtime, caller, call, request.headers, record)
+    _check_kind(runtime, door, target.model)
     with record.phase("switchyard.admission"):
         ticket = await runtime.accounting.admit(runtime.policy, caller, target.model, call,
                                                 record.request_id).reserve()
     ticket.on_settle = record.charged
     async with ticket:  # refunds if anything below raises, settles a JSON answer once
         return await _answer(request, door, runtime, record, caller, target, ticket)
+
+
+def _check_kind(runtime: Runtime, door: Door[Req, Resp, Chunk], model: str) -> None:
+    """400 before admission for a model of another kind (an embedding model asked to chat)."""
+    kind = runtime.policy.models[model].kind
+    if kind != door.operation.model_kind:
+        raise InvalidRequestError(f"The model '{model}' is {'an' if kind[0] in 'aeiou' else 'a'} {kind} model:"
+                                  f" it does not serve {door.name} requests.", param="model")
 
 
 async def _accept(request: Request[Any, Any, Any], door: Door[Req, Resp, Chunk], runtime: Runtime,
@@ -118,8 +128,9 @@ async def _answer(request: Request[Any, Any, Any], door: Door[Req, Resp, Chunk],
     headers = {**target.headers, **ticket.headers}
     trimmed = ticket.headers.get(TRIMMED_HEADER)
     record.trimmed_tokens = int(trimmed) if trimmed else 0
-    cached = CacheLookup.start(runtime.response_caches.get((target.model, target.assignment.version)),
-                               caller.tenant, call, request.headers)
+    # only generated answers are cached (an operation that computes its answer is not)
+    cache = runtime.response_caches.get((target.model, target.assignment.version)) if door.operation.generates else None
+    cached = CacheLookup.start(cache, caller.tenant, call, request.headers)
     hit = await cached.get()
     if cached.state:
         headers["x-switchyard-cache"] = record.cache = cached.state
@@ -162,8 +173,7 @@ async def _stream(exchange: Exchange[Req, Resp, Chunk], door: Door[Req, Resp, Ch
     tally = StreamTally(door.operation.text, max_text_chars=runtime.policy.bounds.stream_text_chars,
                         keep_chunks_bytes=cached.max_entry_bytes if cached.key else 0)
     lease = StreamLease(worker, upstream, tally, on_end)
-    options = call.params.stream_options
-    include_usage = bool(options and options.include_usage is True)
+    include_usage = call.include_usage
     guard = StreamGuard(moderator, record) if moderator is not None and moderator.checks_output else None
     chunks = published(moderated(metered(first, upstream, tally, record), guard), target.model, include_usage,
                        exchange.hides_cached_tokens(choice))
@@ -182,15 +192,23 @@ def _whole(exchange: Exchange[Req, Resp, Chunk], door: Door[Req, Resp, Chunk], r
     if exchange.hides_cached_tokens(choice) and isinstance(answer.usage, Usage):
         answer.usage = without_cached_tokens(answer.usage)
     choice.deployment.selector.on_outcome(choice.worker.id, exchange.routing, text)
-    if moderator is not None:
-        check_answer(moderator, answer, record)
+    if door.operation.generates:
+        _generated(answer, moderator, record)
     answer.model = target.model
-    record.finish_reasons, record.response_id = finish_reasons(answer.choices), answer.id
     if record.capture:
         record.completion = text
     record.finish()
     return json_response(door.answer(answer, call), headers,
                          BackgroundTask(cached.put, answer) if cached.key else None)
+
+
+def _generated(answer: Any, moderator: Moderator | None, record: RequestRecord) -> None:
+    """What only a generated answer (``ChatResponse``, ``TextResponse``) has: output
+    moderation, finish reasons, an id. Typed ``Any``: the path is generic over operations, and
+    only those whose ``Operation.generates`` is set call this."""
+    if moderator is not None:
+        check_answer(moderator, answer, record)
+    record.finish_reasons, record.response_id = finish_reasons(answer.choices), answer.id
 
 
 def _worker_headers(choice: Choice) -> dict[str, str]:

@@ -120,7 +120,9 @@ def mirror(runtime: Runtime, target: Target, operation: Operation[Any, Any, Any]
     if permit is None or assignment.shadow_version is None:
         return
     route = runtime.version_routes[assignment.model][assignment.shadow_version]
-    mirrored = msgspec.structs.replace(call, params=open_wire.replace(call.params, stream=False))
+    # mirrors go out whole; an operation that never streams has no ``stream`` to turn off
+    mirrored = msgspec.structs.replace(call, params=open_wire.replace(call.params, stream=False)) \
+        if call.is_stream else call
     drops = runtime.policy.models[assignment.model].drops_unsupported_params
     shadow_version = assignment.shadow_version
 

@@ -35,6 +35,23 @@ UPSTREAM_ANTHROPIC_KEY = "sim-anthropic-upstream-key"
 LOCAL_MODEL, OPENAI_MODEL, ANTHROPIC_MODEL = "llama-3.1-8b", "gpt-4o-mini", "claude-sonnet"
 AUTO_ROUTE = "auto"
 """Difficulty route: easy prompts to the local model, hard ones to Claude."""
+EMBED_LOCAL_MODEL, EMBED_OPENAI_MODEL = "embed-local", "embed-openai"
+"""Embedding models (``start_local_stack(embeddings=True)``): an SGLang worker started with
+``--is-embedding``, and the OpenAI sim's embeddings."""
+
+
+def add_embedding_models(document: dict[str, Any], sglang_url: str) -> None:
+    """Put ``embed-local`` (a SGLang embedding worker at ``sglang_url``) and ``embed-openai``
+    (on the OpenAI backend) into a stack policy."""
+    document["backends"]["local-embed"] = {
+        "kind": "sglang", "workers": [sglang_url], "health_interval_s": 1.0,
+        "timeouts": {"connect_s": 2, "first_byte_s": 10, "idle_s": 10}}
+    document["models"][EMBED_LOCAL_MODEL] = {
+        "kind": "embedding", "deployments": [{"backend": "local-embed", "model": "sim-embed"}],
+        "context": {"context_window": 512, "reserve_output_tokens": 0}}
+    document["models"][EMBED_OPENAI_MODEL] = {
+        "kind": "embedding", "deployments": [{"backend": "openai", "model": "sim-embed-3"}],
+        "prices": {"input": 0.02, "output": 0}}
 
 
 def stack_policy(sglang_urls: list[str], openai_url: str, anthropic_url: str,
@@ -83,11 +100,13 @@ class LocalStack:
     app: Any
     server: uvicorn.Server
     _task: asyncio.Task[None] = field(repr=False)
+    embedder: RunningSim | None = None
+    """The SGLang embedding worker, with ``start_local_stack(embeddings=True)``."""
 
     async def aclose(self) -> None:
         self.server.should_exit = True
         await asyncio.wait_for(self._task, timeout=10)
-        for sim in (*self.sglang, self.openai, self.anthropic):
+        for sim in (*self.sglang, self.openai, self.anthropic, *([self.embedder] if self.embedder else [])):
             await sim.aclose()
 
 
@@ -101,6 +120,7 @@ async def start_local_stack(
     settings_overrides: Mapping[str, Any] | None = None,
     telemetry: Telemetry | None = None,
     wrap_app: Callable[[Any], Any] | None = None,
+    embeddings: bool = False,
 ) -> LocalStack:
     """Start ``sglang_workers`` SGLang sims, an OpenAI and an Anthropic sim, and the gateway.
 
@@ -111,7 +131,8 @@ async def start_local_stack(
     document (it knows the simulators' URLs by then) before the gateway loads it.
     ``telemetry`` replaces the default one (tests pass an in-memory span exporter).
     ``wrap_app`` wraps the ASGI app that is served (the tests' OpenAI-spec check);
-    ``LocalStack.app`` stays the gateway's own app.
+    ``LocalStack.app`` stays the gateway's own app. ``embeddings`` adds an SGLang embedding
+    worker and the embedding models ``embed-local`` and ``embed-openai``.
     """
     # SGLang workers as the Helm chart starts them: --enable-cache-report and --enable-metrics
     # (both off in SGLang itself; load-aware selection reads the worker's queue from /metrics)
@@ -129,6 +150,11 @@ async def start_local_stack(
     os.environ["SWITCHYARD_SIM_OPENAI_KEY"] = UPSTREAM_OPENAI_KEY
     os.environ["SWITCHYARD_SIM_ANTHROPIC_KEY"] = UPSTREAM_ANTHROPIC_KEY
     document = stack_policy([s.url for s in sglang], openai.url, anthropic.url, selection)
+    embedder = None
+    if embeddings:
+        embedder = await start_sim(dataclasses.replace(base, kind="sglang", worker_id="local-embed",
+                                                       model="sim-embed", is_embedding=True, port=0))
+        add_embedding_models(document, embedder.url)
     if edit_policy is not None:
         edit_policy(document)
     policy_path = workdir / "policy.yaml"
@@ -144,4 +170,4 @@ async def start_local_stack(
         await asyncio.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     return LocalStack(f"http://127.0.0.1:{port}", policy_path, sglang, openai, anthropic, app,
-                      server, task)
+                      server, task, embedder)

@@ -21,6 +21,7 @@ from backends.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
+    EmbeddingRequest,
     FunctionCall,
     Message,
     TextRequest,
@@ -34,7 +35,7 @@ from policies.moderation.rules import Scorer
 from policies.moderation.verdict import ContentPolicyViolation, Finding
 
 CONTENT_FILTER = "content_filter"
-Call = TypeVar("Call", ChatRequest, TextRequest)
+Call = TypeVar("Call", ChatRequest, TextRequest, EmbeddingRequest)
 
 
 class ModerationPolicies:
@@ -101,15 +102,21 @@ async def check_request(moderator: Moderator, call: Call, record: RequestRecord)
     return result
 
 
-def _input_chars(call: ChatRequest | TextRequest, roles: tuple[str, ...]) -> int:
+def _input_chars(call: ChatRequest | TextRequest | EmbeddingRequest, roles: tuple[str, ...]) -> int:
+    if isinstance(call, EmbeddingRequest):
+        value = call.params.input
+        return len(value) if isinstance(value, str) else sum(len(v) for v in value if isinstance(v, str))
     if isinstance(call, TextRequest):
         prompt = call.params.prompt
         return len(prompt) if isinstance(prompt, str) else 8 * len(prompt)  # token ids, printed
     return sum(len(_text_of(m.content)) for m in call.params.messages if m.role in roles)
 
 
-def _moderate_input(moderator: Moderator, call: ChatRequest | TextRequest, roles: tuple[str, ...]) -> _InputOutcome:
+def _moderate_input(moderator: Moderator, call: ChatRequest | TextRequest | EmbeddingRequest,
+                    roles: tuple[str, ...]) -> _InputOutcome:
     """The checks themselves: pure, so they can run in a worker thread."""
+    if isinstance(call, EmbeddingRequest):
+        return _moderate_embedding(moderator, call)
     if isinstance(call, TextRequest):
         prompt = call.params.prompt
         text = prompt if isinstance(prompt, str) else "\n".join(map(str, prompt))
@@ -136,6 +143,27 @@ def _moderate_input(moderator: Moderator, call: ChatRequest | TextRequest, roles
         messages.append(message)
     if changed:
         call = msgspec.structs.replace(call, params=open_wire.replace(call.params, messages=messages))
+    return _InputOutcome(call, tuple(findings))
+
+
+def _moderate_embedding(moderator: Moderator, call: EmbeddingRequest) -> _InputOutcome:
+    """Every text input is checked (token arrays are not text); a redaction rewrites it."""
+    value = call.params.input
+    texts = [value] if isinstance(value, str) else value
+    findings: list[Finding] = []
+    changed: list[Any] = []
+    for index, text in enumerate(texts):
+        if isinstance(text, str):
+            verdict = moderator.check_text(text, "input")
+            findings += verdict.findings
+            if verdict.blocked is not None:
+                return _InputOutcome(call, tuple(findings), verdict.blocked,
+                                     "input" if isinstance(value, str) else f"input[{index}]")
+            text = verdict.text if verdict.redacted else text
+        changed.append(text)
+    if changed != texts:
+        new_input = changed[0] if isinstance(value, str) else changed
+        call = msgspec.structs.replace(call, params=open_wire.replace(call.params, input=new_input))
     return _InputOutcome(call, tuple(findings))
 
 

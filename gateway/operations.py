@@ -17,6 +17,8 @@ from backends.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
     Message,
     TextRequest,
     TextResponse,
@@ -24,9 +26,9 @@ from backends.types import (
 from gateway.wire import parse_chat, parse_text
 from router.prompt_text import render_chat, render_text
 
-Req = TypeVar("Req", ChatRequest, TextRequest)
-Resp = TypeVar("Resp", ChatResponse, TextResponse)
-Chunk = TypeVar("Chunk", ChatChunk, TextResponse)
+Req = TypeVar("Req", ChatRequest, TextRequest, EmbeddingRequest)
+Resp = TypeVar("Resp", ChatResponse, TextResponse, EmbeddingResponse)
+Chunk = TypeVar("Chunk", ChatChunk, TextResponse, EmbeddingResponse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,12 @@ class Operation(Generic[Req, Resp, Chunk]):
     stream: Callable[[Backend, Req], AsyncIterator[Chunk]]
     text: Callable[[Resp | Chunk], str]
     """The first choice's generated text in a response or chunk."""
+    model_kind: str = "chat"
+    """The ``kind`` of policy model that serves it (``models.<name>.kind``): a request for a
+    model of another kind is refused with a 400 before admission."""
+    generates: bool = True
+    """The upstream generates text: streaming, output moderation, the response cache and
+    finish reasons apply. False for an operation that computes an answer (embeddings)."""
 
 
 def chat_text(answer: ChatResponse | ChatChunk) -> str:
@@ -68,11 +76,12 @@ TEXT: Operation[TextRequest, TextResponse, TextResponse] = Operation(
     lambda b, r: b.complete_text(r), lambda b, r: b.stream_text(r), completion_text)
 
 
-def messages_of(call: ChatRequest | TextRequest) -> list[Message]:
-    """What the difficulty classifier reads: the chat, or a text prompt as one user turn."""
+def messages_of(call: ChatRequest | TextRequest | EmbeddingRequest) -> list[Message]:
+    """What the difficulty classifier reads: the chat, or a text prompt (an embedding's
+    first input) as one user turn."""
     if isinstance(call, ChatRequest):
         return call.params.messages
-    prompt, _ = render_text(call.params.prompt)
+    prompt, _ = render_text(call.params.prompt if isinstance(call, TextRequest) else call.params.input)
     return [Message(role="user", content=prompt)]
 
 

@@ -26,7 +26,7 @@ from litestar.response import Stream
 
 from backends.errors import SwitchyardError, UpstreamError, UpstreamRejectedError
 from backends.pool import Worker
-from backends.types import ChatRequest, ChatResponse, TextRequest, Usage
+from backends.types import ChatRequest, ChatResponse, EmbeddingRequest, TextRequest, Usage
 from gateway.doors.base import Door, StreamEncoder
 from gateway.moderation import StreamGuard
 from gateway.response_cache import replay
@@ -149,7 +149,7 @@ def json_response(body: bytes, headers: dict[str, str], background: BackgroundTa
     return Response(body, media_type="application/json", headers=headers, background=background)
 
 
-def from_cache(hit: ChatResponse, call: ChatRequest | TextRequest, door: Door[Any, Any, Any], model: str,
+def from_cache(hit: ChatResponse, call: ChatRequest | TextRequest | EmbeddingRequest, door: Door[Any, Any, Any], model: str,
                headers: dict[str, str], record: RequestRecord) -> Response[Any]:
     """A response-cache hit, as the door's JSON or replayed as the stream it would have been."""
     hit.model = model
@@ -157,8 +157,7 @@ def from_cache(hit: ChatResponse, call: ChatRequest | TextRequest, door: Door[An
     record.finish()
     if not call.is_stream:
         return json_response(door.answer(hit, call), headers)
-    options = call.params.stream_options
-    chunks = replay(hit, include_usage=bool(options and options.include_usage is True))
+    chunks = replay(hit, include_usage=call.include_usage)
     encoder = door.stream(call)
 
     async def body() -> AsyncIterator[bytes]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from backends.errors import ModelNotFoundError, PermissionDeniedError
-from backends.types import ChatRequest, TextRequest
+from backends.types import ChatRequest, EmbeddingRequest, TextRequest
 from gateway.operations import messages_of
 from gateway.runtime import Runtime
 from gateway.telemetry import RequestRecord
@@ -43,7 +43,7 @@ def authorize(runtime: Runtime, caller: Caller, model: str) -> None:
         raise PermissionDeniedError(f"Your API key may not use the model '{model}'.", param="model")
 
 
-def resolve_target(runtime: Runtime, caller: Caller, call: ChatRequest | TextRequest,
+def resolve_target(runtime: Runtime, caller: Caller, call: ChatRequest | TextRequest | EmbeddingRequest,
                    request_headers: Mapping[str, str], record: RequestRecord) -> Target:
     """Authorize the asked model, resolve a difficulty route's tier and the canary version."""
     params = call.params

@@ -9,9 +9,16 @@ import msgspec
 
 from backends import open_wire
 from backends.errors import InvalidJSONError, InvalidRequestError
-from backends.types import ChatParams, ChatRequest, TextParams, TextRequest
+from backends.types import (
+    ChatParams,
+    ChatRequest,
+    EmbeddingParams,
+    EmbeddingRequest,
+    TextParams,
+    TextRequest,
+)
 
-P = TypeVar("P", ChatParams, TextParams)
+P = TypeVar("P", ChatParams, TextParams, EmbeddingParams)
 
 _OBJECT = msgspec.json.Decoder(dict[str, Any])
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
@@ -107,3 +114,37 @@ def parse_text(body: bytes) -> TextRequest:
             "prompt: must be a string, or a list of strings, of token ids (0 to 2**31-1) or of token-id lists",
             param="prompt")
     return TextRequest(params=params, extra=extra)
+
+
+MAX_EMBEDDING_INPUTS = 2048
+"""Inputs per embeddings request, as OpenAI documents it."""
+
+
+def _embedding_input_problem(value: str | list[Any]) -> str | None:
+    """Why ``input`` is not one of OpenAI's four forms, or None."""
+    if isinstance(value, str):
+        return None if value else "must not be an empty string"
+    if not value:
+        return "must not be an empty list"
+    if len(value) > MAX_EMBEDDING_INPUTS:
+        return f"at most {MAX_EMBEDDING_INPUTS} inputs per request"
+    kinds = {type(item) for item in value}
+    if kinds == {str}:
+        return None if all(value) else "must not contain an empty string"
+    if kinds == {int}:
+        return None if all(_is_token(t) for t in value) else "token ids must be 0 to 2**31-1"
+    if kinds == {list}:
+        if not all(value):
+            return "must not contain an empty token array"
+        return None if all(_is_token(t) for item in value for t in item) else "token ids must be 0 to 2**31-1"
+    return "must be a string, a list of strings, a token array or a list of token arrays"
+
+
+def parse_embeddings(body: bytes) -> EmbeddingRequest:
+    """Validate a ``/v1/embeddings`` body; unknown top-level fields are kept as extras."""
+    data = _decode_object(body)
+    params, extra = _convert(data, EmbeddingParams)
+    problem = _embedding_input_problem(params.input)
+    if problem is not None:
+        raise InvalidRequestError(f"input: {problem}", param="input")
+    return EmbeddingRequest(params=params, extra=extra)

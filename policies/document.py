@@ -183,6 +183,10 @@ class ModelConfig(StrictModel):
     canary: CanaryConfig | None = None
     """A version under test: a split, a shadow, or an automatic rollout."""
     description: str = ""
+    kind: Literal["chat", "embedding"] = "chat"
+    """What it serves: ``chat`` (``/v1/chat/completions``, ``/v1/completions``) or
+    ``embedding`` (``/v1/embeddings``; SGLang workers started with ``--is-embedding``, or an
+    OpenAI-compatible API). A request to a model of the other kind is refused (400)."""
     response_cache: ResponseCacheConfig = ResponseCacheConfig()
     tokens: TokenCountingConfig = TokenCountingConfig()
     """How prompts are counted before the call (tokenizer, calibration for non-tiktoken models)."""
@@ -434,8 +438,8 @@ def _route_problems(routes: Mapping[str, Any], models: Mapping[str, Any]) -> lis
             target = _mapping(route).get(tier)
             if isinstance(target, str) and target not in models:
                 problems.append((f"routes.{route_name}.{tier}", f"no model named {target!r}"))
-        kinds = {_mapping(models.get(_mapping(route).get(t))).get("kind", "chat")
-                 for t in ("cheap", "strong") if isinstance(_mapping(route).get(t), str)}
+        tiers = [_mapping(route).get(t) for t in ("cheap", "strong")]
+        kinds = {_mapping(models.get(t)).get("kind", "chat") for t in tiers if isinstance(t, str)}
         if len(kinds) > 1:
             problems.append((f"routes.{route_name}", "both tiers must be of the same kind (chat or embedding)"))
     return problems
@@ -469,6 +473,23 @@ def _deployment_problems(path: str, holder: Mapping[str, Any],
         backend = _mapping(deployment).get("backend")
         if isinstance(backend, str) and backend not in backends:
             problems.append((f"{path}.deployments[{index}].backend", f"no backend named {backend!r}"))
+    return problems
+
+
+def _embedding_problems(path: str, model: Mapping[str, Any],
+                        backends: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """An embedding model's deployments must be on a kind that serves embeddings."""
+    if model.get("kind") != "embedding":
+        return []
+    holders = [(path, model)] + [(f"{path}.versions.{name}", _mapping(version))
+                                 for name, version in _mapping(model.get("versions")).items()]
+    problems: list[tuple[str, str]] = []
+    for where, holder in holders:
+        for index, deployment in enumerate(_list(holder.get("deployments"))):
+            name = _mapping(deployment).get("backend")
+            if isinstance(name, str) and _mapping(backends.get(name)).get("kind") == "anthropic":
+                problems.append((f"{where}.deployments[{index}].backend",
+                                 "anthropic deployments cannot serve an embedding model"))
     return problems
 
 

@@ -53,6 +53,13 @@ class SimConfig:
     enable_metrics: bool = False
     """SGLang's ``--enable-metrics``: serve ``/metrics``. Off by default, as in SGLang, where
     ``/metrics`` is then a 404 and only ``/v1/loads`` tells the worker's load."""
+    is_embedding: bool = False
+    """SGLang's ``--is-embedding``: the worker serves an embedding model (``/v1/embeddings``
+    answers; without it SGLang refuses embeddings with a 400). The OpenAI kind always embeds."""
+    embedding_dim: int = 64
+    """Length of the sim's vectors (``dimensions`` may ask for fewer)."""
+    embedding_float_only: bool = False
+    """Answer float vectors whatever ``encoding_format`` asks (a server without base64)."""
     enable_priority_scheduling: bool = False
     """SGLang's ``--enable-priority-scheduling`` (with ``--default-priority-value 0``): the
     queue gauges of ``/metrics`` carry a total (``priority=""``) and a per-priority series."""

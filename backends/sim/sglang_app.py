@@ -1,6 +1,7 @@
 """HTTP apps of a simulated SGLang worker and a simulated OpenAI-compatible provider.
 
-Both serve the OpenAI routes (``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``),
+Both serve the OpenAI routes (``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``
+(``embeddings.py``), ``/v1/models``),
 each in its upstream's own shapes (``sglang_shapes.py``: SGLang 0.5.23's, nulls and
 ``matched_stop`` included; ``openai_shapes.py``: OpenAI's), with tool calling and, on SGLang,
 reasoning (``chat_request.py`` says when). The SGLang worker adds its native routes
@@ -24,6 +25,7 @@ from aiohttp import web
 from backends.sim import sglang_control
 from backends.sim.chat_request import ChatBody, StreamOptions
 from backends.sim.config import SimConfig
+from backends.sim.embeddings import embeddings_body
 from backends.sim.engine import Generation, SimEngine, SimFailure, SimHooks, SimRequest
 from backends.sim.openai_shapes import OpenAIShapes
 from backends.sim.sglang_shapes import SGLangShapes
@@ -97,6 +99,7 @@ class _SimRoutes:
         routes = [
             web.post("/v1/chat/completions", self._guarded(self.chat)),
             web.post("/v1/completions", self._guarded(self.completions)),
+            web.post("/v1/embeddings", self._guarded(self.embeddings)),
             web.get("/v1/models", self._guarded(self.models)),
             web.get("/health", self.health),
             web.get("/health_generate", self.health),
@@ -172,6 +175,9 @@ class _SimRoutes:
         async with gen:
             await gen.complete()
         return _json(self.dialect.text_body(answer))
+
+    async def embeddings(self, request: web.Request, raw: bytes) -> web.StreamResponse:
+        return _json(await embeddings_body(self.config, self.engine, raw, native=self.native))
 
     def _answer(self, gen: Generation, model: str, options: StreamOptions | None) -> Answer:
         include_usage = options is not None and options.include_usage is True

@@ -78,7 +78,7 @@ def server_info(config: SimConfig) -> dict[str, Any]:
 def model_info(config: SimConfig) -> dict[str, Any]:
     """``GET /model_info``: every key SGLang's handler writes."""
     return {"model_path": config.model, "served_model_name": config.model,
-            "tokenizer_path": config.model, "is_generation": True,
+            "tokenizer_path": config.model, "is_generation": not config.is_embedding,
             "preferred_sampling_params": None, "weight_version": "default", "load_format": "auto",
             "reasoning_parser": "qwen3", "tool_call_parser": "qwen25",
             "disaggregation_mode": "null", "has_image_understanding": False,

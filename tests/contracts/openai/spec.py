@@ -35,7 +35,7 @@ _SCHEMAS = "/components/schemas/"
 
 @dataclass(frozen=True)
 class Deviation:
-    """One place where real servers send null and the spec does not allow it.
+    """One place where real servers send what the spec does not allow (null, mostly).
 
     Attributes:
         schema: Component schema the change applies to.
@@ -43,12 +43,14 @@ class Deviation:
         why: Who sends it, for the README and the error a test would otherwise show.
         derived: When set, the change goes into a copy of ``schema`` registered under this
             name, and ``schema`` itself stays as OpenAI wrote it.
+        also: The JSON type allowed there besides the spec's own (``null`` unless said).
     """
 
     schema: str
     pointer: str
     why: str
     derived: str | None = None
+    also: str = "null"
 
 
 COMPLETION_CHUNK = "CreateCompletionResponse.chunk"
@@ -72,8 +74,13 @@ DEVIATIONS = (
     Deviation("CreateCompletionResponse", "/properties/usage",
               "text-completion chunks carry usage null like chat chunks (nullable there) when usage "
               "was asked for (OpenAI), and always (SGLang 0.5.23)", derived=COMPLETION_CHUNK),
+    Deviation("Embedding", "/properties/embedding",
+              "with encoding_format: base64 (what the openai SDK asks for by default) OpenAI and SGLang "
+              "0.5.23 send the vector as a base64 string of little-endian float32; the spec knows "
+              "only the float array", also="string"),
 )
-"""Every difference between the spec and the servers the gateway relays, all of them nulls."""
+"""Every difference between the spec and the servers the gateway relays: nulls, and base64
+embeddings."""
 
 
 class SpecViolation(AssertionError):
@@ -135,7 +142,10 @@ def _apply(schemas: dict[str, Any], deviation: Deviation) -> None:
             schemas[deviation.derived] = copy.deepcopy(target)
         target = schemas[deviation.derived]
     parent, key = _resolve_pointer(target, deviation.pointer)
-    parent[key] = _or_null(parent[key])
+    if deviation.also == "null":
+        parent[key] = _or_null(parent[key])
+    else:
+        parent[key] = {"anyOf": [parent[key], {"type": deviation.also}]}
 
 
 def _json_path(error: ValidationError) -> str:
