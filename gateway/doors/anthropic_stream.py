@@ -71,6 +71,10 @@ class AnthropicStream:
         self._stop: tuple[str, str | None] = ("end_turn", None)
         self._usage: Usage | None = None
         self._delta_sent = False
+        self._thinking = [0, 0]
+        """Characters of the open native thinking block: as Anthropic sent them, as released."""
+        self._held: list[tuple[JSONObject, ChatChunk, _Text, bool]] | None = None
+        """Native events held after a thinking block whose moderated text is still held back."""
 
     # --- the encoder protocol -------------------------------------------------------------
 
@@ -82,9 +86,11 @@ class AnthropicStream:
 
     def done(self) -> bytes:
         """Close what is open, then ``message_delta`` and ``message_stop`` unless already sent."""
+        events = self._flush()
         if self._finished:
-            return b""
-        events = [] if self._started else [self._message_start("msg_switchyard", "")]
+            return b"".join(encode_event(e) for e in events)
+        if not self._started:
+            events.append(self._message_start("msg_switchyard", ""))
         events += self._ending()
         return b"".join(encode_event(e) for e in events)
 
@@ -191,8 +197,16 @@ class AnthropicStream:
         text = _Text(choice)
         blocked = choice is not None and choice.finish_reason == "content_filter"
         events: list[JSONObject] = []
+        if self._held is not None and text.reasoning:  # released late: into the block held open
+            events += self._thinking_text(text.take("reasoning"))
         for event in originals:
-            events += self._native_event(event, chunk, text, blocked)
+            if self._held is not None:
+                self._held.append((event, chunk, text, blocked))
+            else:
+                events += self._native_event(event, chunk, text, blocked)
+        if self._held is not None and (choice is None or text.content or choice.finish_reason is not None
+                                       or self._thinking[1] >= self._thinking[0]):
+            events += self._flush()  # the answer began or ended: moderation released all reasoning
         if text.content:  # released by moderation after its own event: into the text block
             events += self._released(text.take("content"))
         if blocked and not self._delta_sent and not self._finished:
@@ -212,7 +226,14 @@ class AnthropicStream:
             block = event.get("content_block") or {}
             self._open = (index, str(block.get("type", "")))
             self._next_index = max(self._next_index, index + 1)
+            self._thinking = [0, 0]
             return [event]
+        if self._open is not None and self._open[1] == "thinking" and self._thinking[1] < self._thinking[0] \
+                and kind in ("content_block_delta", "content_block_stop") and self._held is None:
+            # moderation still holds some of this block's thinking: keep the block open until
+            # the relay releases it (when the answer begins, or at the end)
+            self._held = [(event, chunk, text, blocked)]
+            return []
         if kind == "content_block_delta":
             return self._native_delta(event, text)
         if kind == "content_block_stop":
@@ -236,7 +257,27 @@ class AnthropicStream:
         if not field:
             return [event]  # signature and citation deltas: the relay does not change them
         value = text.take(kind)
+        if kind == "reasoning":
+            self._thinking[0] += len(str(delta.get("thinking", "")))
+            self._thinking[1] += len(value)
         return [{**event, "delta": {**delta, field: value}}] if value else []
+
+    def _thinking_text(self, released: str) -> list[JSONObject]:
+        """Thinking the relay released after its own event, into the open thinking block."""
+        if self._open is None or self._open[1] != "thinking":
+            return []
+        self._thinking[1] += len(released)
+        delta = {"type": "thinking_delta", "thinking": released}
+        return [{"type": "content_block_delta", "index": self._open[0], "delta": delta}]
+
+    def _flush(self) -> list[JSONObject]:
+        """The held events, now that the thinking block's text is out."""
+        held, self._held = self._held or [], None
+        self._thinking = [0, 0]  # whatever was not released by now never will be
+        events: list[JSONObject] = []
+        for event, chunk, text, blocked in held:
+            events += self._native_event(event, chunk, text, blocked)
+        return events
 
     def _released(self, released: str) -> list[JSONObject]:
         """Text the relay let through without an event of its own (held, then released)."""

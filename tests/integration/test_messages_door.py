@@ -27,6 +27,7 @@ from gateway.local_stack import ANTHROPIC_MODEL, AUTO_ROUTE, DEMO_KEY, LOCAL_MOD
 from tests.conftest import ThreadedStack
 
 CANARY_MODEL = "canary-chat"
+TERM = "project nightingale"
 CLAUDE_CODE_NAMES = ("claude-sonnet-4-5-20250929", "claude-3-5-haiku-20241022")
 MODELS = (LOCAL_MODEL, OPENAI_MODEL, ANTHROPIC_MODEL)
 _EVENT = TypeAdapter(RawMessageStreamEvent)
@@ -39,6 +40,9 @@ def _edit(document: dict[str, Any]) -> None:
     models = document["models"]
     models[ANTHROPIC_MODEL]["aliases"] = ["claude-sonnet-*", "claude-opus-*"]
     models[LOCAL_MODEL]["aliases"] = ["claude-3-5-haiku-*"]
+    document["moderation"] = {"models": {ANTHROPIC_MODEL: {
+        "input": {"categories": {}, "pii": {"email": {"action": "redact"}}, "blocked_terms": ["forbidden launch codes"]},
+        "output": {"categories": {}, "blocked_terms": [TERM]}}}}
     # a canary splitting users between two backend kinds: both must answer in Anthropic's shape
     models[CANARY_MODEL] = {"versions": {"v1": {"deployments": [{"backend": "local", "model": "sim-llama"}]},
                                          "v2": {"deployments": [{"backend": "claude", "model": "sim-claude"}]}},
@@ -345,3 +349,38 @@ def test_mid_stream_error_event_is_raised_by_the_sdk() -> None:
             model="m", max_tokens=8, messages=[{"role": "user", "content": "x"}]) as stream:
         seen.extend(stream.text_stream)
     assert seen == ["Hel"]
+
+
+def test_output_moderation_holds_over_native_streams_and_answers(door: ThreadedStack) -> None:
+    client = _client(door)
+    ask: Any = [{"role": "user", "content": "go"}]
+    pieces = ["The plan is called proj", "ect night", "ingale and it starts ", "tomorrow at dawn. ", "More follows."]
+    raw = _post(door, {"model": ANTHROPIC_MODEL, "max_tokens": 64, "stream": True, "messages": ask, "sim_reply": pieces})
+    events = _events(raw.content)
+    text = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    assert "night" not in text.lower()
+    assert [e for e in events if e["type"] == "message_delta"][-1]["delta"]["stop_reason"] == "refusal"
+    assert events[-1]["type"] == "message_stop"
+    with client.messages.stream(model=ANTHROPIC_MODEL, max_tokens=64, messages=ask,
+                                extra_body={"sim_reply": ["Write to ", "jane.doe@exa", "mple.com for access. ", "Thanks."]}
+                                ) as stream:
+        streamed = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert streamed == "Write to [REDACTED:EMAIL] for access. Thanks." and final.stop_reason == "end_turn"
+    whole = client.messages.create(model=ANTHROPIC_MODEL, max_tokens=64, messages=ask,
+                                   extra_body={"sim_reply": "Plans for project nightingale are attached."})
+    assert whole.stop_reason == "refusal" and "nightingale" not in whole.model_dump_json()
+
+
+def test_input_moderation_is_never_bypassed_by_the_native_body(door: ThreadedStack) -> None:
+    system = [{"type": "text", "text": "Be kind.", "cache_control": {"type": "ephemeral"}}]
+    response = _post(door, {"model": ANTHROPIC_MODEL, "max_tokens": 8, "system": system,
+                            "messages": [{"role": "user", "content": "Mail jane.doe@example.com please"}]})
+    assert response.status_code == 200, response.text
+    sent = _anthropic_bodies(door)[-1]
+    # the redacted prompt goes out translated: the client's own body would carry the address
+    assert "jane.doe" not in msgspec.json.encode(sent).decode() and "[REDACTED:EMAIL]" in str(sent["messages"])
+    assert sent["system"] == "Be kind."
+    blocked = _post(door, {"model": ANTHROPIC_MODEL, "max_tokens": 8,
+                           "messages": [{"role": "user", "content": "the forbidden launch codes"}]})
+    assert blocked.status_code == 400 and blocked.json()["error"]["type"] == "invalid_request_error"
