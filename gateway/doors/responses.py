@@ -87,7 +87,7 @@ class ResponsesTurn:
                                     "have expired (responses.ttl_s), never have been stored (send store: true), "
                                     "or belong to another tenant.", param="previous_response_id")
             history = prior.stored.conversation()
-        own = [{"role": "user", "content": body.input}] if isinstance(body.input, str) else list(body.input)
+        own = [{"role": "user", "content": body.input}] if isinstance(body.input, str) else list(body.input or ())
         self.items = [*history, *own]
         call = to_chat(body, raw, self.items)
         self.body, self.echo = body, Echo(body)

@@ -53,7 +53,7 @@ class ResponsesBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     """The fields of ``POST /v1/responses`` the gateway reads; the rest is ``extra``."""
 
     model: str
-    input: str | list[Any] = ""
+    input: str | list[Any] | None = None
     instructions: str | None = None
     tools: list[JSONObject] | None = None
     tool_choice: str | JSONObject | None = None

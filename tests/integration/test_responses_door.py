@@ -9,6 +9,7 @@ machine, which raises on an event out of order).
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import subprocess
@@ -26,10 +27,13 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import BaseModel, TypeAdapter
 
 from gateway.local_stack import ANTHROPIC_MODEL, AUTO_ROUTE, DEMO_KEY, LOCAL_MODEL, OPENAI_MODEL, TEAM_B_KEY
+from gateway.telemetry import AccessLog, Telemetry
 from tests.conftest import ThreadedStack
 from tests.redis_support import REDIS_URL, require_redis
 
 MODELS = [LOCAL_MODEL, OPENAI_MODEL, ANTHROPIC_MODEL]
+ACCESS = io.StringIO()
+"""The canary stack's access lines."""
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 WEATHER: Any = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
@@ -293,8 +297,12 @@ def canary_stack(tmp_path_factory: pytest.TempPathFactory, brittle: Any, brittle
         document["models"]["brittle"] = {"deployments": [{"backend": "brittle", "model": "sim-brittle"}]}
         document["retries"] = {"max_attempts": 1}
         document["responses"] = {"store": False}
+        document["moderation"] = {"models": {LOCAL_MODEL: {
+            "input": {"categories": {}, "blocked_terms": ["forbidden launch codes"]},
+            "output": {"categories": {}, "blocked_terms": ["project nightingale"]}}}}
 
-    stack = ThreadedStack(tmp_path_factory.mktemp("responses-canary"), edit_policy=edit)
+    stack = ThreadedStack(tmp_path_factory.mktemp("responses-canary"), edit_policy=edit,
+                          telemetry=Telemetry(None, AccessLog(ACCESS)))
     try:
         yield stack
     finally:
@@ -325,6 +333,27 @@ def test_store_off_is_a_clear_400(canary_stack: ThreadedStack) -> None:
         assert "responses: {store: true}" in caught.value.message
         assert caught.value.body["param"] == next(iter(asked))  # type: ignore[index]
     assert client.responses.create(model=LOCAL_MODEL, input="hi", store=False).status == "completed"
+
+
+def test_moderation_and_the_access_line(canary_stack: ThreadedStack) -> None:
+    client = _client(canary_stack.url)
+    pieces = ["The plan is called proj", "ect night", "ingale and it starts ", "tomorrow at dawn. ",
+              "More details follow in a long paragraph that keeps going for a while."]
+    events = list(client.responses.create(model=LOCAL_MODEL, input="go", stream=True,
+                                          extra_body={"sim_reply": pieces}))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert "night" not in text.lower() and events[-1].type == "response.incomplete"
+    final = events[-1].response
+    assert final.status == "incomplete" and final.incomplete_details is not None
+    assert final.incomplete_details.reason == "content_filter"
+    assert "night" not in final.output_text.lower()
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model=LOCAL_MODEL, input="tell me the forbidden launch codes")
+    deadline = time.monotonic() + 5
+    while not (lines := [json.loads(x) for x in ACCESS.getvalue().splitlines() if '"output:' in x]):
+        assert time.monotonic() < deadline, "no access line with the output verdict"
+        time.sleep(0.02)
+    assert lines[-1]["door"] == "responses" and lines[-1]["moderation"] == ["output:blocked_term:block"]
 
 
 def test_a_broken_stream_ends_with_error_and_response_failed(canary_stack: ThreadedStack,
