@@ -1,6 +1,7 @@
 """``switchyard demo``: the embedded default, end to end, with no Redis and no GPU.
 
-Starts two simulated SGLang workers and simulated OpenAI and Anthropic APIs in-process,
+Starts two simulated SGLang workers, an SGLang embedding worker and simulated OpenAI and
+Anthropic APIs in-process,
 starts the gateway over them, drives it with the real ``openai`` SDK and prints where every
 request went, how much of its prompt was cached, and how long it took.
 """
@@ -21,6 +22,7 @@ from gateway.local_stack import (
     ANTHROPIC_MODEL,
     AUTO_ROUTE,
     DEMO_KEY,
+    EMBED_LOCAL_MODEL,
     LOCAL_MODEL,
     OPENAI_MODEL,
     TEAM_B_KEY,
@@ -104,6 +106,18 @@ async def _stream(client: openai.AsyncOpenAI, label: str, model: str,
     return row
 
 
+async def _embed(client: openai.AsyncOpenAI, label: str, model: str, texts: list[str]) -> Row:
+    row = Row(label, model)
+    start = time.perf_counter()
+    raw = await client.embeddings.with_raw_response.create(model=model, input=texts)
+    row.total_ms = (time.perf_counter() - start) * 1000
+    _route_row(row, raw.headers)
+    answer = raw.parse()
+    row.prompt_tokens = answer.usage.prompt_tokens
+    row.result = f"{len(answer.data)} vectors of {len(answer.data[0].embedding)} floats"
+    return row
+
+
 async def _conversations(client: openai.AsyncOpenAI, turns: int, users: int = 3) -> list[Row]:
     """Several users' conversations, their turns interleaved, all sharing one system prompt."""
     chats: list[list[dict[str, Any]]] = [[{"role": "system", "content": SYSTEM_PROMPT}] for _ in range(users)]
@@ -119,13 +133,13 @@ async def _conversations(client: openai.AsyncOpenAI, turns: int, users: int = 3)
 
 
 def _print_table(rows: list[Row]) -> None:
-    header = (f"{'request':<22} {'asked':<13} {'answered by':<30} {'worker':<8} {'why':<18} "
+    header = (f"{'request':<22} {'asked':<13} {'answered by':<30} {'worker':<13} {'why':<18} "
               f"{'prompt':>6} {'cached':>6} {'TTFT ms':>7} {'ms':>6}  result")
     print(header)
     print("-" * len(header))
     for r in rows:
         ttft = f"{r.ttft_ms:7.1f}" if r.ttft_ms is not None else f"{'-':>7}"
-        print(f"{r.label:<22} {r.model:<13} {r.answered_by:<30} {r.worker:<8} {r.reason:<18} "
+        print(f"{r.label:<22} {r.model:<13} {r.answered_by:<30} {r.worker:<13} {r.reason:<18} "
               f"{r.prompt_tokens:>6} {r.cached_tokens:>6} {ttft} {r.total_ms:6.1f}  {r.result}")
 
 
@@ -135,7 +149,7 @@ async def _run(turns: int) -> int:
         # the demo's table shows cached tokens: SGLang reports them with --enable-cache-report
         sim = SimConfig(base_ttft_ms=2.0, prefill_us_per_token=60.0, itl_ms=3.0,
                         enable_cache_report=True, enable_metrics=True)
-        stack = await start_local_stack(Path(tmp), sim=sim,
+        stack = await start_local_stack(Path(tmp), sim=sim, embeddings=True,
                                         selection={"type": "cache_aware", "debug_header": True})
         print(f"gateway on {stack.url}; SGLang sims: {', '.join(s.url for s in stack.sglang)}; "
               f"OpenAI sim: {stack.openai.url}; Anthropic sim: {stack.anthropic.url}\n")
@@ -152,6 +166,7 @@ async def _run(turns: int) -> int:
                                          [{"role": "user", "content": EASY}]))[0])
                 rows.append((await _chat(client, "auto: hard prompt", AUTO_ROUTE,
                                          [{"role": "user", "content": HARD}]))[0])
+                rows.append(await _embed(client, "embeddings", EMBED_LOCAL_MODEL, [EASY, SYSTEM_PROMPT[:80]]))
             async with openai.AsyncOpenAI(base_url=stack.url + "/v1", api_key=TEAM_B_KEY,
                                           max_retries=0) as limited:
                 rows.append((await _chat(limited, "team-b asks for Claude", ANTHROPIC_MODEL, hello))[0])

@@ -235,6 +235,19 @@ def test_models_of_the_other_kind_are_refused_naming_the_model(stack: ThreadedSt
         _client(stack).chat.completions.create(model=EMBED_LOCAL_MODEL, messages=[{"role": "user", "content": "hi"}])
     assert f"'{EMBED_LOCAL_MODEL}' is an embedding model" in refused.value.message
     assert refused.value.body["param"] == "model"  # type: ignore[index]
+    # every other door refuses it the same way, in its own error shape
+    text = _client(stack).completions.with_raw_response
+    with pytest.raises(openai.BadRequestError) as legacy:
+        text.create(model=EMBED_OPENAI_MODEL, prompt="hi")
+    assert "'embed-openai' is an embedding model: it does not serve completions requests" in legacy.value.message
+    with pytest.raises(openai.BadRequestError) as responses:
+        _client(stack).responses.create(model=EMBED_LOCAL_MODEL, input="hi")
+    assert "does not serve responses requests" in responses.value.message
+    messages = httpx.post(stack.url + "/v1/messages", json={
+        "model": EMBED_LOCAL_MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-api-key": DEMO_KEY, "anthropic-version": "2023-06-01"})
+    assert messages.status_code == 400 and messages.json()["type"] == "error"
+    assert "does not serve messages requests" in messages.json()["error"]["message"]
 
 
 def test_an_input_over_the_window_is_refused(stack: ThreadedStack) -> None:
