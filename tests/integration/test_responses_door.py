@@ -29,6 +29,7 @@ from pydantic import BaseModel, TypeAdapter
 from gateway.local_stack import ANTHROPIC_MODEL, AUTO_ROUTE, DEMO_KEY, LOCAL_MODEL, OPENAI_MODEL, TEAM_B_KEY
 from gateway.telemetry import AccessLog, Telemetry
 from tests.conftest import ThreadedStack
+from tests.contracts.openai.hook import SpecLedger
 from tests.redis_support import REDIS_URL, require_redis
 
 MODELS = [LOCAL_MODEL, OPENAI_MODEL, ANTHROPIC_MODEL]
@@ -106,7 +107,7 @@ def _raw_events(url: str, body: dict[str, Any]) -> list[Any]:
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_stream_over_each_backend(stack: ThreadedStack, model: str) -> None:
+def test_stream_over_each_backend(stack: ThreadedStack, model: str, spec_checks: SpecLedger) -> None:
     pieces = ["Hel", "lo ", "the", "re."]
     with _client(stack.url).responses.stream(model=model, input="Greet me", instructions="Be brief.",
                                              extra_body={"sim_reply": pieces}) as stream:
@@ -124,6 +125,9 @@ def test_stream_over_each_backend(stack: ThreadedStack, model: str) -> None:
     assert final.usage is not None and final.usage.output_tokens > 0 and final.usage.input_tokens > 0
     raw = _raw_events(stack.url, {"model": model, "input": "Greet me", "sim_reply": pieces})
     assert [e.type for e in raw] == kinds and raw[-1].response.output_text == "Hello there."
+    assert not spec_checks.check()  # the harness judged every event by OpenAI's spec
+    judged = {check.schema.rpartition("/")[2] for check in spec_checks.checks}
+    assert {"ResponseCreatedEvent", "ResponseTextDeltaEvent", "ResponseCompletedEvent"} <= judged
 
 
 @pytest.mark.parametrize("model", MODELS)
