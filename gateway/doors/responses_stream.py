@@ -134,10 +134,9 @@ class ResponsesStream:
         item = self._open[key]
         if not item.text:
             out += self._added(item)
-        if not text:
-            item.text.append(text)  # announced, nothing to add
-            return out
         item.text.append(text)
+        if not text:
+            return out  # announced, nothing to add
         kind = "response.reasoning_text.delta" if key == "reasoning" else "response.output_text.delta"
         extra: dict[str, Any] = {} if key == "reasoning" else {"logprobs": []}
         out.append(self._event(kind, item_id=item.id, output_index=item.index, content_index=0, delta=text, **extra))
@@ -190,11 +189,12 @@ class ResponsesStream:
 
     def done(self) -> bytes:
         status, reason = status_of(self._finish)
+        started = self._started()  # a replayed or empty stream still opens with response.created
         out, output = self._finish_items("incomplete" if status == "incomplete" else "completed")
         final = self._echo.response(status, output, self._usage or Usage(), reason)
         self._on_final(final)
         kind = "response.completed" if status == "completed" else "response.incomplete"
-        return b"".join([*out, self._event(kind, response=final)])
+        return b"".join([*started, *out, self._event(kind, response=final)])
 
     def error(self, error: SwitchyardError) -> bytes:
         code = "rate_limit_exceeded" if error.status_code == 429 else "server_error"
