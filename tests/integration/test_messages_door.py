@@ -17,13 +17,22 @@ import httpx2
 import msgspec
 import pytest
 from anthropic.types import Message, MessageCreateParams, RawMessageStreamEvent
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from backends.errors import UpstreamError
 from backends.types import ChatChunk, ChunkChoice, Delta
 from gateway.doors.anthropic import ANTHROPIC_MESSAGES
 from gateway.doors.anthropic_wire import parse_messages
-from gateway.local_stack import ANTHROPIC_MODEL, AUTO_ROUTE, DEMO_KEY, LOCAL_MODEL, OPENAI_MODEL, TEAM_B_KEY
+from gateway.local_stack import (
+    ANTHROPIC_MODEL,
+    AUTO_ROUTE,
+    DEMO_KEY,
+    LOCAL_MODEL,
+    OPENAI_MODEL,
+    TEAM_B_KEY,
+    stack_policy,
+)
+from policies.document import Policy
 from tests.conftest import ThreadedStack
 
 CANARY_MODEL = "canary-chat"
@@ -384,3 +393,23 @@ def test_input_moderation_is_never_bypassed_by_the_native_body(door: ThreadedSta
     blocked = _post(door, {"model": ANTHROPIC_MODEL, "max_tokens": 8,
                            "messages": [{"role": "user", "content": "the forbidden launch codes"}]})
     assert blocked.status_code == 400 and blocked.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_aliases_are_checked_and_resolved_in_order() -> None:
+    document = stack_policy(["http://127.0.0.1:1"], "http://127.0.0.1:2", "http://127.0.0.1:3")
+    document["models"][ANTHROPIC_MODEL]["aliases"] = ["claude-sonnet-4-5-20250929", "claude-*"]
+    document["models"][LOCAL_MODEL]["aliases"] = ["claude-3-5-haiku-*"]
+    document["routes"][AUTO_ROUTE]["aliases"] = ["best"]
+    policy = Policy.model_validate(document)
+    assert policy.model_named("claude-sonnet-4-5-20250929") == ANTHROPIC_MODEL
+    # patterns in document order: the local model's comes first, Claude's takes the rest
+    assert policy.model_named("claude-3-5-haiku-20241022") == LOCAL_MODEL
+    assert policy.model_named("claude-opus-4-1-20250805") == ANTHROPIC_MODEL
+    assert policy.model_named("best") == AUTO_ROUTE and policy.model_named(LOCAL_MODEL) == LOCAL_MODEL
+    assert policy.model_named("gpt-5") == "gpt-5"  # unknown stays unknown: a 404 names it
+    document["models"][OPENAI_MODEL]["aliases"] = ["best"]
+    with pytest.raises(ValidationError, match="already an alias"):
+        Policy.model_validate(document)
+    document["models"][OPENAI_MODEL]["aliases"] = [LOCAL_MODEL]
+    with pytest.raises(ValidationError, match="name of a model"):
+        Policy.model_validate(document)
