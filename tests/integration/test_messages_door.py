@@ -62,7 +62,10 @@ def _edit(document: dict[str, Any]) -> None:
 def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
     threaded = ThreadedStack(tmp_path_factory.mktemp("messages"), edit_policy=_edit)
     yield threaded
-    threaded.close()
+    try:
+        _anthropic_bodies(threaded)  # every body the Anthropic sim received (its last 100) fits the SDK's params
+    finally:
+        threaded.close()
 
 
 def _client(stack: ThreadedStack, key: str = DEMO_KEY, **options: Any) -> anthropic.Anthropic:
@@ -287,6 +290,11 @@ def test_stop_sequences_and_max_tokens(door: ThreadedStack) -> None:
     assert cut.stop_reason == "max_tokens"
     reply = client.messages.create(model=ANTHROPIC_MODEL, max_tokens=3, messages=[{"role": "user", "content": "Talk"}])
     assert reply.stop_reason == "max_tokens"
+    stopped = client.messages.create(model=ANTHROPIC_MODEL, max_tokens=30, stop_sequences=["END"],
+                                     messages=[{"role": "user", "content": "Talk"}],
+                                     extra_body={"sim_reply": "one two END three"})
+    assert stopped.stop_reason == "stop_sequence" and stopped.stop_sequence == "END"
+    assert _anthropic_bodies(door)[-1]["stop_sequences"] == ["END"]
 
 
 def test_image_block_is_translated(door: ThreadedStack) -> None:
