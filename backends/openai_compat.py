@@ -33,13 +33,10 @@ from backends.types import (
     TextResponse,
 )
 
-T = TypeVar("T")
+T = TypeVar("T", ChatResponse, ChatChunk, TextResponse, EmbeddingResponse)
 
 _ENCODER = msgspec.json.Encoder()
 _ERROR_BODY = msgspec.json.Decoder(dict[str, Any])
-_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
-    cls: msgspec.json.Decoder(cls) for cls in (ChatResponse, ChatChunk, TextResponse, EmbeddingResponse)
-}
 
 
 def encode_body(request: ChatRequest | TextRequest, *, stream: bool) -> bytes:
@@ -48,13 +45,13 @@ def encode_body(request: ChatRequest | TextRequest, *, stream: bool) -> bytes:
     A stream always asks for usage so the gateway can account for it; the gateway drops the
     usage chunk again when the client did not ask for it.
     """
-    params = msgspec.structs.replace(
+    params = open_wire.replace(
         request.params,
         model=request.upstream_model or request.params.model,
         stream=stream,
         stream_options=StreamOptions(include_usage=True) if stream else msgspec.UNSET,
     )
-    body = _ENCODER.encode(params)
+    body = open_wire.encode(params)
     if request.extra:
         # splice the extras into the encoded object rather than round-tripping through a dict
         body = body[:-1] + b"," + _ENCODER.encode(request.extra)[1:]
@@ -166,13 +163,12 @@ class OpenAICompatBackend:
         except Exception as exc:  # aiohttp raises many kinds; none may leave backends/
             raise transport_error(exc, self.name) from exc
         try:
-            return _DECODERS[cls].decode(raw)  # type: ignore[no-any-return]
+            return open_wire.decode(raw, cls)
         except msgspec.DecodeError as exc:
             raise UpstreamError(f"{self.name} answered invalid JSON: {exc}") from exc
 
     async def _stream(self, path: str, body: bytes, cls: type[T],
                       trace_headers: dict[str, str] | None) -> AsyncIterator[T]:
-        decoder = _DECODERS[cls]
         try:
             async with asyncio.timeout(self._timeouts.first_byte):
                 response = await self._post(path, body, trace_headers)
@@ -187,10 +183,10 @@ class OpenAICompatBackend:
                 for event in sse.feed(chunk):
                     if event.data == "[DONE]":
                         return
-                    yield self._decode_event(decoder, event.data)
+                    yield self._decode_event(cls, event.data)
             for event in sse.close():
                 if event.data != "[DONE]":
-                    yield self._decode_event(decoder, event.data)
+                    yield self._decode_event(cls, event.data)
         except SwitchyardError:
             raise
         except Exception as exc:
@@ -206,9 +202,9 @@ class OpenAICompatBackend:
             self._api_url(path), data=body, headers=headers, timeout=self._client_timeout
         )
 
-    def _decode_event(self, decoder: msgspec.json.Decoder[T], data: str) -> T:
+    def _decode_event(self, cls: type[T], data: str) -> T:
         try:
-            return decoder.decode(data)
+            return open_wire.decode(data, cls)
         except msgspec.DecodeError as exc:
             message = upstream_message(data.encode())
             if '"error"' in data:
