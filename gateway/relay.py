@@ -24,6 +24,7 @@ from litestar import Response
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
+from backends.anthropic import NATIVE_EVENTS
 from backends.errors import SwitchyardError, UpstreamError, UpstreamRejectedError
 from backends.pool import Worker
 from backends.types import ChatRequest, ChatResponse, EmbeddingRequest, TextRequest, Usage
@@ -112,6 +113,9 @@ async def published(chunks: AsyncIterator[Any], model: str, include_usage: bool,
             out.usage = msgspec.UNSET
         elif hide_cached and isinstance(out.usage, Usage):  # a copy: the tally charges the real
             out.usage = without_cached_tokens(out.usage)
+        if hide_cached:
+            # a native rendering (the provider's own events) would still carry its cache counts
+            out.__dict__.pop(NATIVE_EVENTS, None)
         out.model = model
         yield out
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
-from gateway.local_stack import DEMO_KEY, LOCAL_MODEL, OPENAI_MODEL, TEAM_B_KEY
+from gateway.local_stack import ANTHROPIC_MODEL, DEMO_KEY, LOCAL_MODEL, OPENAI_MODEL, TEAM_B_KEY
 from router.isolation import tenant_salt
 from tests.conftest import ThreadedStack
 
@@ -84,6 +85,34 @@ def test_a_hosted_provider_s_cached_tokens_are_withheld_but_charged(tmp_path_fac
                 reported.append(details.cached_tokens or 0 if details is not None else 0)
             assert reported == [0, 0], reported
         upstream = stack.sim_stats(stack.stack.openai.url)
+        assert upstream["cached_tokens"] > 200  # the provider did serve from its cache
+    finally:
+        stack.close()
+
+
+def test_the_messages_door_withholds_a_provider_s_cache_reads_too(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Native Anthropic answers and events carry the provider's cache counts: with isolation
+    they are rendered from the canonical answer instead, cache reads withheld."""
+    def edit(document: dict[str, Any]) -> None:
+        document["models"][ANTHROPIC_MODEL]["cache_isolation"] = "tenant"
+    stack = ThreadedStack(tmp_path_factory.mktemp("iso-messages"), edit_policy=edit)
+    try:
+        client = anthropic.Anthropic(base_url=stack.url, api_key=DEMO_KEY, max_retries=0)
+        reads = []
+        for question in ("What is the floor?", "And the ceiling?", "And the median?"):
+            kwargs: dict[str, Any] = {"model": ANTHROPIC_MODEL, "max_tokens": 8, "system": SECRET_SYSTEM,
+                                      "messages": [{"role": "user", "content": question}]}
+            if question.startswith("And the c"):
+                with client.messages.stream(**kwargs) as stream:
+                    events = list(stream)
+                    usage = stream.get_final_message().usage
+                starts = [e.message.usage.cache_read_input_tokens for e in events if e.type == "message_start"]
+                reads += [r or 0 for r in starts]
+            else:
+                usage = client.messages.create(**kwargs).usage
+            reads.append(usage.cache_read_input_tokens or 0)
+        assert reads == [0] * len(reads), reads
+        upstream = stack.sim_stats(stack.stack.anthropic.url)
         assert upstream["cached_tokens"] > 200  # the provider did serve from its cache
     finally:
         stack.close()
