@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import weakref
 from collections.abc import Callable
@@ -64,6 +65,8 @@ __all__ = ["TRIMMED_HEADER", "Accounting", "Ticket", "limit_stores", "limits_cli
 PROMPT_FACTOR, PROMPT_SLACK = 16, 4096
 """Most prompt tokens charged: 16x the gateway's estimate plus 4,096 (images and audio are
 estimated, and a model's tokenizer may differ from the counting one, but never by this)."""
+COUNT_INLINE_CHARS = 16_384
+"""Generated text counted exactly at settlement (~1 ms of tiktoken); longer text is scaled."""
 RECOUNT_FACTOR, RECOUNT_SLACK = 4, 64
 """For a request that went upstream with no output bound: completion tokens above
 ``default_max_output_tokens`` per choice are charged up to 4x the streamed text's count + 64."""
@@ -257,16 +260,19 @@ class Accounting:
         """The usage to charge: the upstream's, clamped to what the request could have used
         (no negative count, no prompt far beyond the estimate, no completion beyond its output
         bound for every choice); counted from ``generated`` when the upstream sent none."""
-        counted = (self.counter.count_text(generated, ticket.model_config.tokens) if generated else 0)
-        if usage is None:
-            return Usage(prompt_tokens=ticket.estimate, completion_tokens=counted,
-                         total_tokens=ticket.estimate + counted)
+        counted = 0
+        if generated and (usage is None or ticket.output_bound is None):  # only when it is needed
+            counted = self._count_output(ticket, generated)
         prompt_cap = max(PROMPT_FACTOR * ticket.estimate, ticket.estimate + PROMPT_SLACK)
         if ticket.output_bound is not None:
             completion_cap = ticket.output_bound * ticket.choices
         else:
             completion_cap = max(self.config.default_max_output_tokens * ticket.choices,
                                  RECOUNT_FACTOR * counted + RECOUNT_SLACK)
+        if usage is None:  # counted by the gateway: held to the same bound as a reported count
+            completion = min(counted, completion_cap)
+            return Usage(prompt_tokens=ticket.estimate, completion_tokens=completion,
+                         total_tokens=ticket.estimate + completion)
         prompt = min(max(usage.prompt_tokens, 0), prompt_cap)
         completion = min(max(usage.completion_tokens, 0), completion_cap)
         cached = min(max(usage.cached_tokens, 0), prompt)
@@ -280,6 +286,16 @@ class Accounting:
             return usage
         return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
                      prompt_tokens_details=PromptTokensDetails(cached_tokens=cached))
+
+    def _count_output(self, ticket: AnyTicket, generated: str) -> int:
+        """Tokens in generated text, on the event loop, so bounded: up to ``COUNT_INLINE_CHARS``
+        exactly, beyond that the exact count of that much scaled by length (an estimate, used
+        only for an upstream that reported no usage or a request sent with no output bound)."""
+        config = ticket.model_config.tokens
+        if len(generated) <= COUNT_INLINE_CHARS:
+            return self.counter.count_text(generated, config)
+        head = self.counter.count_text(generated[:COUNT_INLINE_CHARS], config)
+        return math.ceil(head * len(generated) / COUNT_INLINE_CHARS)
 
     async def _charge(self, ticket: AnyTicket, charge: Charge) -> None:
         try:

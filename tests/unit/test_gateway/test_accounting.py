@@ -107,3 +107,23 @@ async def test_upstream_usage_is_clamped_to_the_request_bounds(reported: Usage, 
     assert charge.output_tokens == completion and charge.cost_usd >= 0
     assert accounting.usage_counters.clamped == 1
     await settled(accounting)
+
+
+async def test_settling_a_huge_answer_never_counts_it_whole_on_the_event_loop() -> None:
+    """Finding 2: output was token-counted on the event loop. With the upstream's usage and an
+    output bound nothing is counted; without usage a long text is counted from its head."""
+    import time
+
+    accounting, policy, caller, _ = setup()
+    text = "the gateway relays tokens " * 200_000  # 5.2 MB
+    exact = accounting.counter.count_text(text[:200_000], policy.models["m"].tokens) * len(text) / 200_000
+    for usage in (Usage(prompt_tokens=5, completion_tokens=200, total_tokens=205), None):
+        ticket = await accounting.admit(policy, caller, "m", chat(300), f"r-{usage is None}").reserve()
+        started = time.perf_counter()
+        charge = ticket.settle(usage, text)
+        assert time.perf_counter() - started < 0.25  # counting all of it takes over a second here
+        assert charge.output_tokens == (300 if usage is None else 200)  # the bound caps the count
+        await settled(accounting)
+    assert exact > 300
+    ticket = await accounting.admit(policy, caller, "m", chat(300), "r-short").reserve()
+    assert ticket.settle(None, "hello" + " hello" * 49).output_tokens == 50  # short text: counted exactly
