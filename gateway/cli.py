@@ -255,7 +255,7 @@ def _route_calibrate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, separate from ``main`` so tests can inspect it."""
-    from backends.sim import add_sim_arguments
+    from backends.sim.flags import add_sim_arguments
 
     parser = argparse.ArgumentParser(prog="switchyard", description="An LLM gateway.")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -1,0 +1,40 @@
+"""``switchyard --help`` and the parser start without the app (issue 17: CLI help < 0.3 s).
+
+The 0.3 s figure is measured in docs/performance.md; here the assertions are the cause (which
+modules the parser imports) and a loose wall-clock bound that holds on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+HEAVY = ("litestar", "aiohttp", "gateway.app", "backends.sim.server", "onnxruntime", "redis")
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+
+
+def test_building_the_parser_imports_none_of_the_app() -> None:
+    done = _run("import json, sys\nfrom gateway.cli import build_parser\nbuild_parser()\n"
+                "print(json.dumps(sorted(sys.modules)))")
+    loaded = set(json.loads(done.stdout))
+    assert not {m for m in loaded if m.split(".")[0] in HEAVY or m in HEAVY}, "the parser imported the app"
+
+
+def test_gateway_package_names_load_on_use() -> None:
+    done = _run("import sys, gateway\nbefore = 'gateway.app' in sys.modules\n"
+                "from gateway import Settings, create_app\nprint(before, callable(create_app), Settings.__name__)")
+    assert done.stdout.split() == ["False", "True", "Settings"]
+
+
+def test_switchyard_help_answers_within_a_second() -> None:
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "--help"], capture_output=True, text=True,
+                          timeout=60, check=True)
+    elapsed = time.perf_counter() - started
+    assert "serve" in done.stdout and "sim" in done.stdout
+    assert elapsed < 1.0, f"switchyard --help took {elapsed:.2f} s"
