@@ -33,6 +33,7 @@ from backends.sglang import capabilities
 # seconds; TTFT and end-to-end of LLM calls span 10 ms to minutes
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
+_SCORE_BUCKETS = tuple(i / 20 for i in range(1, 21))  # difficulty scores lie in [0, 1]
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 # the explicit bucket boundaries the GenAI semantic conventions advise (gen-ai-metrics.md)
 GENAI_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -206,6 +207,17 @@ class Metrics:
         registry.register(self._canary_weights)
         self.tiers = Counter("switchyard_route_tier_decisions", "Difficulty-route decisions",
                              ["route", "tier"], registry=registry)
+        self.route_scores = Histogram("switchyard_route_difficulty_score", "Difficulty scores of the "
+                                      "requests a route classified", ["route"], buckets=_SCORE_BUCKETS,
+                                      registry=registry)
+        self.route_tokens = Counter("switchyard_route_tokens", "Tokens of difficulty-routed requests by "
+                                    "route, tier and type (the console's cost saved)", ["route", "tier", "type"],
+                                    registry=registry)
+        self.worker_tokens = Counter("switchyard_worker_prompt_tokens", "Prompt tokens answered by each "
+                                     "worker, by type: input (uncached), cached", ["pool", "worker", "type"],
+                                     registry=registry)
+        self.worker_errors = Counter("switchyard_worker_errors", "Upstream attempts that failed, by worker "
+                                     "and error code", ["pool", "worker", "code"], registry=registry)
         self.rejections = Counter("switchyard_rejections", "Requests refused by rate limits, budgets "
                                   "or context limits", ["code"], registry=registry)
         self.bound_exceeded = Counter("switchyard_bound_exceeded", "Requests or connections ended by a "

@@ -116,6 +116,7 @@ class RequestRecord:
         "capture",
         "charge",
         "completion",
+        "door",
         "ended",
         "fallback",
         "finish_reasons",
@@ -124,7 +125,6 @@ class RequestRecord:
         "model",
         "moderation",
         "moderation_s",
-        "door",
         "on_finish",
         "operation",
         "pool",
@@ -253,6 +253,8 @@ class RequestRecord:
         self.route, self.tier, self.score = route, tier, score
         metrics = self._telemetry.metrics
         metrics.child(metrics.tiers, route, tier).inc()
+        if score is not None:
+            metrics.child(metrics.route_scores, route).observe(score)
 
     def selected(self, selection: Selection, pool: str, *, fallback: bool = False) -> None:
         self.selection, self.pool, self.worker = selection, pool, selection.worker.id
@@ -275,6 +277,8 @@ class RequestRecord:
         self.retries.append(f"{self.worker}:{error.code}")
         metrics = self._telemetry.metrics
         metrics.child(metrics.retries, self.model, error.code).inc()
+        if self.worker:
+            metrics.child(metrics.worker_errors, self.pool, self.worker, error.code).inc()
         span = self._upstream_span
         if span is not None:
             self._observe_call(time.perf_counter(), error.code)
@@ -330,6 +334,13 @@ class RequestRecord:
         metrics.child(metrics.tenant_tokens, tenant, model, "output").inc(charge.output_tokens)
         if charge.cost_usd:
             metrics.child(metrics.cost, model, version, tenant).inc(charge.cost_usd)
+        if self.worker:  # per worker: the prefix-cache hit rate the console shows
+            metrics.child(metrics.worker_tokens, self.pool, self.worker, "input").inc(charge.input_tokens)
+            metrics.child(metrics.worker_tokens, self.pool, self.worker, "cached").inc(charge.cached_input_tokens)
+        if self.route:
+            for kind, count in (("input", charge.input_tokens), ("cached", charge.cached_input_tokens),
+                                ("output", charge.output_tokens)):
+                metrics.child(metrics.route_tokens, self.route, self.tier, kind).inc(count)
         if self._upstream_span is not None:  # the GenAI client metric counts what an upstream call used
             labels = (self.operation, self.provider, self.upstream_model)
             metrics.genai_tokens.series(*labels, "input").observe(charge.input_tokens + charge.cached_input_tokens)

@@ -47,7 +47,8 @@ _ROUTES: tuple[tuple[str, re.Pattern[str], str, str | None], ...] = (
 )
 # Error bodies are OpenAI's shape everywhere but on these: the readiness probe has its own
 # body, and Anthropic's door answers in Anthropic's shape (checked by its own contract tests).
-_NOT_OPENAI_ERRORS = re.compile(r"/readyz|/v1/messages(/.*)?")
+# the console's HTML pages (a failed login is a page); its /console/api/ errors are checked
+_NOT_OPENAI_ERRORS = re.compile(r"/readyz|/v1/messages(/.*)?|/console(?!/api/)(/.*)?")
 
 
 @dataclass(frozen=True)
