@@ -53,7 +53,9 @@ from bench.overhead.stack import (
     write_policy,
 )
 
-SECTIONS = ("gateway", "floor", "server", "profile")
+SECTIONS = ("gateway", "policies", "floor", "server", "profile", "cli")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+"""Where the production-on-Redis cells keep limits and budgets (a database of its own)."""
 LOAD_ORDER = (C32, C32_STREAM, R200, R200_STREAM)
 PACKAGES = ("litestar", "uvicorn", "uvloop", "httptools", "granian", "aiohttp", "httpx",
             "httpx-aiohttp", "msgspec", "py-spy")
@@ -69,10 +71,16 @@ def plan(sections: set[str], targets: set[str]) -> list[tuple[str, Load]]:
         wanted |= {(t, "c32") for t in targets if t.startswith("floor_")}
         wanted |= {(t, load) for t in ("direct", "gateway") for load in ("c32", "r200")}
         wanted |= {("floor_aiohttp", "r200")} & {(t, "r200") for t in targets}
+    if "policies" in sections:
+        # issue 17: the production policy beside the bare one, on the same floor, same run
+        prod = ("gateway", "gateway_prod", "gateway_prod_redis")
+        wanted |= {(t, load.name) for t in ("direct", *prod) for load in LOAD_ORDER}
+        wanted |= {("floor_aiohttp", "c32"), ("floor_aiohttp", "r200")} & {(t, l) for t in targets for l in ("c32", "r200")}
     if "server" in sections:
         wanted |= {(t, load) for t in ("gateway", "gateway_granian") for load in ("c32", "c32_stream", "r200")}
         wanted |= {("direct", "r200")}
-    order = ["direct", "gateway", "gateway_granian", *(f"floor_{c}" for c in CLIENTS)]
+    order = ["direct", "gateway", "gateway_prod", "gateway_prod_redis", "gateway_granian",
+             *(f"floor_{c}" for c in CLIENTS)]
     return [(t, load) for load in LOAD_ORDER for t in order if (t, load.name) in wanted]
 
 
@@ -137,8 +145,14 @@ def _start_targets(stack: contextlib.ExitStack, workdir: Path, sections: set[str
         targets[name] = Target(name, PUBLIC_MODEL, functools.partial(start_gateway, workdir, policy, server),
                                fresh=True)
         stack.callback(targets[name].stop)
-    if "floor" in sections:
-        for client in CLIENTS:
+    if "policies" in sections:
+        production = write_policy(workdir, sim.url, production=True)
+        for name, redis_url in (("gateway_prod", ""), ("gateway_prod_redis", REDIS_URL)):
+            targets[name] = Target(name, PUBLIC_MODEL, functools.partial(
+                start_gateway, workdir, production, "uvicorn", redis_url=redis_url), fresh=True)
+            stack.callback(targets[name].stop)
+    if "floor" in sections or "policies" in sections:
+        for client in CLIENTS if "floor" in sections else ("aiohttp",):
             if client == "httpx_aiohttp" and importlib.util.find_spec("httpx_aiohttp") is None:
                 _log("httpx-aiohttp is not installed: skipping its floor (pip install httpx-aiohttp)")
                 continue
@@ -171,7 +185,7 @@ def _measure(target: Target, load: Load, sim: Any, args: argparse.Namespace, dea
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    sections = {args.only} if args.only else set(SECTIONS)
+    sections = set(args.only) if args.only else set(SECTIONS)
     runs: list[dict[str, Any]] = []
     profiles: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="switchyard-bench-") as tmp, contextlib.ExitStack() as stack:
@@ -188,11 +202,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _log("py-spy is not installed: skipping the profile (pip install py-spy)")
         elif "profile" in sections:
             args.results.parent.mkdir(parents=True, exist_ok=True)
-            for load in (C32, C32_STREAM):
-                _log(f"profiling the gateway at {load.name} with py-spy")
-                out = args.results.with_name(f"{args.results.stem}-profile-{load.name}.pyspy.txt.gz")
-                profiles.append(profile_gateway(targets["gateway"], load, sim, args.profile_duration, out))
-    return {"runs": runs, "profiles": profiles}
+            for name in ("gateway", "gateway_prod"):
+                for load in (C32, C32_STREAM):
+                    if name not in targets:
+                        continue
+                    _log(f"profiling {name} at {load.name} with py-spy")
+                    out = args.results.with_name(f"{args.results.stem}-profile-{name}-{load.name}.pyspy.txt.gz")
+                    profile = profile_gateway(targets[name], load, sim, args.profile_duration, out)
+                    profiles.append({**profile, "target": name})
+    return {"runs": runs, "profiles": profiles, "cli": cli_startup() if "cli" in sections else {}}
+
+
+def cli_startup(repeat: int = 7) -> dict[str, Any]:
+    """Wall time of ``switchyard --help`` and ``switchyard keys hash`` (median of ``repeat``).
+
+    Each is a new process, as an operator runs it; the first run warms the page cache and is
+    not counted.
+    """
+    commands = {"switchyard --help": [bin_path("switchyard"), "--help"],
+                "switchyard keys hash x": [bin_path("switchyard"), "keys", "hash", "x"]}
+    out: dict[str, Any] = {}
+    for label, argv in commands.items():
+        times = []
+        for i in range(repeat + 1):
+            started = time.perf_counter()
+            subprocess.run(argv, capture_output=True, check=True, cwd=REPO)
+            if i:
+                times.append(time.perf_counter() - started)
+        out[label] = {"median_s": round(sorted(times)[len(times) // 2], 3), "runs_s": [round(t, 3) for t in times]}
+    return out
 
 
 def main() -> None:
@@ -201,7 +239,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each cell")
     parser.add_argument("--repeat", type=int, default=1, help="rounds over all cells; the table shows medians")
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 s cells, 0.5 s warm-up, one round")
-    parser.add_argument("--only", choices=SECTIONS, help="run one section (with the cells it compares to)")
+    parser.add_argument("--only", choices=SECTIONS, action="append",
+                        help="run this section (with the cells it compares to); repeatable")
     parser.add_argument("--max-noise", type=float, default=0.10,
                         help="retry a cell when other processes took more than this share of a core")
     parser.add_argument("--retries", type=int, default=2, help="extra attempts per noisy cell")
@@ -223,6 +262,8 @@ def main() -> None:
         _log(f"the machine is busy before the run ({background}): noisy cells will be retried")
     measured = run(args)
     summary = summarise(measured["runs"]) if measured["runs"] else {}
+    if measured["cli"]:
+        summary["cli"] = measured["cli"]
     result = {
         **run_header("bench/overhead", started, code, background),
         "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "repeat": args.repeat,
@@ -232,8 +273,10 @@ def main() -> None:
     }
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    if summary:
+    if summary.get("cells"):
         print(render(summary))
+    for label, cli in measured["cli"].items():
+        print(f"\n`{label}`: median {cli['median_s']:.3f} s over {len(cli['runs_s'])} runs")
     for profile in measured["profiles"]:
         print("\n" + render_profile(profile))
     _log(f"results written to {args.results}")

@@ -82,6 +82,24 @@ def cpu_seconds(pid: int) -> float:
     return total / _TICKS
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The largest peak resident set (``VmHWM``) in ``pid``'s process tree, in MiB.
+
+    The peak since the process started: read at the end of a cell, it covers start-up (models
+    loaded) and the load. The largest member, not the sum: it is the serving process.
+    """
+    peak = 0
+    for member in process_tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]))
+    return round(peak / 1024, 1)
+
+
 def core_busy_seconds() -> dict[str, float]:
     """Non-idle time of each core since boot, from ``/proc/stat`` (``cpu0``, ``cpu1``, ...).
 

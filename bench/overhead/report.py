@@ -7,11 +7,17 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 BARS = {"added_p50_ms": 1.5, "added_p99_ms": 5.0, "c32_rps": 1500.0}
-"""The issue's targets: added latency at 200 req/s (non-streaming), throughput at c=32."""
+"""Issue 7's targets: added latency at 200 req/s (non-streaming), throughput at c=32."""
+POLICY_BARS = {"prod_vs_bare": 0.8, "bare_vs_floor": 0.6, "prod_added_p99_ms": 3.0, "peak_rss_mb": 150.0}
+"""Issue 17's targets: the production policy's c=32 req/s against the bare one's, the bare
+one's against the featureless aiohttp proxy's, the production policy's added p99 at 200 req/s
+and the peak RSS of one serving process with both ONNX models loaded."""
 
 LABELS = {
     "direct": ("direct to the sim", "-", "-"),
     "gateway": ("Switchyard gateway", "uvicorn+uvloop", "aiohttp"),
+    "gateway_prod": ("Switchyard, production policy", "uvicorn+uvloop", "aiohttp"),
+    "gateway_prod_redis": ("Switchyard, production policy on Redis", "uvicorn+uvloop", "aiohttp"),
     "gateway_granian": ("Switchyard gateway", "granian (uvloop)", "aiohttp"),
     "floor_httpx": ("featureless Litestar proxy", "uvicorn+uvloop", "httpx (default transport)"),
     "floor_httpx_aiohttp": ("featureless Litestar proxy", "uvicorn+uvloop", "httpx over httpx-aiohttp"),
@@ -47,6 +53,7 @@ def _cell(runs: list[dict[str, Any]], target: str, load: str) -> dict[str, Any] 
         "cpu_s_per_1k": med(lambda r: r["cpu_s_per_1k"]),
         "other_share_cpu0": med(lambda r: r["other_share"]["cpu0"]),
         "other_share_cpu1": med(lambda r: r["other_share"]["cpu1"]),
+        "peak_rss_mb": med(lambda r: r.get("peak_rss_mb")),
     }
     per_1k = out["cpu_s_per_1k"]
     # requests per second of the target's own CPU: what one whole core would serve, and
@@ -76,7 +83,26 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if reference in c32:
             summary["ratios"][f"vs_{name}"] = {t: c["rps"] / c32[reference]["rps"] for t, c in c32.items()}
     summary["bars"] = _bars(summary, c32)
+    summary["policy_bars"] = _policy_bars(summary, cells)
     return summary
+
+
+def _policy_bars(summary: dict[str, Any], cells: dict[str, Any]) -> dict[str, Any]:
+    """Issue 17's bars, from cells of this run only (an absent cell leaves its bar out)."""
+    c32 = cells.get("c32", {})
+    rps = {t: c32.get(t, {}).get("rps") for t in ("gateway", "gateway_prod", "floor_aiohttp")}
+    added = summary["added_ms"].get("gateway_prod.r200.latency_ms")
+    rss = [c.get("peak_rss_mb") for load in cells.values() for t, c in load.items() if t == "gateway_prod"]
+    measured = {
+        "prod_vs_bare": rps["gateway_prod"] / rps["gateway"] if rps["gateway_prod"] and rps["gateway"] else None,
+        "bare_vs_floor": rps["gateway"] / rps["floor_aiohttp"] if rps["gateway"] and rps["floor_aiohttp"] else None,
+        "prod_added_p99_ms": added and added["p99"],
+        "peak_rss_mb": max((r for r in rss if r is not None), default=None),
+    }
+    return {key: {"value": value, "bar": POLICY_BARS[key],
+                  "met": value <= POLICY_BARS[key] if key in ("prod_added_p99_ms", "peak_rss_mb")
+                  else value >= POLICY_BARS[key]}
+            for key, value in measured.items() if value is not None}
 
 
 def _bars(summary: dict[str, Any], c32: dict[str, Any]) -> dict[str, Any]:
@@ -103,15 +129,16 @@ def _noise(cell: dict[str, Any]) -> str:
 
 def render(summary: dict[str, Any]) -> str:
     """The Markdown tables printed at the end of a run (and pasted into docs/performance.md)."""
-    parts = [_throughput_table(summary), _latency_table(summary), _bars_table(summary)]
+    parts = [_throughput_table(summary), _latency_table(summary), _policy_bars_table(summary),
+             _bars_table(summary)]
     return "\n\n".join(p for p in parts if p)
 
 
 def _throughput_table(summary: dict[str, Any]) -> str:
     cells = summary["cells"]
     rows = [("| load | target | server | upstream client | req/s | 1st s → last s | vs direct | vs aiohttp floor "
-             "| CPU-s / 1k req | req per CPU-s | p50 ms | p99 ms | taken by others, core 0 / 1 |"),
-            "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             "| CPU-s / 1k req | req per CPU-s | p50 ms | p99 ms | peak RSS MiB | taken by others, core 0 / 1 |"),
+            "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for load in ("c32", "c32_stream"):
         pair = cells.get(load, {})
         for target, (what, server, client) in LABELS.items():
@@ -127,7 +154,7 @@ def _throughput_table(summary: dict[str, Any]) -> str:
                 f"| {_f(cell['rps'] / direct if direct else None)} "
                 f"| {_f(cell['rps'] / floor if floor else None)} | {_f(cell['cpu_s_per_1k'], 3)} "
                 f"| {_f(cell['rps_per_cpu_s'], 0)} | {_f(latency.get('p50'), 1)} | {_f(latency.get('p99'), 1)} "
-                f"| {_noise(cell)} |")
+                f"| {_f(cell.get('peak_rss_mb'), 0)} | {_noise(cell)} |")
     return "\n".join(rows) if len(rows) > 2 else ""
 
 
@@ -151,6 +178,18 @@ def _latency_table(summary: dict[str, Any]) -> str:
     return "\n".join(rows) if len(rows) > 2 else ""
 
 
+def _policy_bars_table(summary: dict[str, Any]) -> str:
+    names = {"prod_vs_bare": ("production policy req/s at c=32 / bare policy's", ">="),
+             "bare_vs_floor": ("bare policy req/s at c=32 / featureless aiohttp proxy's", ">="),
+             "prod_added_p99_ms": ("production policy, added p99 at 200 req/s (ms)", "<="),
+             "peak_rss_mb": ("peak RSS, production policy (both ONNX models), MiB", "<=")}
+    rows = ["| bar (issue 17) | target | measured | met |", "|---|--:|--:|---|"]
+    for key, bar in summary.get("policy_bars", {}).items():
+        name, sign = names[key]
+        rows.append(f"| {name} | {sign} {_f(bar['bar'])} | {_f(bar['value'])} | {'yes' if bar['met'] else 'no'} |")
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
 def _bars_table(summary: dict[str, Any]) -> str:
     names = {"added_p50_ms": "added p50 at 200 req/s, non-streaming (ms)",
              "added_p99_ms": "added p99 at 200 req/s, non-streaming (ms)",
@@ -166,7 +205,7 @@ def _bars_table(summary: dict[str, Any]) -> str:
 
 def render_profile(profile: dict[str, Any]) -> str:
     """Top self-time functions of Switchyard's code and of Litestar, and the share per package."""
-    lines = [(f"Profile of the gateway at {profile['load']} ({profile['samples']} samples, "
+    lines = [(f"Profile of {profile.get('target', 'gateway')} at {profile['load']} ({profile['samples']} samples, "
               f"{profile['rps']:,.0f} req/s while sampled; raw stacks: {profile['file']})"), "",
              "self time by package: " + ", ".join(
                  f"{p['package']} {p['percent']}%" for p in profile["self_by_package"])]

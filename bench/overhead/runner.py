@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.overhead.procs import CLIENT_CORE, GATEWAY_CORE, Service, pinned
+from bench.overhead.procs import CLIENT_CORE, GATEWAY_CORE, Service, peak_rss_mb, pinned
 from bench.overhead.stack import API_KEY
 
 
@@ -64,7 +64,8 @@ class Target:
 def run_cell(target: Target, load: Load, sim: Service, duration: float, warmup: float) -> dict[str, Any]:
     """Run the load generator once (pinned to the client core) and return its result.
 
-    Adds ``cpu_s_per_1k`` (the target's CPU over the window per 1,000 answered requests) and
+    Adds ``peak_rss_mb`` (the target's peak resident set so far), ``cpu_s_per_1k`` (the
+    target's CPU over the window per 1,000 answered requests) and
     the share of each core that processes outside the benchmark took during the window
     (``other_share``): on a shared machine that is the noise, and ``noise`` is the larger one.
     """
@@ -82,6 +83,7 @@ def run_cell(target: Target, load: Load, sim: Service, duration: float, warmup: 
     result: dict[str, Any] = json.loads(done.stdout)
     cpu = result["cpu_s"]
     result["target"], result["load"] = target.name, load.name
+    result["peak_rss_mb"] = peak_rss_mb(service.pid) if target.core == GATEWAY_CORE else None
     result["cpu_s_per_1k"] = 1000 * cpu["target"] / result["requests"] if result["requests"] else None
     ours = {GATEWAY_CORE: cpu["target"] if target.core == GATEWAY_CORE else 0.0,
             CLIENT_CORE: cpu["sim"] + cpu["loadgen"]}

@@ -29,7 +29,7 @@ Server = Literal["uvicorn", "granian"]
 
 
 def bench_policy(sim_url: str) -> dict[str, object]:
-    """One model on one SGLang worker (round robin), one tenant with one key."""
+    """The bare policy: one model on one SGLang worker (round robin), one tenant with one key."""
     return {
         "version": "bench-overhead",
         "backends": {
@@ -41,9 +41,41 @@ def bench_policy(sim_url: str) -> dict[str, object]:
     }
 
 
-def write_policy(workdir: Path, sim_url: str) -> Path:
-    path = workdir / "policy.yaml"
-    path.write_text(yaml.safe_dump(bench_policy(sim_url), sort_keys=False), encoding="utf-8")
+def production_policy(sim_url: str) -> dict[str, object]:
+    """Issue 17's production policy: what an operator turns on, every limit far above the load.
+
+    Cache-aware selection, cl100k_base token counting, a context budget that truncates, prices,
+    rate limits and budgets, input and output moderation with their defaults. Nothing is ever
+    refused or trimmed at this load, so every difference from the bare policy is bookkeeping.
+    """
+    return {
+        "version": "bench-overhead-production",
+        "backends": {
+            "sim": {"kind": "sglang", "workers": [sim_url], "health_interval_s": 5.0,
+                    "selection": {"type": "cache_aware"}},
+        },
+        "models": {PUBLIC_MODEL: {
+            "deployments": [{"backend": "sim", "model": SIM_MODEL}],
+            "tokens": {"tokenizer": "cl100k_base"},
+            "context": {"context_window": 32768, "max_output_tokens": 4096, "reserve_output_tokens": 1024,
+                        "overflow_action": "truncate_middle", "max_tokens_overflow": "clamp"},
+            "prices": {"input": 0.10, "cached_input": 0.01, "output": 0.40},
+        }},
+        "tenants": {"bench": {
+            "models": ["*"],
+            "rate_limits": {"rpm": 100_000_000, "tpm": 1_000_000_000_000},
+            "budgets": {"daily_tokens": 1_000_000_000_000, "monthly_usd": 1_000_000_000},
+            "keys": [{"name": "bench-key", "sha256": hash_key(API_KEY)}],
+        }},
+        "moderation": {"default": {"input": {}, "output": {}}},
+    }
+
+
+def write_policy(workdir: Path, sim_url: str, *, production: bool = False) -> Path:
+    """The bare (or production) policy as YAML in ``workdir``."""
+    path = workdir / ("policy-production.yaml" if production else "policy.yaml")
+    document = production_policy(sim_url) if production else bench_policy(sim_url)
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return path
 
 
@@ -62,11 +94,18 @@ def gateway_argv(server: Server, policy: Path, port: int) -> list[str]:
             "--port", str(port), "--workers", "1", "--log-level", "warning"]
 
 
-def start_gateway(workdir: Path, policy: Path, server: Server = "uvicorn") -> Service:
-    """The gateway alone on its core, ready once ``/readyz`` answers 200."""
+def start_gateway(workdir: Path, policy: Path, server: Server = "uvicorn", *, redis_url: str = "") -> Service:
+    """The gateway alone on its core, ready once ``/readyz`` answers 200.
+
+    ``redis_url`` puts limits, budgets and the ledger on Redis (``REDIS_URL``); empty keeps
+    them in process. The environment is set either way, so an operator's ``REDIS_URL`` does
+    not leak into a cell meant to be in process.
+    """
     port = free_port()
-    return start(f"gateway-{server}", pinned(GATEWAY_CORE, gateway_argv(server, policy, port)),
-                 f"http://127.0.0.1:{port}", workdir / "logs", ready_path="/readyz")
+    return start(f"gateway-{server}-{policy.stem}{'-redis' if redis_url else ''}",
+                 pinned(GATEWAY_CORE, gateway_argv(server, policy, port)),
+                 f"http://127.0.0.1:{port}", workdir / "logs", ready_path="/readyz",
+                 env={"REDIS_URL": redis_url}, timeout=60.0)
 
 
 def start_floor(workdir: Path, client: str, upstream: str) -> Service:
