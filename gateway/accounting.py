@@ -30,10 +30,6 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Generic, TypeVar
 
-import redis.asyncio as redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
 from backends.types import ChatRequest, EmbeddingRequest, PromptTokensDetails, TextRequest, Usage
 from gateway.admission_fit import TRIMMED_HEADER, fit_call
 from policies.charge_journal import ChargeJournal
@@ -46,6 +42,7 @@ from policies.rate_limit import (
     RateScope,
     RedisRateLimiter,
 )
+from policies.redis_client import RedisClient, connect
 from policies.reservation import Cost, Reservation
 from policies.resilient import ResilientLedger, ResilientRateLimiter, StoreHealth
 from policies.spend import (
@@ -353,7 +350,7 @@ class Accounting:
             await flush()
 
 
-def limit_stores(client: redis.Redis | None, config: LimitsStoreConfig) -> tuple[RateLimiter, UsageLedger]:
+def limit_stores(client: RedisClient | None, config: LimitsStoreConfig) -> tuple[RateLimiter, UsageLedger]:
     """The process's limiter and ledger: on Redis with per-process fallbacks, or in memory."""
     memory_limiter = MemoryRateLimiter()
     # Redis remembers charged ids for charge_dedup_s (a replay after a long outage must find
@@ -370,8 +367,7 @@ def limit_stores(client: redis.Redis | None, config: LimitsStoreConfig) -> tuple
     return limiter, ledger
 
 
-def limits_client(url: str, config: LimitsStoreConfig) -> redis.Redis:
-    """A Redis client that fails fast: no retries, short timeouts (an outage must cost
-    microseconds per request, not redis-py's default ten retries with backoff)."""
-    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_timeout=config.redis_timeout_s,
-                                socket_connect_timeout=config.redis_timeout_s)
+def limits_client(url: str, config: LimitsStoreConfig) -> RedisClient:
+    """A Redis (or Redis Cluster, or Sentinel) client that fails fast: no retries, short timeouts
+    (an outage must cost microseconds per request, not redis-py's default ten retries with backoff)."""
+    return connect(url, timeout_s=config.redis_timeout_s, fail_fast=True)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis.asyncio as redis
 
 from gateway.accounting import limit_stores, limits_client
 from gateway.policy_sync import PolicySync, PublishedPolicy
@@ -35,6 +34,7 @@ from policies.limits_config import LimitsStoreConfig
 from policies.loader import PolicyError, parse_policy
 from policies.moderation.rules import Scorer as ModerationScorer
 from policies.rate_limit import RateLimiter
+from policies.redis_client import RedisClient, connect
 from policies.spend import UsageLedger
 from router.tiering import Scorer
 
@@ -60,7 +60,7 @@ class _LimitStores:
     """Rate limiter and ledger, kept across policy changes unless ``limits`` itself changes."""
 
     config: LimitsStoreConfig
-    client: redis.Redis | None
+    client: RedisClient | None
     stores: tuple[RateLimiter, UsageLedger]
 
     async def aclose(self) -> None:
@@ -89,7 +89,7 @@ class PolicyManager:
         self._moderation, self._moderation_error = moderation, moderation_error
         self._lock = asyncio.Lock()
         self._control = httpx.AsyncClient(timeout=httpx.Timeout(5.0), limits=httpx.Limits(max_connections=64))
-        self._redis = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+        self._redis = connect(settings.redis_url) if settings.redis_url else None
         self._limits: _LimitStores | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._retiring: dict[Runtime, _LimitStores | None] = {}
@@ -101,7 +101,7 @@ class PolicyManager:
         """The process's canary controller, handed to every runtime built here."""
 
     @property
-    def redis_client(self) -> redis.Redis | None:
+    def redis_client(self) -> RedisClient | None:
         return self._redis
 
     async def start(self) -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import redis.asyncio as redis
+from policies.redis_client import RedisClient
 
 log = logging.getLogger("switchyard.policy")
 
@@ -49,10 +49,12 @@ class PolicySync:
         check_interval_s: The revision check that backs up the channel.
     """
 
-    def __init__(self, client: redis.Redis, cluster: str,
+    def __init__(self, client: RedisClient, cluster: str,
                  on_change: Callable[[PublishedPolicy], Awaitable[None]], check_interval_s: float = 1.0) -> None:
         self._client = client
-        self._key = f"switchyard:{cluster}:policy"
+        # the cluster name is the hash tag: the publish script writes the revision and the
+        # document together, which a Redis Cluster allows only within one slot
+        self._key = "switchyard:{" + cluster + "}:policy"
         self._channel = f"{self._key}:changed"
         self._on_change = on_change
         self._interval = check_interval_s

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import httpx
-import redis.asyncio as redis
 
 from backends.anthropic import AnthropicBackend
 from backends.base import Backend
@@ -42,6 +41,7 @@ from policies.document import (
 from policies.keys import KeyRing
 from policies.loader import PolicyError
 from policies.rate_limit import MemoryRateLimiter, RateLimiter
+from policies.redis_client import RedisClient
 from policies.spend import MemoryUsageLedger, UsageLedger
 from policies.tokens import TokenCounter
 from router import SelectionPolicy, build_policy
@@ -206,7 +206,7 @@ class Runtime:
 
     @classmethod
     def build(cls, policy: Policy, *, control: httpx.AsyncClient, max_connections: int = 0,
-              environ: Mapping[str, str] | None = None, redis_client: redis.Redis | None = None,
+              environ: Mapping[str, str] | None = None, redis_client: RedisClient | None = None,
               scorer: Scorer | None = None, scorer_error: str = "",
               limit_stores: tuple[RateLimiter, UsageLedger] | None = None,
               previous: Runtime | None = None, moderation_classifier: ModerationScorer | None = None,
@@ -347,7 +347,7 @@ def version_label(model: ModelConfig, version: str) -> str:
 
 
 def _response_cache(name: str, model: ModelConfig, version: str,
-                    client: redis.Redis | None) -> ResponseCache:
+                    client: RedisClient | None) -> ResponseCache:
     config = model.response_cache
     store: CacheStore = (RedisCacheStore(client, f"switchyard:cache:{name}", config.max_entries)
                          if client is not None else MemoryCacheStore(config.max_entries))

@@ -21,10 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-import redis.asyncio as redis
-
 from backends.errors import RateLimitedError
 from policies.limits_config import RateLimitConfig
+from policies.redis_client import RedisClient
 from policies.scopes import hash_tag
 
 Dimension = Literal["requests", "tokens"]
@@ -295,7 +294,7 @@ class RedisRateLimiter:
             ``<namespace>:{<tenant>}:<id>`` (``policies.scopes.hash_tag``).
     """
 
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+    def __init__(self, client: RedisClient, namespace: str) -> None:
         self._namespace = namespace
         self._admit = client.register_script(_ADMIT)
         self._adjust = client.register_script(_ADJUST)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
-import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 
 from policies.limits_config import BudgetConfig
+from policies.redis_client import RedisClient
 from policies.reservation import Cost, Held, Reservation
 from policies.scopes import hash_tag
 from policies.spend import (
@@ -149,7 +150,7 @@ class RedisUsageLedger:
         dedup_s: Seconds a charged request id is remembered.
     """
 
-    def __init__(self, client: redis.Redis, namespace: str, retention_days: int = 93,
+    def __init__(self, client: RedisClient, namespace: str, retention_days: int = 93,
                  dedup_s: int = 172_800) -> None:
         self._client = client
         self._namespace = namespace
@@ -185,10 +186,7 @@ class RedisUsageLedger:
             args += [*(-1 if c is None else repr(float(c)) for c in (
                 budget.daily_tokens, budget.monthly_tokens, budget.daily_usd, budget.monthly_usd)),
                 int(budget.max_tokens_overflow == "reject")]
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.sadd(f"{self._namespace}:reserving", hash_tag(ids[0]))  # first: the sweep must find it
-            await self._reserve(keys=keys, args=args, client=pipe)
-            _, reply = await pipe.execute()
+        reply = await self._reserve_marked(hash_tag(ids[0]), keys, args)
         totals, held = {}, {}
         for index, scope in enumerate(scopes):
             d_tok, d_usd, m_tok, m_usd, h_tok, h_usd = (float(x) for x in reply[1 + 6 * index: 7 + 6 * index])
@@ -201,6 +199,20 @@ class RedisUsageLedger:
         tokens, usd = cost.at(output)
         return ReserveOutcome(Reservation(request_id, ids, model, cost.prompt_tokens, tokens, usd, output),
                               BudgetStatus(True, status.states))
+
+    async def _reserve_marked(self, tag: str, keys: list[str], args: list[str | int | float]) -> Any:
+        """Mark the tag as reserving (first: the sweep must find it), then run the reserve script."""
+        marker = f"{self._namespace}:reserving"
+        if isinstance(self._client, RedisCluster):
+            # the marker and the tenant's keys sit in different slots, and a cluster pipeline
+            # does not reload a script a promoted replica lacks: two calls, in this order
+            await self._client.sadd(marker, tag)
+            return await self._reserve(keys=keys, args=args)
+        async with self._client.pipeline(transaction=False) as pipe:  # one round trip
+            pipe.sadd(marker, tag)
+            await self._reserve(keys=keys, args=args, client=pipe)
+            _, reply = await pipe.execute()
+        return reply
 
     async def settle(self, reservation: Reservation, charge: Charge, now: float | None = None) -> bool:
         return await self._charge(reservation.scope_ids, charge, now, require_reservation=False)

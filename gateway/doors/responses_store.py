@@ -15,9 +15,9 @@ import logging
 from typing import Any
 
 import msgspec
-import redis.asyncio as redis
 
 from gateway.stores import CacheStore, MemoryCacheStore, RedisCacheStore
+from policies.redis_client import RedisClient
 from policies.responses_config import ResponsesConfig
 
 __all__ = ["ResponseStore", "StoredResponse"]
@@ -55,7 +55,7 @@ class ResponseStore:
         client: The gateway's Redis client, or None for memory.
     """
 
-    def __init__(self, client: redis.Redis | None) -> None:
+    def __init__(self, client: RedisClient | None) -> None:
         self._client = client
         self._stores: dict[int, CacheStore] = {}
 

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
-import redis.asyncio as redis
+from policies.redis_client import RedisClient
 
 
 class CacheStore(Protocol):
@@ -70,16 +70,21 @@ return excess
 class RedisCacheStore:
     """Entries as Redis strings with PX expiry; a sorted set per namespace bounds their number.
 
+    Every key of a namespace carries the namespace as its hash tag (``{<namespace>}:<key>``,
+    ``{<namespace>}:index``): the put script touches an entry and the index in one call, which a
+    Redis Cluster runs only when both hash to one slot. A namespace (one model's cache, the
+    stored responses) therefore lives on one cluster master; ``max_entries`` bounds its size.
+
     Args:
-        client: A shared ``redis.asyncio.Redis`` (its pool opens and closes with the app).
-        namespace: Key prefix, e.g. ``switchyard:cache``; entries live at ``<namespace>:<key>``.
+        client: A shared Redis or Redis Cluster client (its pool opens and closes with the app).
+        namespace: Key prefix, e.g. ``switchyard:cache``; entries live at ``{<namespace>}:<key>``.
         max_entries: Bound over every replica together.
     """
 
-    def __init__(self, client: redis.Redis, namespace: str, max_entries: int) -> None:
+    def __init__(self, client: RedisClient, namespace: str, max_entries: int) -> None:
         self._client = client
-        self._namespace = namespace
-        self._index = f"{namespace}:index"
+        self._namespace = "{" + namespace + "}"
+        self._index = f"{self._namespace}:index"
         self._max_entries = max_entries
         self._put = client.register_script(_PUT)
 

@@ -48,9 +48,8 @@ from policies.canary.status import describe
 from policies.canary.store import MemoryRolloutStore, RedisRolloutStore, RolloutStore
 
 if TYPE_CHECKING:
-    import redis.asyncio as redis
-
     from policies.document import Policy
+    from policies.redis_client import RedisClient
 
 log = logging.getLogger("switchyard.canary")
 
@@ -90,7 +89,7 @@ class CanaryController:
         self._closing = False
 
     @classmethod
-    def create(cls, client: redis.Redis | None, cluster: str = "default", **options: Any) -> CanaryController:
+    def create(cls, client: RedisClient | None, cluster: str = "default", **options: Any) -> CanaryController:
         """On Redis (shared by the replicas of ``cluster``) when ``client`` is given, else in memory."""
         if client is None:
             return cls(MemoryRolloutStore(), MemoryStatsStore(), **options)

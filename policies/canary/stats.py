@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    import redis.asyncio as redis
+    from policies.redis_client import RedisClient
 
 _PER_DOUBLING = 8
 _BUCKETS = 160  # 1 ms * 2**(160/8) = 2**20 ms, ~17.5 minutes
@@ -218,7 +218,7 @@ class RedisStatsStore:
     expires ``ttl_s`` after its last write. A hash holds at most 3 + 2 x 160 fields.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str, ttl_s: float = 86_400.0) -> None:
+    def __init__(self, client: RedisClient, prefix: str, ttl_s: float = 86_400.0) -> None:
         self._client = client
         self._prefix = prefix
         self._ttl_ms = int(ttl_s * 1000)

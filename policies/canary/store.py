@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Protocol
 from policies.canary.rollout import RolloutState
 
 if TYPE_CHECKING:
-    import redis.asyncio as redis
     from redis.asyncio.client import PubSub
+
+    from policies.redis_client import RedisClient
 
 log = logging.getLogger("switchyard.canary")
 
@@ -99,7 +100,7 @@ class RedisRolloutStore:
     is a few kilobytes, one per rollout ever started.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
         self._channel = f"{prefix}:changed"

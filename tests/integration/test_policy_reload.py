@@ -216,4 +216,4 @@ def test_a_push_reaches_a_second_process_sharing_redis_within_a_second(
             process.wait(15)
         stack.close()
         client = redis.Redis.from_url(REDIS_URL)
-        client.delete(f"switchyard:{cluster}:policy", f"switchyard:{cluster}:policy:rev")
+        client.delete(f"switchyard:{{{cluster}}}:policy", f"switchyard:{{{cluster}}}:policy:rev")
