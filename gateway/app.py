@@ -15,10 +15,11 @@ from gateway.admin import admin_usage, get_policy, put_policy
 from gateway.canary_admin import CANARY_ADMIN_HANDLERS
 from gateway.completions import chat_completions, text_completions
 from gateway.console import CONSOLE_HANDLERS
-from gateway.doors.anthropic_routes import MESSAGES_HANDLERS
+from gateway.doors.anthropic_render import error_body as anthropic_error_body
+from gateway.doors.anthropic_routes import MESSAGES_HANDLERS, MESSAGES_PATHS
 from gateway.doors.embeddings import embeddings
 from gateway.doors.responses_store import ResponseStore
-from gateway.errors import EXCEPTION_HANDLERS
+from gateway.errors import EXCEPTION_HANDLERS, PATH_ERRORS_STATE
 from gateway.openapi import describe
 from gateway.policy_manager import PolicyManager
 from gateway.probes import (
@@ -116,5 +117,6 @@ def create_app(settings: Settings, telemetry: Telemetry | None = None) -> Litest
         logging_config=None,
     )
     app.state.gateway = gateway
+    app.state[PATH_ERRORS_STATE] = dict.fromkeys(MESSAGES_PATHS, anthropic_error_body)
     describe(app.openapi_schema)  # built now, served as completed here
     return app

@@ -49,6 +49,9 @@ REQUEST_ID_STATE = "switchyard_request_id"
 DOOR_STATE = "switchyard_door"
 """Where a request's door leaves its error renderer on ``request.state``: its errors leave in
 the door's shape (OpenAI's by default)."""
+PATH_ERRORS_STATE = "switchyard_path_errors"
+"""On ``app.state``: error renderers by path, for errors raised before a door's handler runs
+(a method the route does not allow)."""
 
 
 def error_response(error: SwitchyardError, request_id: str | None = None,
@@ -60,8 +63,12 @@ def error_response(error: SwitchyardError, request_id: str | None = None,
 
 
 def _render(request: Request[Any, Any, Any]) -> Callable[[SwitchyardError], bytes]:
-    door_render = request.state.get(DOOR_STATE)
-    return door_render if callable(door_render) else error_body
+    door_render: Callable[[SwitchyardError], bytes] | None = request.state.get(DOOR_STATE)
+    if door_render is not None:
+        return door_render
+    by_path: dict[str, Callable[[SwitchyardError], bytes]] = request.app.state.get(PATH_ERRORS_STATE) or {}
+    render: Callable[[SwitchyardError], bytes] = by_path.get(request.url.path, error_body)
+    return render
 
 
 def request_id_of(request: Request[Any, Any, Any]) -> str:

@@ -40,7 +40,26 @@ ERROR_SCHEMA: dict[str, Any] = {
         },
     }},
 }
-"""OpenAI's error body, the only shape a gateway error takes (docs/api.md)."""
+"""OpenAI's error body: what every door but Anthropic's answers errors with (docs/api.md)."""
+
+ANTHROPIC_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "error"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "additionalProperties": False,
+            "properties": {"type": {"type": "string", "minLength": 1}, "message": {"type": "string", "minLength": 1}},
+        },
+    },
+}
+"""Anthropic's error body, what the Messages door answers errors with."""
+
+ERROR_SHAPES = {"/v1/messages": "AnthropicError", "/v1/messages/count_tokens": "AnthropicError"}
+"""Paths whose errors are not in OpenAI's shape, and the schema they use instead."""
 
 JSON_BODIES = {("/v1/chat/completions", "post"): "ChatParams", ("/v1/completions", "post"): "TextParams"}
 """Operations whose body is one of the wire types: answered as JSON, or as SSE when streamed."""
@@ -63,11 +82,12 @@ def describe(openapi: OpenAPI) -> None:
     _, components = msgspec.json.schema_components((ChatParams, TextParams),
                                                    ref_template="#/components/schemas/{name}")
     schemas = openapi.components.schemas = dict(openapi.components.schemas or {})
-    for name, value in {**components, "Error": ERROR_SCHEMA}.items():
+    for name, value in {**components, "Error": ERROR_SCHEMA, "AnthropicError": ANTHROPIC_ERROR_SCHEMA}.items():
         schemas[name] = _schema(value)
-    error = OpenAPIResponse(description="An OpenAI-style error", content={
-        "application/json": OpenAPIMediaType(schema=Reference(ref="#/components/schemas/Error"))})
     for path, item in (openapi.paths or {}).items():
+        shape = ERROR_SHAPES.get(path, "Error")
+        error = OpenAPIResponse(description="An error in the door's shape", content={
+            "application/json": OpenAPIMediaType(schema=Reference(ref=f"#/components/schemas/{shape}"))})
         for method in ("get", "post"):
             operation = getattr(item, method, None)
             if operation is None:

@@ -55,3 +55,5 @@ def _counted_models(runtime: Runtime, model: str) -> list[str]:
 
 MESSAGES_HANDLERS = [messages, count_tokens]
 """Route handlers to register on the app."""
+MESSAGES_PATHS = ("/v1/messages", "/v1/messages/count_tokens")
+"""Their paths: errors there leave in Anthropic's shape even before a handler runs."""
