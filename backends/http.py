@@ -186,13 +186,14 @@ async def read_body(
     """
     loop = asyncio.get_running_loop()
     ends = started + timeouts.total
+    compressed = is_compressed(response)
     cap, bound = timeouts.max_body_bytes, "upstream_body_bytes"
-    if is_compressed(response) and timeouts.max_decompressed_bytes < cap:
+    if compressed and timeouts.max_decompressed_bytes < cap:
         cap, bound = timeouts.max_decompressed_bytes, "upstream_decompressed_bytes"
     parts: list[bytes] = []
     size, limit = 0, timeouts.first_byte
     try:
-        if bound == "upstream_body_bytes" and (response.content_length or 0) > cap:
+        if not compressed and (response.content_length or 0) > cap:
             raise _too_large(target, cap, bound)  # announced: refuse without reading a byte
         while True:
             left = ends - loop.time()
