@@ -15,6 +15,7 @@ in full. Days and months are UTC.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import time
 from collections import OrderedDict
@@ -259,23 +260,34 @@ def evaluate(scopes: Sequence[BudgetScope], totals: Mapping[str, PeriodTotals], 
 
 def day_label(now: float) -> str:
     """The UTC day of ``now``, ``YYYY-MM-DD``."""
-    return time.strftime("%Y-%m-%d", time.gmtime(now))
+    return _day(int(now // DAY_S))[0]
 
 
 def month_label(now: float) -> str:
     """The UTC month of ``now``, ``YYYY-MM``."""
-    return time.strftime("%Y-%m", time.gmtime(now))
+    return _day(int(now // DAY_S))[1]
 
 
 def resets_in(now: float) -> tuple[float, float]:
     """Seconds until the UTC day and the UTC month end."""
-    today = dt.datetime.fromtimestamp(now, dt.UTC).date()
-    tomorrow = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), dt.UTC)
+    day = int(now // DAY_S)
+    return (day + 1) * DAY_S - now, _day(day)[2] - now
+
+
+@functools.lru_cache(maxsize=8)
+def _day(day: int) -> tuple[str, str, int]:
+    """Day label, month label and the next month's first second (Unix time) of UTC day ``day``.
+
+    Every request's ledger and budget check asks for these; a day's answers are computed once
+    (``strftime`` and ``datetime`` on each call were ~3 % of a request's CPU, docs/performance.md).
+    UTC days are exactly ``DAY_S`` long in Unix time (leap seconds are not counted).
+    """
+    today = dt.date(1970, 1, 1) + dt.timedelta(days=day)
     first = today.replace(day=1)
     next_month = (first.replace(year=first.year + 1, month=1) if first.month == 12
                   else first.replace(month=first.month + 1))
-    month_start = dt.datetime.combine(next_month, dt.time(), dt.UTC)
-    return tomorrow.timestamp() - now, month_start.timestamp() - now
+    month_start = (next_month - dt.date(1970, 1, 1)).days * DAY_S
+    return today.strftime("%Y-%m-%d"), today.strftime("%Y-%m"), month_start
 
 
 def _amount(value: float, unit: str) -> str:
@@ -416,10 +428,11 @@ class MemoryUsageLedger:
             return False
         self._charged[charge.request_id] = at + self._dedup_s
         self._charged.move_to_end(charge.request_id)
+        adds, day, month = increments(charge).items(), day_label(at), month_label(at)
         for scope_id in scope_ids:
-            for key in (f"{scope_id}|d|{day_label(at)}", f"{scope_id}|m|{month_label(at)}"):
+            for key in (f"{scope_id}|d|{day}", f"{scope_id}|m|{month}"):
                 record = self._records.setdefault(key, {})
-                for name, value in increments(charge).items():
+                for name, value in adds:
                     record[name] = record.get(name, 0) + value
         return True
 
