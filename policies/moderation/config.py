@@ -34,10 +34,12 @@ __all__ = [
     "OutputChecks",
     "PiiAction",
     "PiiRule",
+    "StreamMode",
 ]
 
 CategoryAction = Literal["block", "flag"]
 PiiAction = Literal["redact", "block", "flag"]
+StreamMode = Literal["incremental", "buffered", "async"]
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 OVERLAP_CHARS = 48
@@ -136,6 +138,24 @@ class OutputChecks(CheckSet):
     At 160 (about 40 tokens) a fast stream is held back at most ~0.4 s at 100 tokens/s."""
     tool_arguments: bool = True
     """Check tool-call arguments (every string in the JSON) with the same rules."""
+    mode: StreamMode = "incremental"
+    """How a stream is held back while it is checked (``docs/moderation-model.md``, "Stream modes"):
+
+    ``incremental``: hold only what could still be the start of a blocked term or a PII value
+    (at most the text's last word or number run, or a term's beginning), and release the rest
+    as soon as the classifier's running score of the open window stays under ``release_below``
+    times each blocking category's threshold; borderline text is held until its window is
+    complete and scored. A blocked term or PII value never reaches the client; a category may
+    fire after the beginning of its window was released (the stream then ends there).
+    ``buffered``: hold whole windows (``window_chars``) until each is checked; the strictest.
+    ``async``: release every delta at once and check the same windows as ``buffered``; a check
+    that fires ends the stream with ``content_filter``, but what came before it (the blocked
+    window itself, and PII, which is found and recorded but not redacted) has reached the client."""
+    release_below: Annotated[float, Field(ge=0, le=1)] = 0.5
+    """``incremental``: release text while every blocking category's running score is under
+    this fraction of its threshold; at or above it the text is borderline and held until its
+    window is scored whole. 0 holds like ``buffered`` for the classifier; 1 releases whenever
+    the running score is under the threshold itself."""
 
 
 class ModerationConfig(StrictModel):

@@ -19,7 +19,8 @@ import json
 from typing import Any
 
 from policies.moderation.categories import Category, Direction
-from policies.moderation.config import ModerationConfig
+from policies.moderation.config import ModerationConfig, StreamMode
+from policies.moderation.early import AsyncStreamModerator, IncrementalStreamModerator
 from policies.moderation.rules import Rules, Scorer
 from policies.moderation.stream import StreamModerator
 from policies.moderation.verdict import Finding, Verdict
@@ -45,7 +46,9 @@ class Moderator:
     def __init__(self, config: ModerationConfig, classifier: Scorer | None = None) -> None:
         self.config = config
         self._input = Rules(config.input, classifier) if config.input is not None else None
-        self._output = Rules(config.output, classifier) if config.output is not None else None
+        output = config.output
+        self._output = None if output is None else Rules(
+            output, classifier, release_below=output.release_below, hold_limit=output.window_chars - 1)
         self._window = config.output.window_chars if config.output is not None else INPUT_WINDOW_CHARS
 
     @property
@@ -77,9 +80,13 @@ class Moderator:
         rest = stream.finish()
         return Verdict(first.text + rest.text, first.findings + rest.findings)
 
-    def stream(self) -> StreamModerator | None:
-        """A new moderator for one streamed answer, or None when the policy does not check output."""
-        return StreamModerator(self._output, self._window) if self._output is not None else None
+    def stream(self, mode: StreamMode | None = None) -> StreamModerator | None:
+        """A new moderator for one streamed answer, in ``mode`` (default: the policy's), or None
+        when the policy does not check output."""
+        if self._output is None or self.config.output is None:
+            return None
+        kind = _MODES[mode or self.config.output.mode]
+        return kind(self._output, self._window)
 
     def check_tool_arguments(self, arguments: str, direction: Direction = "output") -> Verdict:
         """Check a tool call's JSON arguments: every string value, read together.
@@ -111,6 +118,10 @@ class Moderator:
 
     def _rules(self, direction: Direction) -> Rules | None:
         return self._input if direction == "input" else self._output
+
+
+_MODES: dict[str, type[StreamModerator]] = {
+    "incremental": IncrementalStreamModerator, "buffered": StreamModerator, "async": AsyncStreamModerator}
 
 
 def _strings(value: Any) -> list[str]:

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from policies.moderation.categories import CATEGORIES, Category, PiiType
 from policies.moderation.config import CheckSet, PiiAction
+from policies.moderation.holdback import HoldBack
 from policies.moderation.pii import PiiSpan, find_pii
 from policies.moderation.verdict import Finding, redaction
 
@@ -74,7 +75,8 @@ class Rules:
         scorer: the classifier; needed when ``checks`` names any category.
     """
 
-    def __init__(self, checks: CheckSet, scorer: Scorer | None) -> None:
+    def __init__(self, checks: CheckSet, scorer: Scorer | None, *, release_below: float = 0.5,
+                 hold_limit: int = 160) -> None:
         if checks.categories and scorer is None:
             raise ValueError("the moderation policy checks categories but no classifier was given")
         self._scorer = scorer if checks.categories else None
@@ -84,6 +86,9 @@ class Rules:
             for c, rule in checks.categories.items())
         self._pii: dict[PiiType, PiiAction] = {t: rule.action for t, rule in checks.pii.items()}
         self._terms = term_pattern(checks.blocked_terms)
+        self._release_below = release_below
+        self.hold = HoldBack(self._pii.keys(), checks.blocked_terms, hold_limit)
+        """What an incremental stream must hold back (``holdback.py``)."""
 
     @property
     def thresholds(self) -> dict[Category, float]:
@@ -94,13 +99,39 @@ class Rules:
         """The PII spans of the types these rules look for."""
         return find_pii(text, self._pii.keys()) if self._pii else []
 
-    def check(self, windows: Sequence[Window]) -> list[Outcome]:
-        """Every check on every window; the classifier runs once for the whole batch."""
-        scores = self._scorer.scores([w.text for w in windows]) if self._scorer is not None and windows else None
-        return [self._check_one(w, None if scores is None else scores[i]) for i, w in enumerate(windows)]
+    def term_spans(self, text: str) -> list[tuple[int, int]]:
+        """Where blocked terms occur in ``text``."""
+        return [m.span() for m in self._terms.finditer(text)] if self._terms is not None else []
 
-    def _check_one(self, w: Window, scores: npt.NDArray[np.float32] | None) -> Outcome:
+    @property
+    def classifies(self) -> bool:
+        """Whether these rules run the classifier at all."""
+        return self._scorer is not None
+
+    def check(self, windows: Sequence[Window], *, classify: bool = True, match: bool = True) -> list[Outcome]:
+        """Every check on every window; the classifier runs once for the whole batch.
+
+        ``classify=False`` skips the classifier, ``match=False`` the terms and PII (then the
+        window's text is released as it is): an incremental stream runs them apart.
+        """
+        scores = None
+        if classify and self._scorer is not None and windows:
+            scores = self._scorer.scores([w.text for w in windows])
+        return [self._check_one(w, None if scores is None else scores[i], match) for i, w in enumerate(windows)]
+
+    def is_borderline(self, text: str) -> bool:
+        """Whether the running score of ``text`` is too close to a blocking threshold to release
+        text on it (at or above ``release_below`` times the threshold, in any blocking category)."""
+        if self._scorer is None:
+            return False
+        scores = self._scorer.scores([text])[0]
+        return any(scores[i] >= self._release_below * threshold
+                   for i, _, threshold, action in self._categories if action == "block")
+
+    def _check_one(self, w: Window, scores: npt.NDArray[np.float32] | None, match: bool = True) -> Outcome:
         findings: list[Finding] = []
+        if not match:
+            return self._categories_only(w, scores)
         if self._terms is not None:
             # a term anywhere after the released context blocks now, look-ahead included
             findings += [Finding("term", "blocked_term", "block", 1.0, w.offset + m.start(), w.offset + m.end())
@@ -116,8 +147,13 @@ class Rules:
                 redactions.append((start - w.start, end - w.start, span.type))
         for start, end, kind in reversed(redactions):
             released = released[:start] + redaction(kind) + released[end:]
-        if scores is not None:
-            findings += [Finding("category", name, action, float(scores[i]))
-                         for i, name, threshold, action in self._categories if scores[i] >= threshold]
+        findings += self._categories_only(w, scores).findings
         blocked = next((f for f in findings if f.action == "block"), None)
         return Outcome(released, tuple(findings), blocked)
+
+    def _categories_only(self, w: Window, scores: npt.NDArray[np.float32] | None) -> Outcome:
+        findings: tuple[Finding, ...] = ()
+        if scores is not None:
+            findings = tuple(Finding("category", name, action, float(scores[i]))
+                             for i, name, threshold, action in self._categories if scores[i] >= threshold)
+        return Outcome(w.text[w.start:w.end], findings, next((f for f in findings if f.action == "block"), None))

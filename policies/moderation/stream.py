@@ -117,24 +117,37 @@ class StreamModerator:
                 if not final:
                     break
                 cut_at = (len(pending), len(pending))
-            window = self._window_at(context, pending, offset, *cut_at)
-            windows.append(window)
+            window = self._window_at(context, pending, offset, *cut_at, final=final)
             released = window.end - window.start
+            if not released:
+                break  # the window ends with the beginning of a blocked term: wait for the rest
+            windows.append(window)
             context = (context + pending[:released])[-OVERLAP_CHARS:]
             pending, offset = pending[released:], offset + released
         if not windows:
             return Release()
         return self._apply(windows)
 
-    def _window_at(self, context: str, pending: str, offset: int, cut: int, look_end: int) -> Window:
+    def _window_at(self, context: str, pending: str, offset: int, cut: int, look_end: int, *,
+                   final: bool = False) -> Window:
+        base = len(context)
+        if not final and look_end == cut:  # a cut with no look-ahead (a sentence end, a newline)
+            cut, look_end = self._term_safe_cut(context + pending, base, cut)
         text = context + pending[:look_end]
         spans = self._rules.pii(text)
-        base = len(context)
         for span in spans:  # never cut through a PII value: cut before it, or after it
             start, end = span.start - base, span.end - base
             if start < cut < end:
                 cut = start if start > 0 else min(end, look_end)
         return Window(text, base, base + cut, offset - base, tuple(spans))
+
+    def _term_safe_cut(self, full: str, base: int, cut: int) -> tuple[int, int]:
+        """A term's words may continue past a newline: read a term that straddles the cut with
+        its window (which then blocks), and never release the beginning of one still arriving."""
+        for start, end in self._rules.term_spans(full):
+            if start < base + cut < end:
+                return cut, end - base
+        return max(0, min(cut, self._rules.hold.term_start(full) - base)), cut
 
     def _apply(self, windows: list[Window]) -> Release:
         texts: list[str] = []

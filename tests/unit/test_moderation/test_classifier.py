@@ -96,15 +96,23 @@ def test_scores_do_not_depend_on_the_process_hash_seed(classifier: ModerationCla
     np.testing.assert_allclose(json.loads(out.stdout), here, atol=1e-7)
 
 
-def test_the_shipped_model_blocks_a_toxic_stream_and_passes_a_benign_one(classifier: ModerationClassifier) -> None:
-    moderator = Moderator(ModerationConfig(), classifier)
+@pytest.mark.parametrize("mode", ["buffered", "incremental"])
+def test_the_shipped_model_blocks_a_toxic_stream_and_passes_a_benign_one(classifier: ModerationClassifier,
+                                                                         mode: str) -> None:
+    moderator = Moderator(ModerationConfig.model_validate({"output": {"mode": mode}}), classifier)
     stream = moderator.stream()
     assert stream is not None
     text = "Here is my honest answer. " + TOXIC["harassment"] + " That is all."
     releases = [stream.feed(text[i:i + 4]) for i in range(0, len(text), 4)] + [stream.finish()]
     blocked = next(r.blocked for r in releases if r.blocked is not None)
     assert blocked.kind == "category"
-    assert "idiot" not in "".join(r.text for r in releases)
+    out = "".join(r.text for r in releases)
+    assert text.startswith(out)
+    if mode == "buffered":
+        assert "idiot" not in out  # the whole window is held until it is scored
+    else:
+        # released while the running score was clearly under; held once it turned borderline
+        assert "shut up" not in out and "loser" not in out
     benign = " ".join(BENIGN) * 3
     assert moderator.check_text(benign, "output").text == benign
 

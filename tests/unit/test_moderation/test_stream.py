@@ -19,6 +19,8 @@ from policies.moderation.stream import (
 from policies.moderation.verdict import Release
 from tests.unit.test_moderation.conftest import KeywordScorer
 
+MODES = ("incremental", "buffered", "async")
+
 BENIGN = (
     "Sure! Here is how to kill a Python process on Linux: run `ps aux | grep python`, then "
     "`kill -9 <PID>`. On Windows, use Task Manager or `taskkill /F /PID <PID>`.\n\n"
@@ -50,9 +52,10 @@ def test_benign_stream_is_unchanged(scorer: KeywordScorer) -> None:
 
 
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=600),
-       st.lists(st.integers(min_value=0, max_value=40), max_size=80))
-def test_any_text_without_findings_passes_byte_for_byte_in_any_chunking(text: str, cuts: list[int]) -> None:
-    rules = Moderator(ModerationConfig.model_validate({"input": None, "output": {"categories": {}, "pii": {}}})).stream()
+       st.lists(st.integers(min_value=0, max_value=40), max_size=80), st.sampled_from(MODES))
+def test_any_text_without_findings_passes_byte_for_byte_in_any_chunking(text: str, cuts: list[int], mode: str) -> None:
+    rules = Moderator(ModerationConfig.model_validate(
+        {"input": None, "output": {"categories": {}, "pii": {}, "mode": mode}})).stream()
     assert rules is not None
     pieces, i = [], 0
     for size in cuts:
@@ -64,9 +67,10 @@ def test_any_text_without_findings_passes_byte_for_byte_in_any_chunking(text: st
 
 
 @given(st.sampled_from([BENIGN, BENIGN * 4, "word " * 200, "x" * 700, "a.\n" * 90]),
-       st.randoms(use_true_random=False))
-def test_benign_text_with_every_check_on_is_unchanged_in_any_chunking(text: str, rng: random.Random) -> None:
-    stream = moderator(KeywordScorer({"violence": ["i will hurt you badly"]})).stream()
+       st.randoms(use_true_random=False), st.sampled_from(MODES))
+def test_benign_text_with_every_check_on_is_unchanged_in_any_chunking(text: str, rng: random.Random,
+                                                                      mode: str) -> None:
+    stream = moderator(KeywordScorer({"violence": ["i will hurt you badly"]}), mode=mode).stream()
     assert stream is not None
     pieces, i = [], 0
     while i < len(text):
@@ -81,7 +85,7 @@ def test_benign_text_with_every_check_on_is_unchanged_in_any_chunking(text: str,
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 9, 17])
 def test_a_blocked_phrase_split_across_chunks_is_never_released(scorer: KeywordScorer, size: int) -> None:
     text = "Okay, listen to me carefully right now, because I mean every word. I will hurt you badly if you come back here. Bye."
-    stream = moderator(scorer).stream()
+    stream = moderator(scorer, mode="buffered").stream()
     assert stream is not None
     out, releases = run(stream, chunked(text, size))
     blocked = [r for r in releases if r.blocked is not None]
@@ -91,22 +95,24 @@ def test_a_blocked_phrase_split_across_chunks_is_never_released(scorer: KeywordS
     assert stream.feed("more text. ").text == "" and stream.finish().blocked is not None
 
 
-def test_a_blocked_term_split_across_a_window_cut_is_never_released(scorer: KeywordScorer) -> None:
+@pytest.mark.parametrize("mode", ["buffered", "incremental"])
+def test_a_blocked_term_split_across_a_window_cut_is_never_released(scorer: KeywordScorer, mode: str) -> None:
     # no sentence ends: the window fills and is cut at a space; the term straddles that cut
     filler = "lorem ipsum dolor sit amet " * 4
     text = filler + "the acme secret plan is " + "more words " * 20
     for size in (1, 4, 13):
-        stream = moderator(scorer, blocked_terms=["ACME  secret plan"]).stream()
+        stream = moderator(scorer, blocked_terms=["ACME  secret plan"], mode=mode).stream()
         assert stream is not None
         out, releases = run(stream, chunked(text, size))
         assert "acme" not in out and "secret" not in out
         assert any(r.blocked is not None and r.blocked.kind == "term" for r in releases)
 
 
+@pytest.mark.parametrize("mode", ["buffered", "incremental"])
 @pytest.mark.parametrize("size", [1, 3, 4, 6, 11])
-def test_an_email_split_across_chunks_arrives_redacted(scorer: KeywordScorer, size: int) -> None:
+def test_an_email_split_across_chunks_arrives_redacted(scorer: KeywordScorer, size: int, mode: str) -> None:
     text = "You can write to jane.doe@example.com or call +1 (415) 555-0132 any time. Thanks!"
-    stream = moderator(scorer).stream()
+    stream = moderator(scorer, mode=mode).stream()
     assert stream is not None
     out, releases = run(stream, chunked(text, size))
     assert out == "You can write to [REDACTED:EMAIL] or call [REDACTED:PHONE] any time. Thanks!"
@@ -116,21 +122,23 @@ def test_an_email_split_across_chunks_arrives_redacted(scorer: KeywordScorer, si
     assert [text[a or 0:b] for a, b in spans] == ["jane.doe@example.com", "+1 (415) 555-0132"]
 
 
-def test_pii_at_a_window_cut_is_not_split(scorer: KeywordScorer) -> None:
+@pytest.mark.parametrize("mode", ["buffered", "incremental"])
+def test_pii_at_a_window_cut_is_not_split(scorer: KeywordScorer, mode: str) -> None:
     # a run of words with no sentence end, so the window is cut at a space: place an IBAN with
     # spaces across every possible cut position
     for lead in range(60, 170, 7):
         text = "w" * 10 + " " + "a " * ((lead - 11) // 2) + "DE89 3704 0044 0532 0130 00 and then more words to go on"
-        stream = moderator(scorer, window_chars=100).stream()
+        stream = moderator(scorer, window_chars=100, mode=mode).stream()
         assert stream is not None
         out, _ = run(stream, chunked(text, 3))
         assert "3704" not in out and "[REDACTED:IBAN]" in out, lead
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("window", [96, 160, 400])
-def test_the_window_bound_is_respected(scorer: KeywordScorer, window: int) -> None:
+def test_the_window_bound_is_respected(scorer: KeywordScorer, window: int, mode: str) -> None:
     text = ("a long line without any sentence end but with spaces " * 30) + ("x" * 900) + " end"
-    stream = moderator(scorer, window_chars=window).stream()
+    stream = moderator(scorer, window_chars=window, mode=mode).stream()
     assert stream is not None
     for chunk in chunked(text, 7):
         stream.feed(chunk)
@@ -142,7 +150,7 @@ def test_windows_depend_on_the_text_not_the_chunking(scorer: KeywordScorer) -> N
     calls = []
     for size in (1, 5, 64, len(text)):
         s = KeywordScorer({})
-        stream = moderator(s).stream()
+        stream = moderator(s, mode="buffered").stream()
         assert stream is not None
         run(stream, chunked(text, size))
         calls.append(sum(s.calls))
@@ -152,7 +160,7 @@ def test_windows_depend_on_the_text_not_the_chunking(scorer: KeywordScorer) -> N
 
 def test_the_classifier_runs_per_window_not_per_chunk(scorer: KeywordScorer) -> None:
     text = BENIGN * 4
-    stream = moderator(scorer).stream()
+    stream = moderator(scorer, mode="buffered").stream()
     assert stream is not None
     run(stream, chunked(text, 4))
     chunks = len(chunked(text, 4))

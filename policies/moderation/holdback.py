@@ -1,0 +1,91 @@
+"""What an incremental stream must still hold back: the tail that could grow into a match.
+
+A blocked term or a PII value is only found once it has arrived whole, so the text that could
+still be its beginning stays held; everything before it can go. ``HoldBack.start(text)`` is
+the index from which ``text`` (the released context plus what is not released yet) must be
+held, computed from the checks a policy turns on:
+
+- **blocked terms**: the earliest word start whose rest of the text (lower-cased, whitespace
+  runs read as one space) is a beginning of a term: ``"the acme sec"`` holds ``"acme sec"``
+  when ``"acme secret plan"`` is blocked;
+- **PII with no spaces** (email, secrets, IP addresses, card, phone or SSN numbers written
+  without spaces): the last run of characters such a value can hold (letters, digits and
+  ``. _ % + - @ : / = ~ # ( )``); ``"Write to jane.doe"`` holds ``"jane.doe"``;
+- **numbers with spaces** (phone, card, SSN): a trailing run of digits, spaces and ``( ) . -``
+  that starts with a digit, ``+`` or ``(``: ``"call +1 415 555 "`` holds ``"+1 415 555 "``;
+- **IBANs with spaces**: a trailing ``CC00`` followed by groups of up to four letters or digits.
+
+A text that ends with a space or a punctuation mark after a word (``"Sure! "``) holds nothing
+but what a term could still begin with. The hold never exceeds ``limit`` characters, so a
+very long run (a minified line, a base64 blob) is released once it passes the bound; a PII
+value longer than that can then be split (its first part released unredacted).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Sequence
+
+from policies.moderation.categories import PiiType
+
+__all__ = ["HoldBack"]
+
+_RUN = re.compile(r"[\w.%+\-@:/=~#()]+\Z")
+_SPACED_NUMBER = re.compile(r"(?:\+|00)?\(?\d[\d ().\-]*\Z")
+# groups of exactly four, so a long run of letters and digits cannot backtrack exponentially
+_SPACED_IBAN = re.compile(r"[A-Za-z]{2}\d{2}(?: [A-Za-z0-9]{4})*(?: [A-Za-z0-9]{0,4})?\Z")
+_WORD_START = re.compile(r"(?<!\w)\w")
+_SPACE = re.compile(r"\s+")
+
+_RUN_TYPES: frozenset[PiiType] = frozenset(
+    {"email", "secret", "ip_address", "credit_card", "phone", "us_ssn", "iban"})
+_NUMBER_TYPES: frozenset[PiiType] = frozenset({"phone", "credit_card", "us_ssn"})
+
+
+class HoldBack:
+    """The tail of a stream that could still become a blocked term or a PII value.
+
+    Args:
+        pii_types: the PII types the policy looks for.
+        terms: the blocked terms.
+        limit: most characters ever held for a possible match.
+    """
+
+    def __init__(self, pii_types: Collection[PiiType], terms: Sequence[str], limit: int) -> None:
+        types = frozenset(pii_types)
+        self._runs = bool(types & _RUN_TYPES)
+        self._numbers = bool(types & _NUMBER_TYPES)
+        self._ibans = "iban" in types
+        self._terms = tuple(sorted({_normal(t) for t in terms}))
+        self._longest = max((len(t) for t in terms), default=0)
+        self._limit = limit
+
+    def start(self, text: str) -> int:
+        """Index in ``text`` from which it must be held (``len(text)``: nothing to hold)."""
+        end = len(text)
+        start = end
+        if self._runs and (m := _RUN.search(text)) is not None:
+            start = m.start()
+        if self._numbers and (m := _SPACED_NUMBER.search(text, max(0, end - self._limit))) is not None:
+            start = min(start, m.start())
+        if self._ibans and (m := _SPACED_IBAN.search(text, max(0, end - self._limit))) is not None:
+            start = min(start, m.start())
+        if self._terms:
+            start = min(start, self.term_start(text))
+        return max(start, end - self._limit)
+
+    def term_start(self, text: str) -> int:
+        """Where the beginning of a blocked term ends ``text`` (``len(text)``: none does)."""
+        if not self._terms:
+            return len(text)
+        # a term with runs of whitespace may be longer than written: look back twice as far
+        begin = max(0, len(text) - 2 * self._longest)
+        for m in _WORD_START.finditer(text, begin):
+            rest = _normal(text[m.start():])
+            if len(rest) <= self._longest and any(t.startswith(rest) and t != rest for t in self._terms):
+                return m.start()
+        return len(text)
+
+
+def _normal(text: str) -> str:
+    return _SPACE.sub(" ", text.lower())

@@ -1,0 +1,203 @@
+"""Stream modes: ``incremental`` releases all but what could still become a match, ``buffered``
+holds windows, ``async`` releases at once and cuts afterwards. The guarantees of the first two
+(a blocked term never out, PII redacted) hold however the stream is chunked."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policies.moderation import ModerationConfig, Moderator, StreamModerator
+from policies.moderation.holdback import HoldBack
+from policies.moderation.stream import classifier_windows
+from policies.moderation.verdict import Release
+from tests.unit.test_moderation.conftest import KeywordScorer
+
+FILLER = ("Sure, here is the plan for the week. We start on Monday with the design review, then "
+          "write the code and test it well. Ask me if anything is unclear!\nThanks for reading. ").split(" ")
+STRICT = ("incremental", "buffered")
+
+
+def stream_of(scorer: KeywordScorer | None = None, **output: object) -> StreamModerator:
+    config = ModerationConfig.model_validate({"input": None, "output": output})
+    stream = Moderator(config, scorer or KeywordScorer({})).stream()
+    assert stream is not None
+    return stream
+
+
+def run(stream: StreamModerator, pieces: list[str]) -> tuple[str, list[Release]]:
+    releases = [stream.feed(p) for p in pieces] + [stream.finish()]
+    return "".join(r.text for r in releases), releases
+
+
+def split(text: str, rng: random.Random) -> list[str]:
+    pieces, i = [], 0
+    while i < len(text):
+        size = rng.choice([1, 1, 2, 3, 4, 5, 8, 13, 40])
+        pieces.append(text[i:i + size])
+        i += size
+    return pieces
+
+
+def around(value: str, rng: random.Random) -> str:
+    words = [rng.choice(FILLER) for _ in range(rng.randint(0, 60))]
+    at = rng.randint(0, len(words))
+    return " ".join(words[:at] + [value] + words[at:]) + rng.choice(["", " ", ". More text follows here."])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.randoms(use_true_random=False), st.sampled_from(STRICT),
+       st.sampled_from(["acme secret plan", "ACME  secret\nplan", "Acme Secret Plan"]))
+def test_a_blocked_term_never_reaches_the_client_in_any_chunking(rng: random.Random, mode: str, term: str) -> None:
+    text = around(term, rng)
+    out, releases = run(stream_of(mode=mode, blocked_terms=["acme secret plan"]), split(text, rng))
+    assert "acme" not in out.lower()
+    assert any(r.blocked is not None and r.blocked.kind == "term" for r in releases)
+    assert text.startswith(out)
+
+
+PII = {
+    "jane.doe@example.com": "EMAIL",
+    "+1 (415) 555-0132": "PHONE",
+    "4111 1111 1111 1111": "CREDIT_CARD",
+    "DE89 3704 0044 0532 0130 00": "IBAN",
+    "sk-proj-abcdefghijklmnopqrstuvwx12345": "SECRET",
+}
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.randoms(use_true_random=False), st.sampled_from(STRICT), st.sampled_from(sorted(PII)))
+def test_pii_is_redacted_in_any_chunking(rng: random.Random, mode: str, value: str) -> None:
+    text = around(value, rng)
+    out, _ = run(stream_of(mode=mode), split(text, rng))
+    assert f"[REDACTED:{PII[value]}]" in out
+    assert "jane" not in out and "555" not in out and "1111" not in out and "3704" not in out and "abcdef" not in out
+
+
+def test_incremental_releases_each_word_once_the_next_one_begins() -> None:
+    stream = stream_of(KeywordScorer({"violence": ["hurt you"]}))
+    tokens = ["Sure", " here", " is", " the", " plan", ".", " First", " we"]
+    released = [stream.feed(t).text for t in tokens]
+    assert released == ["", "Sure ", "here ", "is ", "the ", "", "plan. ", "First "]
+    assert stream.held == len("we")
+    assert stream.finish().text == "we"
+
+
+def test_incremental_releases_at_once_what_ends_with_a_space() -> None:
+    stream = stream_of()
+    assert stream.feed("Sure! ").text == "Sure! "
+    assert stream.feed("Here ").text == "Here "
+
+
+def test_buffered_holds_what_incremental_releases() -> None:
+    stream = stream_of(mode="buffered")
+    assert stream.feed("Sure! Here is the plan ").text == ""  # a window is at least 64 characters
+
+
+def test_borderline_text_is_held_until_its_window_is_scored_whole() -> None:
+    class Borderline(KeywordScorer):
+        """0.3 (under the 0.5 threshold, over half of it) while a window ends with 'maybe'."""
+
+        def scores(self, texts):  # type: ignore[no-untyped-def]
+            out = super().scores(texts)
+            for i, text in enumerate(texts):
+                if text.rstrip().endswith("maybe"):
+                    out[i, :] = 0.3
+            return out
+
+    stream = stream_of(Borderline({}))
+    assert stream.feed("We could go there ").text == "We could go there "
+    assert stream.feed("maybe ").text == ""  # borderline: held for more context
+    assert stream.feed("tomorrow ").text == "maybe tomorrow "  # the running score fell again
+    stream = stream_of(Borderline({}))
+    text = "We could go there, or we could stay at home and read a good book, maybe"
+    out = stream.feed(text).text
+    assert out == ""  # the open window is borderline: nothing of it goes
+    assert stream.feed(". Fine. ").text == text + ". Fine. "  # the whole window passed
+
+
+def test_incremental_scores_the_same_windows_as_buffered() -> None:
+    text = ("Here is a long answer that goes on for a while without much happening. " * 6) + "word " * 60
+    class Recording(KeywordScorer):
+        def scores(self, texts):  # type: ignore[no-untyped-def]
+            self.seen.extend(texts)
+            return super().scores(texts)
+
+    for size in (1, 4, 30):
+        scorer = Recording({})
+        scorer.seen = []  # type: ignore[attr-defined]
+        run(stream_of(scorer), [text[i:i + size] for i in range(0, len(text), size)])
+        assert set(classifier_windows(text, 160)) <= set(scorer.seen)  # type: ignore[attr-defined]
+
+
+def test_incremental_blocks_on_the_classifier_and_stops_releasing() -> None:
+    text = "Okay, listen to me carefully now. I will hurt you badly if you come back here. Bye."
+    stream = stream_of(KeywordScorer({"violence": ["hurt you badly"]}))
+    out, releases = run(stream, [text[i:i + 3] for i in range(0, len(text), 3)])
+    assert any(r.blocked is not None and r.blocked.name == "violence" for r in releases)
+    assert "badly" not in out and text.startswith(out)
+
+
+def test_async_releases_every_delta_at_once_and_cuts_after_a_check_fires() -> None:
+    stream = stream_of(mode="async", blocked_terms=["acme secret plan"])
+    text = "Sure. The acme secret plan is to ship on Friday, and mail jane.doe@example.com today. " * 2
+    pieces = [text[i:i + 4] for i in range(0, len(text), 4)]
+    out = ""
+    for piece in pieces:
+        release = stream.feed(piece)
+        if release.blocked is not None:
+            assert release.text == ""
+            break
+        assert release.text == piece  # nothing held
+        out += release.text
+    assert stream.blocked is not None and stream.blocked.kind == "term"
+    assert "acme secret plan" in out  # what async mode lets through before the cut
+    assert stream.held == 0
+
+
+def test_async_records_pii_it_could_not_redact() -> None:
+    stream = stream_of(mode="async")
+    text = "Write to jane.doe@example.com today, please. " * 3
+    out, releases = run(stream, [text[i:i + 5] for i in range(0, len(text), 5)])
+    assert out == text
+    assert [f.name for r in releases for f in r.findings][:1] == ["email"]
+
+
+@pytest.mark.parametrize(("text", "held"), [
+    ("Sure! ", ""),
+    ("Sure", "Sure"),
+    ("write to jane.doe@exa", "jane.doe@exa"),
+    ("call +1 (415) 555 ", "+1 (415) 555 "),
+    ("pay to DE89 3704 00", "DE89 3704 00"),
+    ("the plan: acme sec", "acme sec"),
+    ("the plan: acme  secret\n", "acme  secret\n"),
+    ("acme secrets ", ""),
+    ("x" * 300, "x" * 159),
+])
+def test_hold_back(text: str, held: str) -> None:
+    hold = HoldBack(["email", "phone", "iban", "credit_card"], ["ACME secret plan"], limit=159)
+    assert text[hold.start(text):] == held
+
+
+def test_nothing_to_hold_without_terms_or_pii() -> None:
+    hold = HoldBack([], [], limit=159)
+    assert hold.start("write to jane.doe@exa") == len("write to jane.doe@exa")
+
+
+def test_mode_defaults_to_incremental_and_is_checked() -> None:
+    config = ModerationConfig()
+    assert config.output is not None and config.output.mode == "incremental"
+    with pytest.raises(ValueError, match="mode"):
+        ModerationConfig.model_validate({"output": {"mode": "eventually"}})
+
+
+def test_buffered_does_not_stall_on_a_term_beginning_that_did_not_continue() -> None:
+    head = "This line is long enough to be a window of its own, it really is, acme\n"
+    stream = stream_of(mode="buffered", blocked_terms=["acme secret plan"])
+    at = head.index("acme")
+    assert stream.feed(head).text == head[:at]  # could be "acme\nsecret plan": held at the cut
+    release = stream.feed("secrets are kept elsewhere. And more text to come here, and more. ")
+    assert release.text.startswith(head[at:]) and release.blocked is None
