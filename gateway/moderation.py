@@ -31,6 +31,7 @@ from backends.types import (
 )
 from gateway.telemetry import RequestRecord
 from policies.moderation import ModerationConfig, Moderator, StreamModerator
+from policies.moderation.config import StreamMode
 from policies.moderation.rules import Scorer
 from policies.moderation.verdict import ContentPolicyViolation, Finding
 
@@ -236,11 +237,18 @@ class StreamGuard:
         self._tool_chunks: dict[int, list[Any]] = {}
         self.blocked: Finding | None = None
         self._spent = 0.0
+        self._held = 0
+        output = moderator.config.output
+        self._mode = output.mode if output is not None else "buffered"
 
     def _stream(self, index: int) -> StreamModerator:
         stream = self._streams.get(index)
         if stream is None:
-            created = self._moderator.stream()
+            # reasoning is released whole-window (buffered) unless the policy says async: a
+            # native thinking block is re-emitted with its signature, which the door can keep
+            # only if the block's text comes out in the pieces it tracks
+            mode: StreamMode | None = "buffered" if index < 0 and self._mode == "incremental" else None
+            created = self._moderator.stream(mode)
             assert created is not None
             stream = self._streams[index] = created
         return stream
@@ -279,6 +287,9 @@ class StreamGuard:
                         return self._block(chunk, self.blocked)
                     out = [*checked, chunk] if chunk not in checked else checked
         self._spent += time.perf_counter() - started
+        self._held = max(self._held, sum(s.held for s in self._streams.values()))
+        if self._record.first_visible_at is None and any(map(_is_visible, out)):
+            self._record.first_visible()
         return out
 
     def _moderate_reasoning(self, index: int, delta: Any, answer_begins: bool) -> bool:
@@ -356,8 +367,21 @@ class StreamGuard:
             self._record.moderated("output", findings, 0.0)
 
     def close(self) -> None:
-        """Record the time spent moderating this stream."""
+        """Record the time spent moderating this stream and the most it held back at once."""
         self._record.moderation_s += self._spent
+        self._record.held_chars = max(self._record.held_chars, self._held)
+
+
+def _is_visible(chunk: ChatChunk | TextResponse) -> bool:
+    """Whether a chunk carries anything the client shows: text, reasoning or a tool call."""
+    for choice in chunk.choices:
+        delta = getattr(choice, "delta", None)
+        if delta is None:
+            if getattr(choice, "text", None):
+                return True
+        elif delta.content or getattr(delta, "reasoning_content", None) or delta.tool_calls:
+            return True
+    return False
 
 
 def _tool_deltas(chunks: list[ChatChunk]) -> Iterator[ToolCallDelta]:

@@ -79,7 +79,9 @@ def report_outcome(runtime: Runtime, assignment: VersionChoice, record: RequestR
     if record.upstream_started is None or record.cache == "hit" or (400 <= status < 500 and status != 429):
         return
     ended = record.ended or time.perf_counter()
-    first = record.first_token_at if record.first_token_at is not None else ended
+    # what the user sees: output moderation's hold-back counts, not just the upstream's first byte
+    visible = record.visible_ttft_at
+    first = visible if visible is not None else ended
     blocked = any(m.startswith("output:") and m.endswith(":block") for m in record.moderation)
     runtime.canaries.record(assignment, Outcome(ok=status < 400, status=status, ttft_s=first - record.started,
                                                 e2e_s=ended - record.started, moderation_blocked=blocked))

@@ -175,6 +175,14 @@ class Metrics:
         self.ttft = Histogram("switchyard_time_to_first_token_seconds",
                               "Request received to the first streamed chunk", model,
                               buckets=_LATENCY_BUCKETS, registry=registry)
+        self.ttft_visible = Histogram("switchyard_time_to_first_visible_token_seconds",
+                                      "Request received to the first streamed text the client sees "
+                                      "(after output moderation's hold-back)", model,
+                                      buckets=_LATENCY_BUCKETS, registry=registry)
+        self.held_chars = Histogram("switchyard_moderation_held_chars", "Most characters output "
+                                    "moderation held back at once, per moderated stream", model,
+                                    buckets=(0, 8, 16, 32, 64, 96, 128, 160, 256, 512, 1024, 4096),
+                                    registry=registry)
         self.itl = ChunkHistogram("switchyard_inter_token_seconds", "Gap between streamed chunks", model,
                                   _ITL_BUCKETS)
         registry.register(self.itl)

@@ -121,6 +121,8 @@ class RequestRecord:
         "fallback",
         "finish_reasons",
         "first_token_at",
+        "first_visible_at",
+        "held_chars",
         "key",
         "model",
         "moderation",
@@ -186,6 +188,10 @@ class RequestRecord:
         self.response_id = ""
         self.upstream_started: float | None = None
         self.first_token_at: float | None = None
+        self.first_visible_at: float | None = None
+        """When the client got its first text (after output moderation held what it held)."""
+        self.held_chars = -1
+        """Most characters output moderation held back at once in this stream (-1: not moderated)."""
         self.capture = False
         """Content capture is on (policy ``observability.capture_content``)."""
         self.request_body: bytes | None = None
@@ -234,6 +240,16 @@ class RequestRecord:
     def charged(self, charge: Charge) -> None:
         """The request's settlement (the admission ticket tells it when it settles)."""
         self.charge = charge
+
+    def first_visible(self) -> None:
+        """The first chunk with text the client sees went out (once per request)."""
+        if self.first_visible_at is None:
+            self.first_visible_at = time.perf_counter()
+
+    @property
+    def visible_ttft_at(self) -> float | None:
+        """First visible text if recorded, else the first upstream chunk (no moderation holds)."""
+        return self.first_visible_at if self.first_visible_at is not None else self.first_token_at
 
     def first_token(self) -> None:
         now = time.perf_counter()
@@ -308,6 +324,11 @@ class RequestRecord:
             metrics.overhead.observe(self.upstream_started - self.started)
         if self.first_token_at is not None and self.stream:
             metrics.child(metrics.ttft, model, version).observe(self.first_token_at - self.started)
+            visible = self.visible_ttft_at
+            if visible is not None:
+                metrics.child(metrics.ttft_visible, model, version).observe(visible - self.started)
+            if self.held_chars >= 0:
+                metrics.child(metrics.held_chars, model, version).observe(self.held_chars)
         tenant = metrics.tenant_label(self.tenant)
         charge = self.charge
         if charge is not None:
@@ -351,6 +372,16 @@ class RequestRecord:
         self._telemetry.metrics.genai_duration.series(self.operation, self.provider, self.upstream_model,
                                                       code).observe(ended - self._upstream_started)
 
+    def _visible_attributes(self) -> dict[str, Any]:
+        """What the client saw of a stream: first visible text, moderation's hold-back."""
+        attributes: dict[str, Any] = {}
+        visible = self.visible_ttft_at
+        if visible is not None and self.stream:
+            attributes["switchyard.ttft_visible_ms"] = round((visible - self.started) * 1000, 3)
+        if self.held_chars >= 0:
+            attributes["switchyard.moderation.held_chars"] = self.held_chars
+        return attributes
+
     def _end_spans(self, status: int, code: str, error: BaseException | None) -> None:
         span = self.span
         request_model = self.request_model[:MAX_NAME_CHARS]
@@ -393,6 +424,7 @@ class RequestRecord:
             attributes["switchyard.cost_usd"] = self.charge.cost_usd
         if self.first_token_at is not None:
             attributes["switchyard.ttft_ms"] = round((self.first_token_at - self.started) * 1000, 3)
+        attributes.update(self._visible_attributes())
         if error is not None:
             attributes[ERROR_TYPE] = code
             span.set_status(Status(StatusCode.ERROR, code))

@@ -106,6 +106,24 @@ def test_a_benign_stream_passes_byte_for_byte(moderated: tuple[ThreadedStack, io
     assert chunks[-1].choices[0].finish_reason not in ("content_filter", None)
 
 
+def test_incremental_mode_streams_text_as_it_comes_and_measures_what_the_client_sees(
+        moderated: tuple[ThreadedStack, io.StringIO]) -> None:
+    stack, _ = moderated
+    pieces = ["Sure! ", "Here is ", "the plan ", "for today, ", "step by step. ", "Mail jane.doe@", "example.com ",
+              "if stuck."]
+    text, chunks = _stream(stack, pieces)
+    contents = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert contents[:5] == pieces[:5]  # each piece released as it came: nothing could still block it
+    assert text == "".join(pieces[:5]) + "Mail [REDACTED:EMAIL] if stuck."
+    metrics = httpx.get(stack.url + "/metrics").text
+    visible = [line for line in metrics.splitlines()
+               if line.startswith(f'switchyard_time_to_first_visible_token_seconds_count{{model="{LOCAL_MODEL}"')]
+    held = [line for line in metrics.splitlines()
+            if line.startswith(f'switchyard_moderation_held_chars_count{{model="{LOCAL_MODEL}"')]
+    assert visible and float(visible[0].rsplit(" ", 1)[1]) >= 1
+    assert held and float(held[0].rsplit(" ", 1)[1]) >= 1
+
+
 def test_a_blocked_request_is_a_400_naming_the_category_not_the_text(
         moderated: tuple[ThreadedStack, io.StringIO]) -> None:
     stack, access = moderated
