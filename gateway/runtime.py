@@ -11,13 +11,14 @@ import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import httpx
 
 from backends.anthropic import AnthropicBackend
 from backends.base import Backend
+from backends.discovery import build_discovery
 from backends.http import Timeouts, open_session
 from backends.openai_compat import OpenAICompatBackend
 from backends.pool import WorkerPool
@@ -83,6 +84,19 @@ def _backends(name: str, config: BackendConfig, ids: list[str], session: aiohttp
     return [OpenAICompatBackend(name, str(config.base_url), session, control, timeouts, key)]
 
 
+def _discovery(config: BackendConfig, session: aiohttp.ClientSession, control: httpx.AsyncClient,
+               key: str | None, bounds: BoundsConfig) -> dict[str, Any]:
+    """A discovering SGLang pool's source and how it builds a found worker's backend."""
+    if not isinstance(config, SGLangBackendConfig) or config.discovery is None:
+        return {}
+    timeouts = _timeouts(config.timeouts, bounds)
+
+    def make(worker_id: str, url: str) -> Backend:
+        return SGLangBackend(worker_id, url, session, control, timeouts, key, health_path=config.health_path)
+
+    return {"discovery": build_discovery(config.discovery), "make_backend": make}
+
+
 def _worker_ids(name: str, config: BackendConfig, previous: BackendSlot | None) -> list[str]:
     """``pool/index`` per worker URL; a worker that stays keeps its id when the list changes,
     so routing state, metrics and headers follow it across a policy change."""
@@ -138,7 +152,8 @@ def _slot(name: str, config: BackendConfig, previous: BackendSlot | None, max_co
     session = open_session(max_connections, compression=bounds.upstream_compression)
     resilience = config.resilience
     pool = WorkerPool(name, _backends(name, config, ids, session, control, key, bounds), config.health_interval_s,
-                      resilience.circuit_breaker, resilience.max_concurrent_per_worker, resilience.queue_timeout_s)
+                      resilience.circuit_breaker, resilience.max_concurrent_per_worker, resilience.queue_timeout_s,
+                      **_discovery(config, session, control, key, bounds))
     keep_selector = previous is not None and previous.selection_json == selection_json
     selector = previous.selector if keep_selector and previous else build_policy(selection)
     departed = sorted({w.id for w in previous.pool.workers} - set(ids)) if keep_selector and previous else []

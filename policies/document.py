@@ -16,6 +16,7 @@ from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 
 from backends.circuit import CircuitBreakerConfig
 from backends.config import StrictModel
+from backends.discovery import DiscoveryConfig
 from policies.bounds_config import BoundsConfig
 from policies.canary.config import CanaryConfig
 from policies.limits_config import (
@@ -82,8 +83,11 @@ class SGLangBackendConfig(StrictModel):
     """A pool of self-hosted SGLang workers serving the same model."""
 
     kind: Literal["sglang"]
-    workers: Annotated[list[AnyHttpUrl], Field(min_length=1)]
-    """Base URLs of the workers, e.g. ``http://10.0.0.5:30000``."""
+    workers: list[AnyHttpUrl] = []
+    """Base URLs of the workers, e.g. ``http://10.0.0.5:30000`` (at least one, or ``discovery``)."""
+    discovery: DiscoveryConfig | None = None
+    """Find the workers instead of listing them: ``dns`` (a headless Service's A/AAAA records)
+    or ``kubernetes`` (a Service's EndpointSlices, watched); listed ``workers`` are kept too."""
     health_path: Literal["/health", "/health_generate"] = "/health"
     """``/health_generate`` runs a one-token generation: slower, but catches a wedged scheduler."""
     health_interval_s: Annotated[float, Field(gt=0)] = 5.0
@@ -94,6 +98,12 @@ class SGLangBackendConfig(StrictModel):
     selection: SelectionConfig = RoundRobinConfig()
     resilience: ResilienceConfig = ResilienceConfig()
     """How a request picks one worker of the pool."""
+
+    @model_validator(mode="after")
+    def _has_workers(self) -> SGLangBackendConfig:
+        if not self.workers and self.discovery is None:
+            raise ValueError("list at least one of workers, or set discovery")
+        return self
 
 
 class OpenAIBackendConfig(StrictModel):

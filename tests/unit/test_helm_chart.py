@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from backends.discovery import DnsDiscoveryConfig, KubernetesDiscoveryConfig
 from policies.document import SGLangBackendConfig
 from policies.loader import parse_policy
 
@@ -42,6 +43,10 @@ ALL_ON: dict[str, Any] = {
                "servedModelName": "qwen-7b", "cache": {"size": "50Gi"},
                "apiKey": {"secretKey": "SGLANG_API_KEY"}},
 }
+
+
+API_DISCOVERY: dict[str, Any] = {**ALL_ON, "sglang": {**ALL_ON["sglang"], "discovery": {"mode": "kubernetes"}}}
+"""Everything on, with the SGLang pods found through the Kubernetes API (ServiceAccount and RBAC)."""
 
 
 def _import_or_skip(name: str, package: str) -> ModuleType:
@@ -135,7 +140,7 @@ def lint_problems(values: dict[str, Any] | None, chart: Path = CHART) -> list[st
     return found + list(report["errors"])
 
 
-@pytest.mark.parametrize("values", [None, ALL_ON], ids=["default", "all_on"])
+@pytest.mark.parametrize("values", [None, ALL_ON, API_DISCOVERY], ids=["default", "all_on", "api_discovery"])
 def test_chart_lints_clean(values: dict[str, Any] | None) -> None:
     assert lint_problems(values) == []
 
@@ -187,7 +192,7 @@ def validate_all(docs: list[dict[str, Any]], version: str) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
-@pytest.mark.parametrize("values", [None, ALL_ON], ids=["default", "all_on"])
+@pytest.mark.parametrize("values", [None, ALL_ON, API_DISCOVERY], ids=["default", "all_on", "api_discovery"])
 def test_every_manifest_validates(values: dict[str, Any] | None, version: str) -> None:
     shipped = kubernetes_validate.utils.all_versions()
     if version not in shipped:
@@ -310,9 +315,16 @@ def test_sglang_workers_are_templated_into_the_policy(all_on_docs: list[dict[str
     policy = parse_policy(policy_text(all_on_docs), "all_on values")
     backend = policy.backends["local"]
     assert isinstance(backend, SGLangBackendConfig)
+    # discovered by default: the headless Service's records, so scaling needs no new policy
+    assert isinstance(backend.discovery, DnsDiscoveryConfig) and backend.workers == []
+    assert backend.discovery.name == f"{headless['metadata']['name']}.{NAMESPACE}.svc.cluster.local"
+    assert backend.discovery.port == named_port(container(sts, "sglang"), "http") == 30000
+    static = manifests(render({**ALL_ON, "sglang": {**ALL_ON["sglang"], "discovery": {"mode": "static"}}}))
+    listed = parse_policy(policy_text(static), "static values").backends["local"]
+    assert isinstance(listed, SGLangBackendConfig) and listed.discovery is None
     expected = [f"http://{sts['metadata']['name']}-{i}.{headless['metadata']['name']}:30000"
                 for i in range(sts["spec"]["replicas"])]
-    assert [str(url).rstrip("/") for url in backend.workers] == expected
+    assert [str(url).rstrip("/") for url in listed.workers] == expected
     assert len(expected) == 2
     assert policy.models["qwen-7b"].deployments[0].backend == "local"
     assert policy.models["qwen-7b"].deployments[0].model == "qwen-7b"
@@ -385,8 +397,30 @@ def test_sglang_merge_keeps_the_backends_other_settings() -> None:
     assert (set(policy.backends), set(policy.models)) == ({"pool"}, {"llama"})  # no default merged in
     backend = policy.backends["pool"]
     assert isinstance(backend, SGLangBackendConfig)
-    assert len(backend.workers) == 3 and "old" not in str(backend.workers)
+    assert backend.discovery is not None and "old" not in str(backend.workers)
     assert (backend.selection.type, backend.health_path) == ("power_of_two", "/health_generate")
+
+
+def test_kubernetes_discovery_carries_its_rbac() -> None:
+    docs = manifests(render(API_DISCOVERY))
+    backend = parse_policy(policy_text(docs), "kubernetes values").backends["local"]
+    assert isinstance(backend, SGLangBackendConfig) and isinstance(backend.discovery, KubernetesDiscoveryConfig)
+    headless = find(docs, "Service", f"{FULLNAME}-sglang-headless")
+    assert (backend.discovery.service, backend.discovery.namespace) == (headless["metadata"]["name"], NAMESPACE)
+    pod = find(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True
+    account = find(docs, "ServiceAccount", pod["serviceAccountName"])
+    role = find(docs, "Role", f"{FULLNAME}-discovery")
+    assert role["rules"] == [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                              "verbs": ["get", "list", "watch"]}]
+    binding = find(docs, "RoleBinding", f"{FULLNAME}-discovery")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": NAMESPACE}]
+    # the DNS mode needs no API access: no token, no RBAC
+    default = manifests(render(ALL_ON))
+    assert find(default, "Deployment", FULLNAME)["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert not [d for d in default if d["kind"] in ("Role", "RoleBinding", "ServiceAccount")]
 
 
 def test_redis_url_points_at_the_bundled_service(all_on_docs: list[dict[str, Any]]) -> None:

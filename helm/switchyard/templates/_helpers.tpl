@@ -92,6 +92,41 @@ app.kubernetes.io/component: {{ .component }}
 {{- toYaml $workers -}}
 {{- end -}}
 
+{{/*
+How the policy's pool finds the StatefulSet's pods (sglang.discovery.mode): "dns" re-resolves the
+headless Service's A/AAAA records, "kubernetes" watches its EndpointSlices (with the RBAC in
+rbac.yaml), "static" lists one URL per replica (a scale change then needs a policy change).
+*/}}
+{{- define "switchyard.sglangMembers" -}}
+{{- $ctx := .ctx -}}
+{{- $backend := .backend -}}
+{{- $mode := $ctx.Values.sglang.discovery.mode -}}
+{{- $svc := include "switchyard.sglangHeadlessName" $ctx -}}
+{{- if eq $mode "static" -}}
+{{- $_ := set $backend "workers" (include "switchyard.sglangWorkers" $ctx | fromYamlArray) -}}
+{{- $_ = unset $backend "discovery" -}}
+{{- else if eq $mode "dns" -}}
+{{- $name := printf "%s.%s.svc.%s" $svc $ctx.Release.Namespace $ctx.Values.sglang.discovery.clusterDomain -}}
+{{- $_ := set $backend "workers" (list) -}}
+{{- $_ = set $backend "discovery" (dict "type" "dns" "name" $name "port" 30000 "interval_s" $ctx.Values.sglang.discovery.intervalS) -}}
+{{- else if eq $mode "kubernetes" -}}
+{{- $_ := set $backend "workers" (list) -}}
+{{- $_ = set $backend "discovery" (dict "type" "kubernetes" "service" $svc "namespace" $ctx.Release.Namespace "port_name" "http") -}}
+{{- else -}}
+{{- fail (printf "sglang.discovery.mode %q: one of dns, kubernetes, static" $mode) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the gateway watches the Kubernetes API (and so needs a token and the RBAC). */}}
+{{- define "switchyard.watchesApi" -}}
+{{- if and .Values.sglang.enabled (eq .Values.sglang.discovery.mode "kubernetes") -}}true{{- end -}}
+{{- end -}}
+
+{{/* The gateway's ServiceAccount: the given one, or the chart's own in the API mode. */}}
+{{- define "switchyard.serviceAccount" -}}
+{{- default (include "switchyard.fullname" .) .Values.serviceAccountName -}}
+{{- end -}}
+
 {{/* The served model name of the SGLang workers (what the gateway sends upstream). */}}
 {{- define "switchyard.sglangServedName" -}}
 {{- default .Values.sglang.modelPath .Values.sglang.servedModelName -}}
@@ -120,7 +155,7 @@ stays as the user gave it.
 {{- fail (printf "policy.backends.%s has kind %q, but sglang.policyBackend names it: the StatefulSet's pool must be of kind sglang" $name $backend.kind) -}}
 {{- end -}}
 {{- $_ := set $backend "kind" "sglang" -}}
-{{- $_ = set $backend "workers" (include "switchyard.sglangWorkers" . | fromYamlArray) -}}
+{{- include "switchyard.sglangMembers" (dict "ctx" . "backend" $backend) -}}
 {{- with .Values.sglang.apiKey.secretKey -}}
 {{- if not (regexMatch "^[A-Za-z_][A-Za-z0-9_]*$" .) -}}
 {{- fail (printf "sglang.apiKey.secretKey %q: a key of the gateway's Secret, which becomes an environment variable name (letters, digits, _)" .) -}}
