@@ -43,7 +43,7 @@ _BODIES = {
               '<ul id="policy-problems"></ul><h2>Diff against the active policy</h2><pre id="policy-diff"></pre>'
               '<h2>Replay estimate</h2><p id="policy-replay-note" class="hint"></p>'
               '<button id="policy-replay" type="button">Replay recorded traffic</button>'
-              '<pre id="policy-replay-out"></pre><p><button id="policy-apply" type="button" class="danger">'
+              '<div id="policy-replay-out"></div><p><button id="policy-apply" type="button" class="danger">'
               'Apply</button> <span id="policy-status"></span></p>',
     "usage": '<h2>Spend per tenant and day (USD)</h2><div class="chart" id="usage-tenants"></div>'
              '<h2>Tokens per model and day</h2><div class="chart" id="usage-models"></div>'

@@ -153,3 +153,35 @@ def test_no_admin_key_no_console(tmp_path: Path) -> None:
             assert httpx.get(stack.url + path).status_code == 404, path
     finally:
         stack.close()
+
+
+def test_replay_needs_recorded_traffic(stack: ThreadedStack) -> None:
+    text = httpx.get(stack.url + "/admin/policy?format=yaml", headers=ADMIN).text
+    result = httpx.post(stack.url + "/admin/policy/replay", headers=ADMIN, content=text).json()
+    assert not result["ran"] and "no recorded traffic" in result["error"]
+
+
+def test_replay_estimates_an_edit_on_the_recorded_traffic(tmp_path: Path) -> None:
+    access_log = tmp_path / "access.jsonl"
+
+    def capture(document: dict[str, Any]) -> None:
+        document["observability"] = {"capture_content": True}
+        document["models"][LOCAL_MODEL]["prices"] = {"input": 1.0, "output": 2.0}
+
+    stack = ThreadedStack(tmp_path, edit_policy=capture, settings_overrides={"access_log": str(access_log)})
+    try:
+        for i in range(3):
+            response = httpx.post(stack.url + "/v1/chat/completions", headers={"authorization": f"Bearer {DEMO_KEY}"},
+                                  json={"model": LOCAL_MODEL, "max_tokens": 4,
+                                        "messages": [{"role": "user", "content": f"hello {i}"}]})
+            assert response.status_code == 200
+        text = httpx.get(stack.url + "/admin/policy?format=yaml", headers=ADMIN).text
+        edited = text.replace("input: 1.0", "input: 10.0")
+        result = httpx.post(stack.url + "/admin/policy/replay", headers=ADMIN, content=edited, timeout=200).json()
+        assert result["ran"], result
+        active, proposed = result["report"]["policies"]
+        assert active["answered"] == proposed["answered"] == 3
+        assert proposed["cost_usd"] > active["cost_usd"] > 0  # the edit's price shows in the estimate
+        assert _version(stack.url) == "local-stack"  # nothing applied
+    finally:
+        stack.close()

@@ -22,7 +22,7 @@
     const plot = new uPlot({
       width: width(el), height: opts.height || 220, series: seriesOf(names, opts),
       scales: { y: opts.range ? { range: opts.range } : { auto: true } },
-      axes: [{}, { values: opts.axis || null }],
+      axes: [{}, { size: 60, values: opts.axis || null }],
     }, data, el);
     return {
       push: function (t, values) {
@@ -34,14 +34,26 @@
     };
   }
 
-  /* Lines over days: x are UTC days ("2026-12-06"), one series per name. */
+  /* Stacked bars over UTC days ("2026-12-06"): one layer per name. uPlot draws series in
+     order, so the running totals go from the whole stack down, each over the one before. */
   function daily(el, days, names, rows, opts) {
     opts = opts || {};
-    const xs = days.map(function (d) { return Date.parse(d + "T00:00:00Z") / 1000; });
-    const data = [xs].concat(names.map(function (_, i) { return rows[i]; }));
+    const xs = days.map(function (_, i) { return i; });
+    const running = [], sum = days.map(function () { return 0; });
+    rows.forEach(function (row) { row.forEach(function (v, j) { sum[j] += v; }); running.push(sum.slice()); });
+    const series = [{ label: "day", value: function (u, i) { return i === null ? "–" : days[i]; } }];
+    const data = [xs];
+    for (let i = names.length - 1; i >= 0; i--) {
+      const color = PALETTE[i % PALETTE.length], own = rows[i];
+      series.push({ label: names[i], stroke: color, fill: color + "cc", paths: uPlot.paths.bars({ size: [0.7, 80] }), points: { show: false },
+        value: function (u, v, si, idx) { return idx === null ? "–" : (opts.format || String)(own[idx]); } });
+      data.push(running[i]);
+    }
     return new uPlot({
-      width: width(el), height: opts.height || 240, series: seriesOf(names, { points: true, value: opts.value }),
-      axes: [{}, { values: opts.axis || null }],
+      width: width(el), height: opts.height || 240, series: series,
+      scales: { x: { time: false, range: [-0.6, days.length - 0.4] }, y: { range: function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; } } },
+      axes: [{ values: function (u, splits) { return splits.map(function (i) { return days[i] === undefined ? "" : days[i]; }); } },
+        { size: 80, values: opts.axis || null }],
     }, data, el);
   }
 
@@ -52,7 +64,7 @@
     return new uPlot({
       width: width(el), height: opts.height || 200,
       scales: { x: { time: false, range: [-0.6, labels.length - 0.4] } },
-      series: [{}, { label: name, stroke: PALETTE[0], fill: "rgba(47, 91, 211, 0.35)",
+      series: [{ label: opts.xLabel || "bucket", value: function (u, i) { return i === null ? "–" : labels[i]; } }, { label: name, stroke: PALETTE[0], fill: "rgba(47, 91, 211, 0.35)",
         paths: uPlot.paths.bars({ size: [0.8, 60] }), points: { show: false } }],
       axes: [{ values: function (u, splits) { return splits.map(function (i) { return labels[i] === undefined ? "" : labels[i]; }); } }, {}],
     }, [xs, values], el);

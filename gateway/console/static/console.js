@@ -24,6 +24,7 @@
   }
 
   function pct(v) { return v === null || v === undefined ? "–" : (100 * v).toFixed(1) + "%"; }
+  function val(v) { return v === null || v === undefined ? "–" : Number.isInteger(v) ? String(v) : Number(v).toPrecision(3); }
   function num(v) { return v === null || v === undefined ? "–" : Number(v).toLocaleString("en-US"); }
   function usd(v) { return v === null || v === undefined ? "–" : "$" + Number(v).toFixed(4); }
   function table(head, rows) {
@@ -91,8 +92,8 @@
         let card = root.querySelector('[data-route="' + CSS.escape(r.name) + '"]');
         if (!card) {
           card = el("div", { cls: "card", "data-route": r.name }, [el("h2", { text: r.name + ": " + r.cheap + " / " + r.strong }), el("div", { cls: "facts" }),
-            el("h3", { text: "Share sent to the strong model, against the target" }), el("div", { cls: "chart share" }),
-            el("h3", { text: "Difficulty scores" }), el("div", { cls: "chart scores" })]);
+            el("h3", { text: "Share sent to the strong model, against the target" }), el("div", { cls: "chart share-chart" }),
+            el("h3", { text: "Difficulty scores" }), el("div", { cls: "chart scores-chart" })]);
           root.appendChild(card);
         }
         const total = r.decisions.cheap + r.decisions.strong;
@@ -101,12 +102,12 @@
           cell(r.threshold.toFixed(3), "num threshold"), cell(r.target_strong_share === null ? "–" : pct(r.target_strong_share), "num"),
           cell(num(r.decisions.cheap), "num cheap"), cell(num(r.decisions.strong), "num strong"), cell(pct(share), "num share"), cell(usd(r.estimated_saved_usd), "num saved")])]));
         if (!charts[r.name]) {
-          charts[r.name] = SyCharts.live(card.querySelector(".share"), ["strong share", "target"], { range: [0, 1], dash: [false, true] });
+          charts[r.name] = SyCharts.live(card.querySelector(".share-chart"), ["strong share", "target"], { range: [0, 1], dash: [false, true] });
         }
         charts[r.name].push(Date.now() / 1000, [share, r.target_strong_share]);
-        const scores = card.querySelector(".scores");
+        const scores = card.querySelector(".scores-chart");
         scores.replaceChildren();
-        SyCharts.bars(scores, r.histogram.map(function (b) { return "≤" + b.le.toFixed(2); }), r.histogram.map(function (b) { return b.count; }), "requests");
+        SyCharts.bars(scores, r.histogram.map(function (b) { return "≤" + b.le.toFixed(2); }), r.histogram.map(function (b) { return b.count; }), "requests", { xLabel: "score" });
       });
     }, 5000);
   }
@@ -115,7 +116,7 @@
   function canaryCard(c) {
     const checks = c.verdict ? c.verdict.checks.map(function (g) {
       return el("tr", {}, [cell(g.guard), cell(g.judgement, g.judgement === "breach" ? "bad" : g.judgement === "pass" ? "ok" : "warn"),
-        cell(g.canary === null ? "–" : g.canary, "num"), cell(g.stable === null ? "–" : g.stable, "num"), cell(g.ratio_limit === null ? "–" : g.ratio_limit, "num"), cell(g.reason)]);
+        cell(val(g.canary), "num"), cell(val(g.stable), "num"), cell(val(g.ratio_limit), "num"), cell(g.reason)]);
     }) : [];
     const history = c.history.slice(-10).reverse().map(function (t) {
       return el("tr", {}, [cell(new Date(t.at * 1000).toISOString().replace(".000", "")), cell(t.kind), cell(t.actor), cell(pct(t.from_weight) + " → " + pct(t.to_weight)), cell(t.reason)]);
@@ -188,7 +189,14 @@
       const out = document.getElementById("policy-replay-out");
       out.textContent = "replaying…";
       const result = (await api("policy/replay", { method: "POST", body: editor.value, type: "application/yaml" })).body;
-      out.textContent = result.ran ? JSON.stringify(result.report, null, 2) : (result.error || "the replay failed");
+      if (!result.ran) { out.textContent = result.error || "the replay failed"; return; }
+      const rows = [["policy", function (p) { return p.label.replace(".yaml", "") + " (" + p.version + ")"; }],
+        ["answered / sent", function (p) { return p.answered + " / " + p.sent; }], ["cost", function (p) { return usd(p.cost_usd); }],
+        ["prefix-cache hit rate", function (p) { return pct(p.hit_rate); }], ["TTFT p50 / p95 (ms)", function (p) { return val(p.ttft_ms.p50) + " / " + val(p.ttft_ms.p95); }],
+        ["decisions", function (p) { return Object.keys(p.decisions).map(function (k) { return k + ": " + p.decisions[k]; }).join(", "); }],
+        ["refused", function (p) { return Object.keys(p.rejections).map(function (k) { return k + ": " + p.rejections[k]; }).join(", ") || "none"; }]];
+      out.replaceChildren(el("span", { text: result.report.traffic.requests + " recorded requests replayed on simulated workers" }),
+        table([""].concat(["active", "edited"]), rows.map(function (r) { return el("tr", {}, [el("th", { text: r[0] })].concat(result.report.policies.map(function (p) { return cell(r[1](p), "num"); }))); })));
     });
     document.getElementById("policy-apply").addEventListener("click", async function () {
       if (!(await confirmChange("Apply this policy to the gateway (and, with Redis, every replica)?"))) { return; }
@@ -218,8 +226,8 @@
       return data.tenants.reduce(function (s, t) { return s + t.rows.filter(function (r) { return r.day === d && r.model === m; }).reduce(function (a, r) { return a + r.input_tokens + r.cached_input_tokens + r.output_tokens; }, 0); }, 0);
     }); });
     if (days.length) {
-      SyCharts.daily(document.getElementById("usage-tenants"), days, tenants, spend, { value: function (u, v) { return v === null ? "–" : "$" + v.toFixed(4); } });
-      SyCharts.daily(document.getElementById("usage-models"), days, models, tokens);
+      SyCharts.daily(document.getElementById("usage-tenants"), days, tenants, spend, { format: usd, axis: function (u, splits) { return splits.map(function (v) { return "$" + v.toFixed(4); }); } });
+      SyCharts.daily(document.getElementById("usage-models"), days, models, tokens, { format: num });
     } else {
       document.getElementById("usage-tenants").textContent = "No usage recorded yet.";
     }
