@@ -21,6 +21,7 @@ into ``docs/api.md``; ``python -m backends.params docs/api.md`` refreshes it.
 from __future__ import annotations
 
 import enum
+import functools
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -261,6 +262,25 @@ def _table(request: ChatRequest | TextRequest | EmbeddingRequest) -> Mapping[str
     return CHAT_TABLE if isinstance(request, ChatRequest) else TEXT_TABLE
 
 
+Row = tuple[str, Mapping[str, Rule], bool]
+"""A table entry with whether the parameter is a declared field of the request's params."""
+
+
+def _rows(request: ChatRequest | TextRequest | EmbeddingRequest) -> tuple[Row, ...]:
+    return _rows_of(type(request), type(request.params))
+
+
+@functools.cache
+def _rows_of(request_type: type, params_type: type[msgspec.Struct]) -> tuple[Row, ...]:
+    # once per request type: which of the ~40 names are struct fields (read with getattr) and
+    # which would be extras; every request walks the table, so the membership tests were half
+    # of fit_params (docs/performance.md)
+    table = (EMBEDDING_TABLE if issubclass(request_type, EmbeddingRequest)
+             else CHAT_TABLE if issubclass(request_type, ChatRequest) else TEXT_TABLE)
+    fields = set(params_type.__struct_fields__)
+    return tuple((name, rules, name in fields) for name, rules in table.items())
+
+
 def param_value(request: ChatRequest | TextRequest | EmbeddingRequest, name: str) -> Any:
     """The value of parameter ``name``, declared or an extra; ``UNSET`` when not sent."""
     params = request.params
@@ -282,10 +302,13 @@ def _refusal(name: str, kind: str, rule: Rule, value: Any) -> UnsupportedError:
 def unsupported(request: ChatRequest | TextRequest | EmbeddingRequest, kind: str) -> list[tuple[str, Rule, Any]]:
     """The parameters ``request`` sets that ``kind`` refuses, with their rule and value."""
     out: list[tuple[str, Rule, Any]] = []
-    for name, rules in _table(request).items():
+    params, extra = request.params, request.extra
+    for name, rules, declared in _rows(request):
+        value = getattr(params, name) if declared else extra.get(name, UNSET)
+        if value is UNSET or value is None:
+            continue
         rule = rules.get(kind)
-        value = param_value(request, name)
-        if rule is not None and value is not UNSET and value is not None and rule.refuses(value):
+        if rule is not None and rule.refuses(value):
             out.append((name, rule, value))
     return out
 
@@ -317,10 +340,13 @@ def fit_params(request: R, kind: str, *, drop_unsupported: bool = False,
         if not other_drops:
             check_supported(request, other)
     dropped: list[str] = []
-    for name, rules in _table(request).items():
+    params, extra = request.params, request.extra
+    for name, rules, declared in _rows(request):
+        value = getattr(params, name) if declared else extra.get(name, UNSET)
+        if value is UNSET:
+            continue
         rule = rules.get(kind)
-        value = param_value(request, name)
-        if rule is None or value is UNSET:
+        if rule is None:
             continue
         if value is not None and rule.refuses(value):
             if not drop_unsupported:
