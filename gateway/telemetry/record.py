@@ -382,6 +382,18 @@ class RequestRecord:
             attributes["switchyard.moderation.held_chars"] = self.held_chars
         return attributes
 
+    def _decision_attributes(self) -> dict[str, Any]:
+        """Why the request went where it went: the difficulty score and the worker's selection."""
+        attributes: dict[str, Any] = {}
+        if self.score is not None:
+            attributes["switchyard.difficulty.score"] = round(self.score, 4)
+        if self.selection is not None:
+            attributes["switchyard.worker.reason"] = self.selection.reason
+            if self.selection.scores:
+                attributes["switchyard.worker.scores"] = ", ".join(
+                    f"{k}={v:.3g}" for k, v in self.selection.scores.items())
+        return attributes
+
     def _end_spans(self, status: int, code: str, error: BaseException | None) -> None:
         span = self.span
         request_model = self.request_model[:MAX_NAME_CHARS]
@@ -403,13 +415,7 @@ class RequestRecord:
         }
         attributes.update({k: v for k, v in optional.items() if v})
         attributes.update(self.request_params)
-        if self.score is not None:
-            attributes["switchyard.difficulty.score"] = round(self.score, 4)
-        if self.selection is not None:
-            attributes["switchyard.worker.reason"] = self.selection.reason
-            if self.selection.scores:
-                attributes["switchyard.worker.scores"] = ", ".join(
-                    f"{k}={v:.3g}" for k, v in self.selection.scores.items())
+        attributes.update(self._decision_attributes())
         if self.trimmed_tokens:
             attributes["switchyard.trimmed_tokens"] = self.trimmed_tokens
         if self.retries:
