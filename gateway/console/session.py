@@ -62,6 +62,8 @@ class ConsoleSessions:
         self._redis = redis_client
         self._redis_key = f"switchyard:{cluster}:console:secret"
         self._secret: bytes | None = None
+        self._fallback = secrets.token_bytes(32)
+        """This process's secret while Redis cannot be reached (its sessions hold here only)."""
 
     async def secret(self) -> bytes:
         """The signing secret: one per cluster in Redis (set once, first writer wins), else
@@ -78,7 +80,7 @@ class ConsoleSessions:
             except Exception as exc:  # noqa: BLE001 - Redis down: sessions of this process only
                 log.warning("console: cannot share the session secret through Redis (%s); "
                             "sessions hold on this replica only", exc)
-                return candidate  # not kept: the shared one is tried again next time
+                return self._fallback  # not kept: the shared one is tried again next time
         self._secret = candidate
         return candidate
 
