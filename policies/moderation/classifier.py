@@ -102,7 +102,7 @@ class ModerationClassifier:
         return out
 
     def _run(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        indices, values = batch_inputs([self._extractor.extract(t) for t in texts])
+        indices, values = batch_inputs(self._extractor.extract_many(texts))
         try:
             (out,) = self._session.run([OUTPUT], {"indices": indices, "values": values})
         except Exception as e:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -94,6 +95,30 @@ def _char_keys(text: str, family: np.uint64) -> npt.NDArray[np.uint64]:
     return keys ^ family
 
 
+def _char_keys_many(texts: Sequence[str], family: np.uint64) -> list[npt.NDArray[np.uint64]]:
+    """``[_char_keys(t, family) for t in texts]`` from one rolling pass over all of them.
+
+    The padded texts are laid end to end; the n-grams that straddle two texts are computed
+    and dropped, so each text keeps exactly its own keys.
+    """
+    padded = [f" {t} " for t in texts]
+    cps = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    n = cps.size - _CHAR_N + 1
+    if n <= 0:
+        return [np.zeros(0, dtype=np.uint64) for _ in texts]
+    keys = cps[:n].copy()
+    for i in range(1, _CHAR_N):
+        keys = keys * _P + cps[i:i + n]  # wraps mod 2**64, as intended
+    keys ^= family
+    out: list[npt.NDArray[np.uint64]] = []
+    start = 0
+    for text in padded:
+        grams = len(text) - _CHAR_N + 1  # len counts code points, as utf-32 does
+        out.append(keys[start:start + grams] if grams > 0 else np.zeros(0, dtype=np.uint64))
+        start += len(text)
+    return out
+
+
 class FeatureExtractor(EncodingExtractor):
     """Turns text into the sparse vector of spec ``FEATURE_SPEC_VERSION``."""
 
@@ -122,6 +147,45 @@ class FeatureExtractor(EncodingExtractor):
             start += size
         values[keys.size:] = dense_features(text, lower)
         return SparseFeatures(indices, values)
+
+    def extract_many(self, texts: Sequence[str]) -> list[SparseFeatures]:
+        """``[self.extract(t) for t in texts]``, the same vectors, with the character n-grams
+        and the hashing done in one numpy pass for all texts.
+
+        A long input is scored in hundreds of short windows; per window, numpy's fixed cost
+        per call was most of the work (docs/performance.md).
+        """
+        if len(texts) < 2:  # nothing to share the numpy calls with
+            return [self.extract(t) for t in texts]
+        cut = [t[:MAX_CHARS] for t in texts]
+        lowers = [t.lower() for t in cut]
+        plains = [unmask(t) for t in cut]
+        chars = _char_keys_many(plains, _CHAR_FAMILY)
+        squeezed = _char_keys_many([p.replace(" ", "") for p in plains], _SQUEEZED_FAMILY)
+        parts: list[npt.NDArray[np.uint64]] = []
+        layouts: list[tuple[int, int, int, int]] = []
+        for lower, char_keys, squeezed_keys in zip(lowers, chars, squeezed, strict=True):
+            ids = self._encoding.encode_to_numpy(lower, disallowed_special=()).astype(np.uint64)
+            tokens = token_ngram_keys(ids)
+            parts += (tokens, char_keys, squeezed_keys)
+            layouts.append((ids.size, tokens.size - ids.size, char_keys.size, squeezed_keys.size))
+        hashed = mix(np.concatenate(parts), HASH_BITS) if parts else np.zeros(0, dtype=np.int64)
+        out: list[SparseFeatures] = []
+        at = 0
+        for text, lower, sizes in zip(cut, lowers, layouts, strict=True):
+            n_keys = sum(sizes)
+            indices = np.empty(n_keys + len(DENSE), dtype=np.int64)
+            indices[:n_keys] = hashed[at:at + n_keys]
+            indices[n_keys:] = _DENSE_INDICES
+            values = np.empty(indices.size, dtype=np.float32)
+            start = 0
+            for size in sizes:  # each family a bag average
+                values[start:start + size] = 1.0 / max(size, 1)
+                start += size
+            values[n_keys:] = dense_features(text, lower)
+            out.append(SparseFeatures(indices, values))
+            at += n_keys
+        return out
 
 
 def dense_features(text: str, lower: str) -> npt.NDArray[np.float32]:

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.moderation.features import _ascii_case_counts, _case_counts
+from policies.moderation.features import FeatureExtractor, _ascii_case_counts, _case_counts
 from router.sparse_linear import mix
 
 
@@ -39,3 +39,15 @@ def test_mix_is_splitmix64_folded(keys: list[int], bits: int) -> None:
     got = mix(array, bits)
     assert got.dtype == np.int64
     assert np.array_equal(got, _reference_mix(array, bits))
+
+
+_EXTRACTOR = FeatureExtractor.create()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=string.printable + "éİßΣ€ﬁ😀$@", max_size=300), min_size=2, max_size=12))
+def test_extract_many_gives_each_text_its_own_vector(texts: list[str]) -> None:
+    texts = [*texts, "x" * 4_100, "", "abc"]  # longer than MAX_CHARS, empty, shorter than a gram
+    for one, batched in zip((_EXTRACTOR.extract(t) for t in texts), _EXTRACTOR.extract_many(texts), strict=True):
+        assert one.indices.tobytes() == batched.indices.tobytes()
+        assert one.values.tobytes() == batched.values.tobytes()
