@@ -37,6 +37,9 @@ from bench.overhead.report import render, render_profile, summarise
 from bench.overhead.runner import (
     C32,
     C32_STREAM,
+    LONG_PROMPTS,
+    LONG_STREAM_8K,
+    R50_STREAM200,
     R200,
     R200_STREAM,
     Load,
@@ -53,10 +56,12 @@ from bench.overhead.stack import (
     write_policy,
 )
 
-SECTIONS = ("gateway", "policies", "floor", "server", "profile", "cli")
+SECTIONS = ("gateway", "policies", "long", "floor", "server", "profile", "cli")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 """Where the production-on-Redis cells keep limits and budgets (a database of its own)."""
 LOAD_ORDER = (C32, C32_STREAM, R200, R200_STREAM)
+LONG_ORDER = (R50_STREAM200, *LONG_PROMPTS, LONG_STREAM_8K)
+"""Section ``long``: per-chunk streaming cost and cost against prompt length, bare and production."""
 PACKAGES = ("litestar", "uvicorn", "uvloop", "httptools", "granian", "aiohttp", "httpx",
             "httpx-aiohttp", "msgspec", "py-spy")
 
@@ -76,12 +81,15 @@ def plan(sections: set[str], targets: set[str]) -> list[tuple[str, Load]]:
         prod = ("gateway", "gateway_prod", "gateway_prod_redis")
         wanted |= {(t, load.name) for t in ("direct", *prod) for load in LOAD_ORDER}
         wanted |= {("floor_aiohttp", "c32"), ("floor_aiohttp", "r200")} & {(t, l) for t in targets for l in ("c32", "r200")}
+    if "long" in sections:
+        wanted |= {(t, load.name) for t in ("direct", "gateway", "gateway_prod") for load in LONG_ORDER}
+        wanted |= {(t, "r200_stream") for t in ("direct", "gateway", "gateway_prod")}  # 8-chunk reference
     if "server" in sections:
         wanted |= {(t, load) for t in ("gateway", "gateway_granian") for load in ("c32", "c32_stream", "r200")}
         wanted |= {("direct", "r200")}
     order = ["direct", "gateway", "gateway_prod", "gateway_prod_redis", "gateway_granian",
              *(f"floor_{c}" for c in CLIENTS)]
-    return [(t, load) for load in LOAD_ORDER for t in order if (t, load.name) in wanted]
+    return [(t, load) for load in (*LOAD_ORDER, *LONG_ORDER) for t in order if (t, load.name) in wanted]
 
 
 def describe_machine() -> dict[str, Any]:
@@ -145,9 +153,10 @@ def _start_targets(stack: contextlib.ExitStack, workdir: Path, sections: set[str
         targets[name] = Target(name, PUBLIC_MODEL, functools.partial(start_gateway, workdir, policy, server),
                                fresh=True)
         stack.callback(targets[name].stop)
-    if "policies" in sections:
+    if "policies" in sections or "long" in sections:
         production = write_policy(workdir, sim.url, production=True)
-        for name, redis_url in (("gateway_prod", ""), ("gateway_prod_redis", REDIS_URL)):
+        for name, redis_url in (("gateway_prod", ""), ("gateway_prod_redis", REDIS_URL))[
+                :2 if "policies" in sections else 1]:
             targets[name] = Target(name, PUBLIC_MODEL, functools.partial(
                 start_gateway, workdir, production, "uvicorn", redis_url=redis_url), fresh=True)
             stack.callback(targets[name].stop)

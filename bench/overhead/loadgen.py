@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import resource
 import sys
 import time
@@ -31,16 +32,48 @@ from bench.overhead.procs import core_busy_seconds, cpu_seconds
 _CONTENT = b'"content":"'
 
 
-def request_body(model: str, stream: bool) -> bytes:
-    """The small chat request every run sends (8 output tokens)."""
+_WORDS = ("the", "gateway", "routes", "each", "request", "to", "a", "worker", "with", "its", "prefix",
+          "cache", "warm", "and", "counts", "tokens", "before", "it", "sends", "them", "on", "time",
+          "budget", "model", "answer", "stream", "of", "chunks", "from", "upstream", "policy", "tenant")
+
+
+def long_text(tokens: int, seed: int = 17) -> str:
+    """About ``tokens`` cl100k tokens of word salad (each word here is one token, with its space)."""
+    rng = random.Random(seed)
+    return " ".join(rng.choice(_WORDS) for _ in range(tokens))
+
+
+def request_body(model: str, stream: bool, max_tokens: int = 8, prompt: str = "") -> bytes:
+    """The chat request a run sends: the small one (8 output tokens), or a long ``prompt``."""
     body: dict[str, Any] = {
         "model": model,
-        "messages": [{"role": "user", "content": "Say hello to the benchmark in a few words."}],
-        "max_tokens": 8,
+        "messages": [{"role": "user", "content": prompt or "Say hello to the benchmark in a few words."}],
+        "max_tokens": max_tokens,
     }
     if stream:
         body["stream"] = True
     return json.dumps(body).encode()
+
+
+class Bodies:
+    """Request bodies: the same small one every time, or a long prompt made distinct per request.
+
+    A long prompt starts with the request's number, so no cache in the gateway (counted
+    messages, moderation) sees the same text twice; the rest is encoded once.
+    """
+
+    def __init__(self, model: str, stream: bool, max_tokens: int, prompt_tokens: int) -> None:
+        self._fixed = request_body(model, stream, max_tokens) if not prompt_tokens else b""
+        marker = "@@PROMPT@@"
+        template = request_body(model, stream, max_tokens, marker + long_text(prompt_tokens)) if prompt_tokens else b""
+        self._head, _, self._tail = template.partition(marker.encode())
+        self._next = 0
+
+    def next(self) -> bytes:
+        if self._fixed:
+            return self._fixed
+        self._next += 1
+        return self._head + f"request {self._next}: ".encode() + self._tail
 
 
 def has_content(line: bytes) -> bool:
@@ -100,16 +133,16 @@ async def send(session: aiohttp.ClientSession, url: str, body: bytes, stream: bo
         recorder.samples.append(Sample(done, done - t0, ttft))
 
 
-async def closed_loop(session: aiohttp.ClientSession, url: str, body: bytes, stream: bool,
+async def closed_loop(session: aiohttp.ClientSession, url: str, bodies: Bodies, stream: bool,
                       concurrency: int, recorder: Recorder) -> None:
     async def client() -> None:
         while time.perf_counter() < recorder.end:
-            await send(session, url, body, stream, recorder)
+            await send(session, url, bodies.next(), stream, recorder)
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
 
 
-async def open_loop(session: aiohttp.ClientSession, url: str, body: bytes, stream: bool,
+async def open_loop(session: aiohttp.ClientSession, url: str, bodies: Bodies, stream: bool,
                     rate: float, first: float, recorder: Recorder) -> None:
     """Send request i at ``first + i/rate``; lag is how late the loop managed to send it."""
     tasks: set[asyncio.Task[None]] = set()
@@ -122,7 +155,7 @@ async def open_loop(session: aiohttp.ClientSession, url: str, body: bytes, strea
         now = time.perf_counter()
         if recorder.counts(now):
             recorder.lags.append(now - due)
-        task = asyncio.create_task(send(session, url, body, stream, recorder))
+        task = asyncio.create_task(send(session, url, bodies.next(), stream, recorder))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
@@ -143,7 +176,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     url = args.url.rstrip("/") + "/v1/chat/completions"
-    body = request_body(args.model, args.stream)
+    bodies = Bodies(args.model, args.stream, args.max_tokens, args.prompt_tokens)
     headers = {"content-type": "application/json", "authorization": f"Bearer {args.key}"}
     watch = dict(item.split("=", 1) for item in args.watch)
     first = time.perf_counter() + 0.05
@@ -164,9 +197,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                      timeout=aiohttp.ClientTimeout(total=30)) as session:
         meter = asyncio.create_task(read_cpu())
         if args.concurrency:
-            await closed_loop(session, url, body, args.stream, args.concurrency, recorder)
+            await closed_loop(session, url, bodies, args.stream, args.concurrency, recorder)
         else:
-            await open_loop(session, url, body, args.stream, args.rate, first, recorder)
+            await open_loop(session, url, bodies, args.stream, args.rate, first, recorder)
         await meter
     return summarise(args, recorder, cpu)
 
@@ -191,6 +224,8 @@ def summarise(args: argparse.Namespace, recorder: Recorder, cpu: dict[str, float
         "concurrency": args.concurrency or None,
         "rate": None if args.concurrency else args.rate,
         "stream": args.stream,
+        "max_tokens": args.max_tokens,
+        "prompt_tokens": args.prompt_tokens,
         "duration_s": args.duration,
         "requests": done,
         "errors": recorder.errors,
@@ -214,6 +249,9 @@ def main() -> None:
     load.add_argument("--concurrency", type=int, default=0, help="closed loop with N clients")
     load.add_argument("--rate", type=float, default=0.0, help="open loop at R requests/s")
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--max-tokens", type=int, default=8, help="output tokens asked for")
+    parser.add_argument("--prompt-tokens", type=int, default=0,
+                        help="a long prompt of about this many tokens, distinct per request (0: the small one)")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
     parser.add_argument("--watch", action="append", default=[], metavar="NAME=PID",

@@ -21,16 +21,29 @@ class Load:
     concurrency: int = 0
     rate: float = 0.0
     stream: bool = False
+    max_tokens: int = 8
+    """Output tokens asked for: with ``stream``, the chunks relayed per request."""
+    prompt_tokens: int = 0
+    """A long prompt of about this many tokens, distinct per request (0: the small one)."""
 
     def argv(self) -> list[str]:
         shape = ["--concurrency", str(self.concurrency)] if self.concurrency else ["--rate", str(self.rate)]
-        return shape + (["--stream"] if self.stream else [])
+        return (shape + (["--stream"] if self.stream else [])
+                + ["--max-tokens", str(self.max_tokens), "--prompt-tokens", str(self.prompt_tokens)])
 
 
 C32 = Load("c32", concurrency=32)
 C32_STREAM = Load("c32_stream", concurrency=32, stream=True)
 R200 = Load("r200", rate=200)
 R200_STREAM = Load("r200_stream", rate=200, stream=True)
+R50_STREAM200 = Load("r50_stream200", rate=50, stream=True, max_tokens=200)
+"""Issue 17's streaming cell: 50 streams/s of 200 tokens (CPU per relayed chunk)."""
+LONG_PROMPTS = tuple(Load(f"r20_prompt{n // 1000}k", rate=20, prompt_tokens=n) for n in (1_000, 8_000, 30_000))
+"""Cost against prompt length: 20 req/s with prompts of 1k, 8k and 30k tokens (30k, not 32k:
+the production policy's 32,768-token window minus its 1,024 reserved output tokens, so nothing
+is trimmed)."""
+LONG_STREAM_8K = Load("r20_stream_prompt8k", rate=20, stream=True, prompt_tokens=8_000)
+"""Time to first token on an 8k-token prompt (issue 17's bar: <= 1.5 ms added p50)."""
 
 
 @dataclass(slots=True)
