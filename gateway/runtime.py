@@ -28,6 +28,7 @@ from gateway.moderation import ModerationPolicies
 from gateway.response_cache import ResponseCache
 from gateway.shadow import ShadowMirrors
 from gateway.stores import CacheStore, MemoryCacheStore, RedisCacheStore
+from gateway.stores.placement_store import RedisPlacementStore
 from gateway.upstream import RetryBudget
 from policies.bounds_config import BoundsConfig
 from policies.canary import CanaryController, CanaryRoutes
@@ -140,7 +141,8 @@ class BackendSlot:
 
 
 def _slot(name: str, config: BackendConfig, previous: BackendSlot | None, max_connections: int,
-          control: httpx.AsyncClient, environ: Mapping[str, str], bounds: BoundsConfig) -> BackendSlot:
+          control: httpx.AsyncClient, environ: Mapping[str, str], bounds: BoundsConfig,
+          redis_client: RedisClient | None = None) -> BackendSlot:
     # the bounds are part of every backend's construction: a change of them is a new slot
     config_json = config.model_dump_json() + bounds.model_dump_json()
     selection = _selection_config(config)
@@ -155,7 +157,9 @@ def _slot(name: str, config: BackendConfig, previous: BackendSlot | None, max_co
                       resilience.circuit_breaker, resilience.max_concurrent_per_worker, resilience.queue_timeout_s,
                       **_discovery(config, session, control, key, bounds))
     keep_selector = previous is not None and previous.selection_json == selection_json
-    selector = previous.selector if keep_selector and previous else build_policy(selection)
+    # with Redis, replicas share where each conversation runs (router.placement)
+    placements = RedisPlacementStore(redis_client, name) if redis_client is not None else None
+    selector = previous.selector if keep_selector and previous else build_policy(selection, placements=placements)
     departed = sorted({w.id for w in previous.pool.workers} - set(ids)) if keep_selector and previous else []
     pool.on_worker_removed(selector.on_worker_removed)
     return BackendSlot(config_json, selection_json, pool, session, selector, departed)
@@ -245,7 +249,7 @@ class Runtime:
         try:
             for name, config in policy.backends.items():
                 slots[name] = _slot(name, config, old.get(name), max_connections, control, environ,
-                                    policy.bounds)
+                                    policy.bounds, redis_client)
         except BaseException:
             for name, slot in slots.items():
                 if slot is not old.get(name):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from router.placement import PlacementStore
 
 
 class WorkerView(Protocol):
@@ -76,6 +79,9 @@ class SelectionPolicy(Protocol):
     def on_worker_removed(self, worker_id: str) -> None:
         """The worker left the pool or turned unhealthy."""
 
+    def share_placements(self, store: PlacementStore) -> None:
+        """Read and write conversations' workers in ``store``, shared with the other replicas."""
+
 
 class BasePolicy:
     """No-op event hooks, so a policy overrides only the events it cares about."""
@@ -88,3 +94,6 @@ class BasePolicy:
 
     def on_worker_removed(self, worker_id: str) -> None:
         """A worker left: forget what was known about it."""
+
+    def share_placements(self, store: PlacementStore) -> None:
+        """Policies that place conversations use the shared table; the others ignore it."""

@@ -91,6 +91,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed-table", nargs="+", type=Path, default=None, metavar="JSON",
                         help="only print the per-seed table of these results files")
     parser.add_argument("--quick", action="store_true", help="40 conversations: try the harness")
+    parser.add_argument("--first-user-tokens", default="",
+                        help="LOW,HIGH tokens of each conversation's opening user turn (e.g. 3,12: "
+                             "short openings); default: like every other user turn")
+    parser.add_argument("--redis-url", default="",
+                        help="REDIS_URL for the gateway replicas (shared placements); its "
+                             "switchyard:placement:* keys are deleted before each run")
     parser.add_argument("--out", type=Path, default=None, help="JSON results file")
     parser.add_argument("--chart", type=Path, default=None, help="PNG chart (full runs only by default)")
     return parser.parse_args(argv)
@@ -134,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _workload_config(args: argparse.Namespace) -> WorkloadConfig:
+    first = tuple(int(t) for t in args.first_user_tokens.split(",")) if args.first_user_tokens else None
     return WorkloadConfig(seed=args.seed, rate=args.rate,
-                          conversations=40 if args.quick else args.conversations)
+                          conversations=40 if args.quick else args.conversations,
+                          first_user_tokens=first)  # type: ignore[arg-type]
 
 
 def run_capacity_sweep(args: argparse.Namespace, results: dict[str, Any], out: Path) -> None:
@@ -181,7 +189,7 @@ def run_end_to_end(args: argparse.Namespace, results: dict[str, Any], out: Path)
         if not args.no_reference:
             plan += [("reference", 1, list), ("reference_grouped", 1, list)]
         for replicas in replica_counts:
-            plan += [(p, replicas, _gateways(sim_urls, p, replicas, workdir)) for p in policies]
+            plan += [(p, replicas, _gateways(sim_urls, p, replicas, workdir, args.redis_url)) for p in policies]
             if not args.no_sglang_router and has_sglang_router():
                 plan.append(("sglang_router", replicas, _sglang_routers(sim_urls, replicas, workdir)))
         pins = {"reference": balanced_pins(workload, len(sims)),
@@ -207,9 +215,18 @@ def _sglang_routers(sim_urls: list[str], replicas: int, workdir: Path) -> Callab
     return lambda: start_sglang_routers(sim_urls, replicas, workdir)
 
 
-def _gateways(sim_urls: list[str], policy: str, replicas: int,
-              workdir: Path) -> Callable[[], list[Service]]:
-    return lambda: start_gateways(sim_urls, policy, replicas, workdir)
+def _gateways(sim_urls: list[str], policy: str, replicas: int, workdir: Path,
+              redis_url: str = "") -> Callable[[], list[Service]]:
+    def start() -> list[Service]:
+        if redis_url:  # a run starts cold: no placement left by an earlier run
+            import redis as sync_redis
+            client = sync_redis.Redis.from_url(redis_url)
+            stale = list(client.scan_iter("switchyard:placement:*"))
+            if stale:
+                client.delete(*stale)
+            client.close()
+        return start_gateways(sim_urls, policy, replicas, workdir, redis_url or None)
+    return start
 
 
 def measure(name: str, replicas: int, start: Callable[[], list[Service]], sims: list[Service],

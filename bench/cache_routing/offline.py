@@ -46,6 +46,7 @@ from bench.cache_routing.workload import (
 )
 from router.base import RoutingRequest, Selection, SelectionPolicy
 from router.config import RoundRobinConfig, SelectionConfig
+from router.placement import MemoryPlacementStore
 from router.policies import build_policy
 from router.prompt_text import render_chat
 
@@ -123,9 +124,10 @@ class _Run:
 
     def send(self, now: float, conv: int, turn: int) -> None:
         messages = self.workload.messages(conv, turn, self.answers)
-        record: dict[str, Any] = {"conversation": conv, "turn": turn, "sent_s": now, "reason": ""}
         replica = self.sent % max(1, len(self.policies))
         self.sent += 1
+        record: dict[str, Any] = {"conversation": conv, "turn": turn, "sent_s": now, "reason": "",
+                                  "replica": replica}
         if self.pins is not None:
             worker = self.pins[conv]
             done: Callable[[str], None] = lambda answer: None
@@ -203,7 +205,7 @@ class _Run:
 
 def simulate(workload: Workload, *, selection: SelectionConfig | None = None, replicas: int = 1,
              pins: list[int] | None = None, urls: list[str] | None = None,
-             settings: SimSettings | None = None) -> dict[str, Any]:
+             settings: SimSettings | None = None, shared_placements: bool = True) -> dict[str, Any]:
     """Replay ``workload`` once; the benchmark's figures for it.
 
     Args:
@@ -213,8 +215,10 @@ def simulate(workload: Workload, *, selection: SelectionConfig | None = None, re
     """
     settings = settings or SimSettings()
     urls = urls or [f"http://127.0.0.1:{30_000 + i}" for i in range(settings.workers)]
+    # the replicas share one placement table, as gateways sharing a Redis do
+    shared = MemoryPlacementStore() if replicas > 1 and shared_placements else None
     policies = None if pins is not None else [
-        build_policy(selection or RoundRobinConfig(), random.Random(r)) for r in range(replicas)]
+        build_policy(selection or RoundRobinConfig(), random.Random(r), shared) for r in range(replicas)]
     run = _Run(workload, urls, settings, policies, pins)
     records = run.run()
     prompt = sum(s.prompt_tokens for s in run.sims)
@@ -224,6 +228,7 @@ def simulate(workload: Workload, *, selection: SelectionConfig | None = None, re
     for record in records:
         reasons[record["reason"]] = reasons.get(record["reason"], 0) + 1
     ttfts = sorted(r["ttft_s"] for r in records)
+    placement = _placement(records)
     uncached = [(r["turn"], r["prompt_tokens"] - r["cached_tokens"]) for r in records]
     systems = {(r["worker"], workload.conversations[r["conversation"]].system) for r in records}
     return {
@@ -236,7 +241,28 @@ def simulate(workload: Workload, *, selection: SelectionConfig | None = None, re
         "uncached_first_turn": statistics.mean(u for t, u in uncached if t == 0),
         "uncached_later_turns": statistics.mean(u for t, u in uncached if t > 0),
         "system_prompts_per_worker": len(systems) / len(run.sims),
+        **placement,
     }
+
+
+def _placement(records: list[dict[str, Any]]) -> dict[str, float]:
+    """How often a later turn went to the worker that served the conversation's previous turn
+    (the one holding its history): over all later turns, and over those sent through another
+    replica than the previous turn (what replicas must agree on)."""
+    last: dict[int, tuple[int, int]] = {}
+    same = other = same_ok = other_ok = 0
+    for record in sorted(records, key=lambda r: (r["conversation"], r["turn"])):
+        conv = record["conversation"]
+        if conv in last:
+            worker, replica = last[conv]
+            ok = record["worker"] == worker
+            if record["replica"] == replica:
+                same, same_ok = same + 1, same_ok + ok
+            else:
+                other, other_ok = other + 1, other_ok + ok
+        last[conv] = (record["worker"], record["replica"])
+    return {"history_placement": (same_ok + other_ok) / max(1, same + other),
+            "history_placement_other_replica": other_ok / other if other else float("nan")}
 
 
 def draw_urls(rng: random.Random, workers: int) -> list[str]:

@@ -7,6 +7,7 @@ the same counters; TTFT and throughput from the load client.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -71,21 +72,46 @@ def summarise(name: str, replicas: int, records: list[Record], before: dict[str,
         "late_max_ms": max(late, default=0.0) * 1000,
         "reasons": dict(Counter(r.reason for r in ok if r.reason).most_common()),
         "client_hit_rate": (sum(r.cached_tokens for r in ok) / max(1, sum(r.prompt_tokens for r in ok))),
+        **history_placement(ok),
     }
+
+
+def history_placement(records: list[Record]) -> dict[str, float]:
+    """How often a later turn reached the worker that served the conversation's previous turn
+    (the one holding its history): over all later turns, and over those sent through another
+    gateway replica than the previous turn (where replicas must agree)."""
+    last: dict[int, Record] = {}
+    counts = {"same": [0, 0], "other": [0, 0]}
+    for record in sorted(records, key=lambda r: (r.conversation, r.turn)):
+        previous = last.get(record.conversation)
+        if previous is not None and previous.turn == record.turn - 1:
+            row = counts["same" if record.target == previous.target else "other"]
+            row[0] += 1
+            row[1] += record.worker == previous.worker
+        last[record.conversation] = record
+    total = counts["same"][0] + counts["other"][0]
+    return {"history_placement": (counts["same"][1] + counts["other"][1]) / max(1, total),
+            "history_placement_other_replica": (counts["other"][1] / counts["other"][0]
+                                                if counts["other"][0] else float("nan")),
+            "later_turns_other_replica": counts["other"][0]}
 
 
 def render_table(runs: list[dict[str, Any]]) -> str:
     """The results as a Markdown table, one row per run."""
     lines = [
         ("| routing | replicas | token hit rate | uncached prefill tok/req | TTFT p50 ms | "
-         "TTFT p99 ms | req/s | max/min req per worker | errors |"),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+         "TTFT p99 ms | req/s | max/min req per worker | errors | later turn on its worker "
+         "(via another replica) |"),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
+        other = run.get("history_placement_other_replica", float("nan"))
+        placement = f"{run.get('history_placement', float('nan')):.3f}" + (
+            "" if math.isnan(other) else f" ({other:.3f})")
         lines.append(
             f"| {run['name']} | {run['replicas']} | {run['hit_rate']:.3f} | "
             f"{run['uncached_per_request']:.0f} | {run['ttft_p50_ms']:.1f} | {run['ttft_p99_ms']:.1f} | "
-            f"{run['throughput_rps']:.2f} | {run['max_min']:.2f} | {run['errors']} |")
+            f"{run['throughput_rps']:.2f} | {run['max_min']:.2f} | {run['errors']} | {placement} |")
     return "\n".join(lines)
 
 

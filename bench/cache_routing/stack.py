@@ -76,8 +76,10 @@ def policy_document(sim_urls: list[str], selection: str) -> dict[str, Any]:
     }
 
 
-def start_gateways(sim_urls: list[str], selection: str, replicas: int, workdir: Path) -> list[Service]:
-    """``replicas`` fresh ``switchyard serve`` processes (cold prefix trees), ready on ``/readyz``."""
+def start_gateways(sim_urls: list[str], selection: str, replicas: int, workdir: Path,
+                   redis_url: str | None = None) -> list[Service]:
+    """``replicas`` fresh ``switchyard serve`` processes (cold prefix trees), ready on ``/readyz``;
+    with ``redis_url`` they share it (and so their conversation placements)."""
     policy = workdir / f"policy-{selection}.yaml"
     policy.write_text(yaml.safe_dump(policy_document(sim_urls, selection), sort_keys=False),
                       encoding="utf-8")
@@ -88,7 +90,8 @@ def start_gateways(sim_urls: list[str], selection: str, replicas: int, workdir: 
             argv = [bin_path("switchyard"), "serve", "--policy", str(policy), "--port", str(port),
                     "--log-level", "warning"]
             gateways.append(start(f"gateway-{selection}-{replica}", argv, f"http://127.0.0.1:{port}",
-                                  workdir / "logs", ready_path="/readyz"))
+                                  workdir / "logs", ready_path="/readyz",
+                                  env={"REDIS_URL": redis_url} if redis_url else None))
     except BaseException:
         stop_all(gateways)
         raise

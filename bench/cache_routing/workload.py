@@ -54,6 +54,8 @@ class WorkloadConfig:
     conversations: int = 160
     turns: tuple[int, int] = (3, 6)
     user_tokens: tuple[int, int] = (50, 300)
+    first_user_tokens: tuple[int, int] | None = None
+    """The opening user turn's length when it differs (e.g. ``(3, 12)``: "hi", a one-line ask)."""
     max_tokens: int = 48
     """Answer length: the sims generate exactly this many tokens."""
     rate: float = 10.0
@@ -168,7 +170,8 @@ def generate(config: WorkloadConfig) -> Workload:
     for conv_id in range(config.conversations):
         system = rng.randrange(config.system_prompts)
         turns = rng.randint(*config.turns)
-        user_turns = tuple(_text(rng, rng.randint(*config.user_tokens)) for _ in range(turns))
+        user_turns = tuple(_text(rng, rng.randint(*(config.first_user_tokens or config.user_tokens)
+                                                  if i == 0 else config.user_tokens)) for i in range(turns))
         conversations.append(Conversation(
             id=conv_id, user=f"user-{conv_id}", system=system, user_turns=user_turns,
             user_turn_tokens=tuple(count_tokens(t) for t in user_turns)))

@@ -7,6 +7,7 @@ from typing import Any
 
 from router.base import SelectionPolicy
 from router.config import SelectionConfig
+from router.placement import PlacementStore
 from router.policies.cache_aware import CacheAware
 from router.policies.consistent_hash import ConsistentHash
 from router.policies.least_load import LeastLoad
@@ -24,9 +25,12 @@ POLICIES: dict[str, Any] = {
 }
 
 
-def build_policy(config: SelectionConfig, rng: random.Random | None = None) -> SelectionPolicy:
-    """A fresh policy instance for one pool."""
+def build_policy(config: SelectionConfig, rng: random.Random | None = None,
+                 placements: PlacementStore | None = None) -> SelectionPolicy:
+    """A fresh policy instance for one pool; ``placements``: the replicas' shared table."""
     policy: SelectionPolicy = POLICIES[config.type](config, rng)
+    if placements is not None:
+        policy.share_placements(placements)
     return policy
 
 

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from router.base import BasePolicy, RoutingRequest, Selection, WorkerView
 from router.config import CacheAwareConfig
 from router.hashing import stable_hash
+from router.placement import MemoryPlacementStore, PlacementStore, placement_key
 from router.prefix_index import PrefixIndex, block_keys
 from router.prompt_text import render_answer
 
@@ -38,6 +39,8 @@ _PSEUDO = 5.0
 """Conversations every worker is assumed to have started, so the first few do not swing slices."""
 _MIN_SLICE, _MAX_SLICE = 0.25, 4.0
 """Bounds of a slice relative to an even one."""
+_FOLLOWED = frozenset({"conversation_match", "shared_placement"})
+"""Reasons that keep a conversation where the shared table already has it: nothing to write."""
 
 
 class ConversationLine:
@@ -120,6 +123,12 @@ class CacheAware(BasePolicy):
         self._config = config
         self._index = PrefixIndex(config.max_blocks_per_worker)
         self._line = ConversationLine(config.balance_window, config.balance_gain)
+        # alone, the replica's own table: a turn whose history the tree cannot show (an answer
+        # too short to fill the block past the head, a tree that evicted it) still finds it
+        self._placements: PlacementStore = MemoryPlacementStore(config.balance_window * 100)
+
+    def share_placements(self, store: PlacementStore) -> None:
+        self._placements = store
 
     async def select(self, request: RoutingRequest, workers: Sequence[WorkerView]) -> Selection:
         config = self._config
@@ -128,7 +137,7 @@ class CacheAware(BasePolicy):
         busiest = max(w.load for w in workers)
         if (busiest - idlest.load > config.balance_abs_threshold
                 and busiest > idlest.load * config.balance_rel_threshold):
-            return self._place(idlest, request, keys, "load_imbalance", {}, None)
+            return await self._place(idlest, request, keys, "load_imbalance", {}, None)
         matched = self._index.match(keys, (w.id for w in workers))
         total = max(len(keys), 1)
         scores = {w.id: matched[w.id] / total for w in workers if matched[w.id]}
@@ -137,8 +146,13 @@ class CacheAware(BasePolicy):
         # before; a first turn's match is only a shared prompt, or an identical twin's head
         is_later_turn = len(request.prompt) > request.head_chars
         group = None
-        if is_later_turn and matched[best.id] >= max(1, request.head_chars // config.block_chars):
+        shared = None
+        if is_later_turn and matched[best.id] >= _head_blocks(request, config.block_chars, len(keys)):
             pick, reason = best, "conversation_match"
+        elif is_later_turn and (shared := await self._shared(request, workers)) is not None:
+            # placed by another replica: its history is there, whatever this replica's line says
+            # (not counted on this replica's line: the replica that placed it counted it)
+            pick, reason = shared, "shared_placement"
         else:
             group = self._group(request)
             pick = self._line.pick(group, _point(request), workers)
@@ -147,7 +161,12 @@ class CacheAware(BasePolicy):
             longest = matched[best.id]
             holders = [w for w in workers if matched[w.id] == longest]
             pick, reason = min(holders, key=lambda w: w.load), reason + "_overloaded"
-        return self._place(pick, request, keys, reason, scores, group)
+        return await self._place(pick, request, keys, reason, scores, group)
+
+    async def _shared(self, request: RoutingRequest, workers: Sequence[WorkerView]) -> WorkerView | None:
+        """The worker the shared table names for this conversation, if it is still selectable."""
+        address = await self._placements.get(placement_key(request))
+        return next((w for w in workers if w.address == address), None) if address else None
 
     def _group(self, request: RoutingRequest) -> bytes:
         """Stable hash of the shared prefix that groups conversations on the line."""
@@ -157,10 +176,13 @@ class CacheAware(BasePolicy):
         # no prefix that long is shared: each conversation is its own group
         return stable_hash(_conversation(request))
 
-    def _place(self, worker: WorkerView, request: RoutingRequest, keys: list[int], reason: str,
-               scores: dict[str, float], group: bytes | None) -> Selection:
+    async def _place(self, worker: WorkerView, request: RoutingRequest, keys: list[int], reason: str,
+                     scores: dict[str, float], group: bytes | None) -> Selection:
         """Record the pick. ``group``: set when the line placed the request (rule 3)."""
         config = self._config
+        if reason not in _FOLLOWED:
+            # a new conversation placed, or one moved: the other replicas must follow it
+            await self._placements.put(placement_key(request), worker.address)
         if worker.capacity_tokens:
             blocks = int(worker.capacity_tokens * config.chars_per_token) // config.block_chars
             self._index.set_limit(worker.id, blocks)
@@ -188,6 +210,21 @@ class CacheAware(BasePolicy):
     def tree_size(self, worker_id: str) -> int:
         """Blocks remembered for one worker (for tests and metrics)."""
         return self._index.size(worker_id)
+
+
+def _head_blocks(request: RoutingRequest, block_chars: int, blocks: int) -> int:
+    """Blocks a match must cover to show that this conversation ran on a worker.
+
+    The block that runs past the head's end (its last characters and what came after: the
+    first answer) is what only this conversation has. A match ending before it covers only
+    the head's first blocks, which a shared system prompt fills when the opening user turn is
+    short: that is any conversation of the group, not this one. (A turn too short to fill that
+    block falls back to the head's full blocks.)
+    """
+    past_head = -(-request.head_chars // block_chars)
+    if past_head > blocks:  # the turn is too short to fill that block: the head's full blocks
+        past_head = request.head_chars // block_chars
+    return max(1, past_head)
 
 
 def _conversation(request: RoutingRequest) -> str:

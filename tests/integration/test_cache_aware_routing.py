@@ -68,3 +68,48 @@ def test_streamed_answers_are_learned_too(cache_stack: ThreadedStack) -> None:
     usage = raw.parse().usage
     assert usage is not None and usage.prompt_tokens_details is not None
     assert (usage.prompt_tokens_details.cached_tokens or 0) >= usage.prompt_tokens - 40
+
+
+def test_replicas_sharing_redis_send_a_second_turn_where_the_first_ran(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Two gateways over the same workers and Redis, the client alternating between them: a
+    conversation opened through one (a short first message) continues through the other on the
+    worker holding its history, every time (router.placement)."""
+    from uuid import uuid4
+
+    from tests.redis_support import REDIS_URL, require_redis
+
+    require_redis()
+    first = ThreadedStack(tmp_path_factory.mktemp("replica-a"), sglang_workers=4, edit_policy=use_cache_aware,
+                          settings_overrides={"redis_url": REDIS_URL})
+    urls = [sim.url for sim in first.stack.sglang]
+
+    def same_workers(document: dict[str, Any]) -> None:
+        use_cache_aware(document)
+        document["backends"]["local"]["workers"] = urls
+
+    second = ThreadedStack(tmp_path_factory.mktemp("replica-b"), sglang_workers=1, edit_policy=same_workers,
+                           settings_overrides={"redis_url": REDIS_URL})
+    try:
+        run = uuid4().hex[:8]
+        clients = [openai.OpenAI(base_url=s.url + "/v1", api_key=DEMO_KEY, max_retries=0) for s in (first, second)]
+        # the first replica has placed other conversations the second never saw: their lines
+        # (each replica's own counts) now cut the workers' slices differently
+        for user in range(40):
+            clients[0].chat.completions.create(model=LOCAL_MODEL, max_tokens=1, user=f"{run}-warm-{user}", messages=[
+                {"role": "system", "content": SYSTEM}, {"role": "user", "content": f"warm-up {user}"}])
+        moved = []
+        for user in range(24):
+            messages: list[ChatCompletionMessageParam] = [
+                {"role": "system", "content": SYSTEM}, {"role": "user", "content": f"hi {user}"}]
+            opened = clients[user % 2].chat.completions.with_raw_response.create(
+                model=LOCAL_MODEL, messages=messages, max_tokens=8, user=f"{run}-{user}")
+            answer = opened.parse().choices[0].message.content or ""
+            messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": "and then?"}]
+            later = clients[(user + 1) % 2].chat.completions.with_raw_response.create(
+                model=LOCAL_MODEL, messages=messages, max_tokens=8, user=f"{run}-{user}")
+            if later.headers["x-switchyard-worker"] != opened.headers["x-switchyard-worker"]:
+                moved.append((user, later.headers.get("x-switchyard-route")))
+        assert moved == []
+    finally:
+        second.close()
+        first.close()

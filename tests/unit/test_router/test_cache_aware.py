@@ -106,9 +106,12 @@ async def test_turns_stay_and_only_first_turns_count() -> None:
     policy, pool = cache_aware(), workers(4)
     first = first_turn(1, 7)
     home = (await policy.select(first, pool)).worker
+    policy.on_outcome(home.id, first, "answer 1")  # the history past the head: what only it has
     started = dict(policy._line._started)
+    request = first
     for turn in range(1, 4):
-        later = await policy.select(next_turn(first, turn), pool)
+        request = next_turn(request, turn)
+        later = await policy.select(request, pool)
         assert later.worker is home and later.reason == "conversation_match"
     assert policy._line._started == started, "a later turn is not a new conversation"
 

@@ -133,7 +133,9 @@ async def test_cache_aware_keeps_a_conversation_on_one_worker() -> None:
     policy.on_outcome(first.worker.id, request(conversation(7, 1), head), "answer 1 for 7")
     for turns in (2, 3, 4):
         later = await policy.select(request(conversation(7, turns), head), pool)
-        assert later.worker is first.worker and later.reason == "conversation_match"
+        # turn 2: the short answer leaves the block past the head unfilled in the tree, so the
+        # placement table finds the conversation; later turns match their history in the tree
+        assert later.worker is first.worker and later.reason in {"conversation_match", "shared_placement"}
 
 
 async def test_cache_aware_spreads_new_conversations_evenly() -> None:

@@ -21,7 +21,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[CacheStore]:
     try:
         yield RedisCacheStore(client, namespace, max_entries=3)
     finally:
-        keys = [k async for k in client.scan_iter(f"{namespace}:*")]
+        keys = [k async for k in client.scan_iter(f"{{{namespace}}}:*")]  # the namespace is the hash tag
         if keys:
             await client.delete(*keys)
         await client.aclose()

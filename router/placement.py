@@ -1,0 +1,53 @@
+"""Where each conversation runs, shared by the gateway replicas so they all send it there.
+
+A replica that meets a conversation for the first time on a later turn (another replica routed
+the earlier ones) has no tree entry for it. Its own line would place it where *its* counts
+put it, which differs from the first replica's near the slices' cuts. Instead it asks this
+table, written when a conversation is placed (or moved), and sends the turn to the worker
+holding the history. Keys are a stable hash of the conversation's identity (sticky key and
+head), values the worker's address, so every replica (and one started mid-traffic) reads the
+same answer. In Redis with ``REDIS_URL`` (``gateway.stores.placement_store``); a replica alone
+needs none.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Protocol
+
+from router.base import RoutingRequest
+from router.hashing import stable_hash
+
+
+class PlacementStore(Protocol):
+    """A shared map of conversation keys to worker addresses, with expiry."""
+
+    async def get(self, key: str) -> str | None:
+        """The address of the worker that holds the conversation, if known (errors: None)."""
+        ...
+
+    async def put(self, key: str, address: str) -> None:
+        """Record that the conversation now runs on ``address`` (errors are swallowed)."""
+        ...
+
+
+def placement_key(request: RoutingRequest) -> str:
+    """The conversation's identity, the same on every replica: its sticky key and head."""
+    return stable_hash(f"{request.sticky_key}\x00{request.head}").hex()
+
+
+class MemoryPlacementStore:
+    """A bounded in-process table: replicas modelled in one process (the benchmark's model)."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._entries: OrderedDict[str, str] = OrderedDict()
+        self._max = max_entries
+
+    async def get(self, key: str) -> str | None:
+        return self._entries.get(key)
+
+    async def put(self, key: str, address: str) -> None:
+        self._entries[key] = address
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)

@@ -1,0 +1,61 @@
+"""The replicas' shared conversation placements: in memory and on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+
+from gateway.stores.placement_store import RedisPlacementStore
+from router.placement import MemoryPlacementStore, PlacementStore
+from tests.redis_support import connect_or_skip
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[PlacementStore]:
+    if request.param == "memory":
+        yield MemoryPlacementStore(max_entries=3)
+        return
+    client = await connect_or_skip()
+    pool = f"test-{uuid.uuid4().hex[:8]}"
+    try:
+        yield RedisPlacementStore(client, pool, ttl_s=60)
+    finally:
+        keys = [k async for k in client.scan_iter(f"switchyard:placement:{{{pool}}}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+async def test_a_placement_is_read_back_and_replaced(store: PlacementStore) -> None:
+    assert await store.get("conv-a") is None
+    await store.put("conv-a", "http://10.0.0.1:30000")
+    assert await store.get("conv-a") == "http://10.0.0.1:30000"
+    await store.put("conv-a", "http://10.0.0.2:30000")  # moved
+    assert await store.get("conv-a") == "http://10.0.0.2:30000"
+
+
+async def test_placements_expire() -> None:
+    client = await connect_or_skip()
+    try:
+        store = RedisPlacementStore(client, f"test-{uuid.uuid4().hex[:8]}", ttl_s=0.2)
+        await store.put("conv", "http://10.0.0.1:30000")
+        assert await store.get("conv") == "http://10.0.0.1:30000"
+        await asyncio.sleep(0.3)
+        assert await store.get("conv") is None
+    finally:
+        await client.aclose()
+
+
+async def test_an_unreachable_redis_is_unknown_not_an_error() -> None:
+    client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.05)  # nothing listens
+    store = RedisPlacementStore(client, "pool", timeout_s=0.2)
+    started = time.monotonic()
+    await store.put("conv", "http://10.0.0.1:30000")
+    assert await store.get("conv") is None
+    assert time.monotonic() - started < 1.0
+    await client.aclose()
