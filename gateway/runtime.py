@@ -342,8 +342,11 @@ def compile_routes(policy: Policy, scorer: Scorer | None, error: str = "") -> di
                 threshold = share_threshold(scorer, route.strong_share or 0.0)
             except ValueError as exc:
                 raise PolicyError([(f"routes.{name}.strong_share", str(exc))]) from None
+        escalation = route.escalation_threshold
         routes[name] = DifficultyRoute(name, route.cheap, route.strong, threshold,
-                                       route.allow_tier_header, scorer)
+                                       route.allow_tier_header, scorer, sticky=route.sticky,
+                                       escalation_threshold=(threshold + 1) / 2 if escalation is None else escalation,
+                                       switch_cost_per_1k_tokens=route.switch_cost_per_1k_tokens)
     return routes
 
 

@@ -50,11 +50,14 @@ def resolve_target(runtime: Runtime, caller: Caller, call: ChatRequest | TextReq
     model = params.model
     authorize(runtime, caller, model)
     headers = {"x-request-id": record.request_id}
+    user = params.user if isinstance(params.user, str) else None
+    sticky_key = request_headers.get(SESSION_HEADER) or user or caller.key_name
     route = runtime.routes.get(model)
     if route is not None:
         # being allowed the route means being allowed both of its tiers
         with record.phase("switchyard.classify") as span:
-            decision = route.decide(messages_of(call), request_headers, caller.route_thresholds.get(model))
+            decision = route.decide(messages_of(call), request_headers, caller.route_thresholds.get(model),
+                                    sticky_key)
             span.set_attribute("switchyard.tier", decision.tier)
         model = decision.model
         record.routed(route.name, decision.tier, decision.score)
@@ -62,8 +65,6 @@ def resolve_target(runtime: Runtime, caller: Caller, call: ChatRequest | TextReq
         if decision.score is not None:
             headers["x-switchyard-difficulty"] = f"{decision.score:.4f}"
     headers["x-switchyard-model"] = model
-    user = params.user if isinstance(params.user, str) else None
-    sticky_key = request_headers.get(SESSION_HEADER) or user or caller.key_name
     assignment = runtime.canary.assign(model, sticky_key)
     record.model, record.version = model, runtime.versions[model, assignment.version]
     headers[VERSION_HEADER] = record.version

@@ -283,6 +283,17 @@ class DifficultyRouteConfig(StrictModel):
     """Let clients force a tier with ``x-switchyard-tier: cheap|strong``."""
     aliases: list[str] = []
     """Other names clients may send for this route (as a model's ``aliases``)."""
+    sticky: bool = True
+    """Decide per conversation: a later turn keeps the tier its conversation runs on (a switch
+    loses the cached prefix and changes the voice mid-conversation). A cheap conversation moves
+    to the strong tier when a turn scores past ``escalation_threshold`` plus the switch cost; a
+    strong one stays. False: every request is scored on its own."""
+    escalation_threshold: Threshold | None = None
+    """The bar for moving a cheap conversation to the strong tier; halfway between the
+    route's threshold and 1 if unset."""
+    switch_cost_per_1k_tokens: Annotated[float, Field(ge=0, le=1)] = 0.02
+    """Added to the escalation bar per thousand tokens of the conversation (what the strong
+    tier's worker would prefill uncached)."""
 
     @model_validator(mode="after")
     def _one_knob(self) -> DifficultyRouteConfig:

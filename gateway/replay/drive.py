@@ -10,6 +10,8 @@ session are sent in order, each after the previous one finished, as a chat clien
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -56,6 +58,9 @@ class Outcome:
     completion_tokens: int = 0
     ttft_s: float | None = None
     trimmed_tokens: int = 0
+    conversation: str = ""
+    """The request's conversation (its session, else its opening): tier switches are counted per
+    conversation."""
 
     @property
     def answered(self) -> bool:
@@ -114,7 +119,7 @@ async def _turn(client: openai.AsyncOpenAI, request: TrafficRequest, tenant: str
 
 async def send(client: openai.AsyncOpenAI, request: TrafficRequest, tenant: str) -> Outcome:
     """Send one request, streamed, and measure it."""
-    outcome = Outcome(request.line, tenant)
+    outcome = Outcome(request.line, tenant, conversation=conversation_of(request))
     headers = {SESSION_HEADER: request.session} if request.session else {}
     started = time.perf_counter()
     try:
@@ -139,6 +144,18 @@ async def send(client: openai.AsyncOpenAI, request: TrafficRequest, tenant: str)
     except (openai.APIConnectionError, ConnectionError):
         outcome.code = "stream_cut"
     return outcome
+
+
+def conversation_of(request: TrafficRequest) -> str:
+    """The session, else the opening messages (through the first user turn) and ``user``."""
+    if request.session:
+        return request.session
+    opening: list[Any] = [request.body.get("user")]
+    for message in request.body.get("messages") or [request.body.get("prompt")]:
+        opening.append(message)
+        if isinstance(message, dict) and message.get("role") == "user":
+            break
+    return hashlib.sha256(json.dumps(opening, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 async def _open(client: openai.AsyncOpenAI, request: TrafficRequest,

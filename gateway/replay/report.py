@@ -51,6 +51,12 @@ class PolicyReport:
     rejections: dict[str, int] = field(default_factory=dict)
     """Requests not answered, by ``"<status> <code>"`` (status ``stream`` for an error event)."""
     workers: dict[str, int] = field(default_factory=dict)
+    tier_switches: int = 0
+    """Turns answered by another tier than the conversation's previous turn."""
+    conversations_switching: int = 0
+    """Conversations with at least one tier switch."""
+    routed_conversations: int = 0
+    """Conversations with a turn through a difficulty route."""
     """Requests by worker, labelled ``<id> <address in the policy>``."""
 
     @property
@@ -77,6 +83,7 @@ def summarise(label: str, policy: Policy, workers: Mapping[str, str], outcomes: 
     answered = [o for o in outcomes if o.answered]
     report = PolicyReport(label, policy.version, len(outcomes), len(answered), elapsed_s)
     report.decisions = dict(Counter(f"{o.tier or 'direct'} {o.model or '?'}" for o in answered))
+    report.tier_switches, report.conversations_switching, report.routed_conversations = _switches(answered)
     report.cost_usd, report.unpriced_models = _cost(policy, answered)
     report.prompt_tokens = sum(o.prompt_tokens for o in answered)
     report.cached_tokens = sum(o.cached_tokens for o in answered)
@@ -108,6 +115,23 @@ def percentile(ordered: Sequence[float], p: float) -> float | None:
 def _percentiles(outcomes: Sequence[Outcome]) -> dict[str, float | None]:
     ttfts = sorted(o.ttft_s * 1000 for o in outcomes if o.ttft_s is not None)
     return {f"p{p}": percentile(ttfts, p) for p in PERCENTILES}
+
+
+def _switches(answered: Sequence[Outcome]) -> tuple[int, int, int]:
+    """Tier switches between consecutive routed turns of a conversation (in file order), the
+    conversations with one, and the conversations routed at all."""
+    last: dict[str, str] = {}
+    switching: set[str] = set()
+    switches = 0
+    for outcome in sorted(answered, key=lambda o: o.line):
+        if outcome.tier is None:
+            continue
+        previous = last.get(outcome.conversation)
+        if previous is not None and previous != outcome.tier:
+            switches += 1
+            switching.add(outcome.conversation)
+        last[outcome.conversation] = outcome.tier
+    return switches, len(switching), len(last)
 
 
 def _cost(policy: Policy, answered: Sequence[Outcome]) -> tuple[float, list[str]]:
@@ -155,6 +179,8 @@ def render_table(traffic: Traffic, reports: Sequence[PolicyReport], pace: str) -
                        ("answered / sent", [f"{r.answered} / {r.sent}" for r in reports]),
                        ("wall time", [f"{r.elapsed_s:.1f} s" for r in reports])]
     rows += _breakdown("routing (tier model)", [r.decisions for r in reports], shares=True)
+    rows.append(("tier switches (conversations switching / routed)",
+                 [f"{r.tier_switches} ({r.conversations_switching} / {r.routed_conversations})" for r in reports]))
     rows += _money_rows(reports)
     rows += _cache_rows(reports)
     rows += _ttft_rows(reports)
