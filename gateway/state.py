@@ -22,6 +22,13 @@ class Gateway:
         self.load_error: str | None = None
         """Why no policy is active, shown by ``/readyz``."""
         telemetry.metrics.watch_pools(lambda: self._runtime.pools.values() if self._runtime else ())
+        telemetry.metrics.watch_accounting(self._accounting_counts)
+
+    def _accounting_counts(self) -> tuple[int, int]:
+        if self._runtime is None:
+            return 0, 0
+        counters = self._runtime.accounting.usage_counters
+        return counters.clamped, counters.failed
 
     @property
     def runtime(self) -> Runtime:

@@ -22,7 +22,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
@@ -137,6 +137,24 @@ class PoolCollector(Collector):
         yield from (healthy, in_flight, queued, circuit, capability)
 
 
+class AccountingCollector(Collector):
+    """Upstream usage the gateway did not believe and settlements that failed, read from the
+    active runtime's accounting at scrape time (a policy reload starts them again from 0)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], tuple[int, int]] = lambda: (0, 0)
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        clamped, failed = self.source()
+        usage = CounterMetricFamily("switchyard_usage_clamped", "Upstream usage reports outside what the "
+                                    "request could use (negative, past its bounds), charged clamped")
+        usage.add_metric([], clamped)
+        settlements = CounterMetricFamily("switchyard_settlements_failed", "Settlements that raised; the "
+                                          "reservation was charged instead")
+        settlements.add_metric([], failed)
+        yield from (usage, settlements)
+
+
 class TaskCollector(Collector):
     """``switchyard_asyncio_tasks``: tasks of the serving event loop not yet done, counted at
     scrape time (nothing is counted between scrapes). Steady growth under steady load is a leak."""
@@ -208,6 +226,12 @@ class Metrics:
         self.moderation = Counter("switchyard_moderation_verdicts", "Moderation findings by side, "
                                   "category or PII type, and action", [*model, "direction", "category", "action"],
                                   registry=registry)
+        self.guard_calls = Counter("switchyard_moderation_guard_calls", "Calls to a guard model for "
+                                   "borderline text, by guard kind and outcome (safe, unsafe, error); "
+                                   "the gateway's own cost, never a tenant's", ["kind", "outcome"],
+                                   registry=registry)
+        self.guard_seconds = Histogram("switchyard_moderation_guard_seconds", "Latency of guard model calls",
+                                       ["kind"], buckets=_LATENCY_BUCKETS, registry=registry)
         self.canary_transitions = Counter("switchyard_canary_transitions", "Rollout transitions (start, "
                                           "advance, promote, rollback, ...)", ["model", "kind", "actor"],
                                           registry=registry)
@@ -240,6 +264,8 @@ class Metrics:
         registry.register(self._pools)
         self._tasks = TaskCollector()
         registry.register(self._tasks)
+        self._accounting = AccountingCollector()
+        registry.register(self._accounting)
         # per tenant: behind the admin key (/admin/metrics)
         self.cost = Counter("switchyard_cost_usd", "Spend at the policy's prices",
                             [*model, "tenant"], registry=tenants)
@@ -290,6 +316,10 @@ class Metrics:
     def watch_pools(self, source: Callable[[], Iterable[WorkerPool]]) -> None:
         """Where the worker gauges come from: the active runtime's pools, at scrape time."""
         self._pools.source = source
+
+    def watch_accounting(self, source: Callable[[], tuple[int, int]]) -> None:
+        """Where the clamped-usage and failed-settlement counts come from, at scrape time."""
+        self._accounting.source = source
 
     def watch_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """The event loop whose tasks ``switchyard_asyncio_tasks`` counts (the serving one)."""

@@ -216,6 +216,10 @@ def test_absurd_upstream_usage_is_clamped_and_never_breaks_the_answer(tmp_path: 
         assert 0 <= row["output_tokens"] <= 6 * 50
         assert 0 <= row["input_tokens"] <= 6 * (16 * 40 + 4096)
         assert 0 <= report["total_usd"] < 1.0, "10**12 tokens used to charge $3M"
+        exposition = httpx.get(stack.url + "/metrics", timeout=10).text
+        clamped = next(float(line.split()[-1]) for line in exposition.splitlines()
+                       if line.startswith("switchyard_usage_clamped_total"))
+        assert clamped == 6  # each lie counted where operators look
         other = openai.OpenAI(base_url=stack.url + "/v1", api_key="sy-demo-key", max_retries=0)
         assert other.chat.completions.create(model=LOCAL_MODEL, max_tokens=2,
                                              messages=[{"role": "user", "content": "ok"}]).choices
