@@ -59,6 +59,7 @@ def resolve_target(runtime: Runtime, caller: Caller, call: ChatRequest | TextReq
             decision = route.decide(messages_of(call), request_headers, caller.route_thresholds.get(model),
                                     sticky_key)
             span.set_attribute("switchyard.tier", decision.tier)
+            span.set_attribute("switchyard.tier_reason", decision.reason)
         model = decision.model
         record.routed(route.name, decision.tier, decision.score)
         headers["x-switchyard-tier"] = decision.tier
