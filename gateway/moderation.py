@@ -29,6 +29,7 @@ from backends.types import (
     ToolCall,
     ToolCallDelta,
 )
+from gateway.guard_check import consult_guard
 from gateway.telemetry import RequestRecord
 from policies.moderation import ModerationConfig, Moderator, StreamModerator
 from policies.moderation.config import StreamMode
@@ -82,6 +83,8 @@ class _InputOutcome:
     findings: tuple[Finding, ...]
     blocked: Finding | None = None
     param: str | None = None
+    borderline: str = ""
+    """The checked text the classifier found borderline (joined), for the guard model."""
 
 
 async def check_request(moderator: Moderator, call: Call, record: RequestRecord) -> Call:
@@ -97,6 +100,13 @@ async def check_request(moderator: Moderator, call: Call, record: RequestRecord)
         else:
             outcome = _moderate_input(moderator, call, roles)
         record.moderated("input", outcome.findings, time.perf_counter() - started)
+    if outcome.blocked is None and outcome.borderline:
+        # only borderline text goes to the guard model: it decides those, the local model the rest
+        second = await consult_guard(moderator, outcome.borderline, "input", record)
+        record.moderated("input", second, 0.0)
+        blocked = next((f for f in second if f.action == "block"), None)
+        if blocked is not None:
+            raise ContentPolicyViolation.of(blocked)
     if outcome.blocked is not None:
         raise ContentPolicyViolation.of(outcome.blocked, param=outcome.param)
     result: Call = outcome.call
@@ -130,11 +140,14 @@ def _moderate_input(moderator: Moderator, call: ChatRequest | TextRequest | Embe
     messages: list[Message] = []
     changed = False
     findings: list[Finding] = []
+    borderline: list[str] = []
     for message in call.params.messages:
         text = _text_of(message.content) if message.role in roles else ""
         if text:
             verdict = moderator.check_text(text, "input")
             findings += verdict.findings
+            if verdict.borderline:
+                borderline.append(verdict.text)
             if verdict.blocked is not None:
                 return _InputOutcome(call, tuple(findings), verdict.blocked)
             # content parts are checked, not rewritten: a redaction applies to plain text only
@@ -144,7 +157,7 @@ def _moderate_input(moderator: Moderator, call: ChatRequest | TextRequest | Embe
         messages.append(message)
     if changed:
         call = msgspec.structs.replace(call, params=open_wire.replace(call.params, messages=messages))
-    return _InputOutcome(call, tuple(findings))
+    return _InputOutcome(call, tuple(findings), borderline="\n\n".join(borderline))
 
 
 def _moderate_embedding(moderator: Moderator, call: EmbeddingRequest) -> _InputOutcome:

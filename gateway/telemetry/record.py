@@ -288,6 +288,13 @@ class RequestRecord:
                           finding.action).inc()
             self.moderation.append(f"{direction}:{finding.name}:{finding.action}")
 
+    def guard_called(self, kind: str, outcome: str, seconds: float) -> None:
+        """A guard model was asked about borderline text (metered, never charged to the tenant)."""
+        metrics = self._telemetry.metrics
+        metrics.child(metrics.guard_calls, kind, outcome).inc()
+        metrics.child(metrics.guard_seconds, kind).observe(seconds)
+        self.moderation_s += seconds
+
     def attempt_failed(self, error: SwitchyardError) -> None:
         """An upstream attempt failed before its first byte and may be retried elsewhere."""
         self.retries.append(f"{self.worker}:{error.code}")

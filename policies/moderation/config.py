@@ -24,6 +24,7 @@ from pydantic import Field, field_validator
 
 from backends.config import StrictModel
 from policies.moderation.categories import CATEGORIES, PII_TYPES, Category, PiiType
+from policies.moderation.guard import GuardConfig
 
 __all__ = [
     "CategoryAction",
@@ -170,6 +171,10 @@ class ModerationConfig(StrictModel):
     """Checks on requests; ``null`` for none."""
     output: OutputChecks | None = Field(default_factory=OutputChecks)
     """Checks on answers; ``null`` for none."""
+    guard: GuardConfig | None = None
+    """A guard model (Llama Guard 3-style on an SGLang worker, or an OpenAI-compatible
+    ``/v1/moderations``) asked about requests the local classifier finds borderline; its unsafe
+    categories then act as the policy's rules say (``policies/moderation/guard.py``)."""
     capture_content: bool = False
     """Attach the text of a blocked or flagged message to its span event. Off by default: the
     text may be exactly what should not be stored (PII, abuse)."""

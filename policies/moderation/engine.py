@@ -78,7 +78,7 @@ class Moderator:
         stream = StreamModerator(rules, self._window if direction == "output" else INPUT_WINDOW_CHARS)
         first = stream.feed(text)
         rest = stream.finish()
-        return Verdict(first.text + rest.text, first.findings + rest.findings)
+        return Verdict(first.text + rest.text, first.findings + rest.findings, stream.borderline)
 
     def stream(self, mode: StreamMode | None = None) -> StreamModerator | None:
         """A new moderator for one streamed answer, in ``mode`` (default: the policy's), or None

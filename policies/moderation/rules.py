@@ -57,6 +57,9 @@ class Outcome:
     text: str
     findings: tuple[Finding, ...]
     blocked: Finding | None
+    borderline: bool = False
+    """A blocking category scored at or above ``release_below`` times its threshold, and none
+    reached it: what a guard model is asked about."""
 
 
 def term_pattern(terms: Sequence[str]) -> re.Pattern[str] | None:
@@ -124,9 +127,7 @@ class Rules:
         text on it (at or above ``release_below`` times the threshold, in any blocking category)."""
         if self._scorer is None:
             return False
-        scores = self._scorer.scores([text])[0]
-        return any(scores[i] >= self._release_below * threshold
-                   for i, _, threshold, action in self._categories if action == "block")
+        return self._near(self._scorer.scores([text])[0])
 
     def _check_one(self, w: Window, scores: npt.NDArray[np.float32] | None, match: bool = True) -> Outcome:
         findings: list[Finding] = []
@@ -149,7 +150,11 @@ class Rules:
             released = released[:start] + redaction(kind) + released[end:]
         findings += self._categories_only(w, scores).findings
         blocked = next((f for f in findings if f.action == "block"), None)
-        return Outcome(released, tuple(findings), blocked)
+        return Outcome(released, tuple(findings), blocked, blocked is None and self._near(scores))
+
+    def _near(self, scores: npt.NDArray[np.float32] | None) -> bool:
+        return scores is not None and any(scores[i] >= self._release_below * threshold
+                                          for i, _, threshold, action in self._categories if action == "block")
 
     def _categories_only(self, w: Window, scores: npt.NDArray[np.float32] | None) -> Outcome:
         findings: tuple[Finding, ...] = ()

@@ -84,6 +84,8 @@ class StreamModerator:
         self._offset = 0  # where _pending starts in the whole stream
         self._blocked: Finding | None = None
         self._flagged: set[str] = set()
+        self.borderline = False
+        """Whether a window checked so far was borderline (``Outcome.borderline``)."""
 
     @property
     def held(self) -> int:
@@ -154,6 +156,7 @@ class StreamModerator:
         findings: list[Finding] = []
         for window, outcome in zip(windows, self._rules.check(windows), strict=True):
             findings += [f for f in outcome.findings if self._is_new(f)]
+            self.borderline = self.borderline or outcome.borderline
             if outcome.blocked is not None:
                 self._blocked = outcome.blocked
                 break

@@ -57,6 +57,9 @@ class Verdict:
 
     text: str
     findings: tuple[Finding, ...] = ()
+    borderline: bool = False
+    """Whether the classifier found some window close to a blocking threshold (and none over
+    it): the text a guard model is asked about."""
 
     @property
     def blocked(self) -> Finding | None:
