@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality-only", action="store_true", help="skip the cost part")
     parser.add_argument("--streams", type=int, default=200, help="cost: streams timed")
     parser.add_argument("--window-chars", type=int, default=160)
+    parser.add_argument("--mode", choices=["incremental", "buffered", "async"], default="incremental",
+                        help="cost: the stream mode measured")
     parser.add_argument("--core", type=int, default=0, help="cost: CPU core to pin to (-1: no pinning)")
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render_pii(results["pii"]), end="\n\n")
     if not args.quality_only:
         results["cost"] = {**measure(classifier, streams=args.streams, window_chars=args.window_chars,
-                                           core=None if args.core < 0 else args.core),
+                                           core=None if args.core < 0 else args.core, mode=args.mode),
                            "python": platform.python_version(), "machine": platform.machine()}
         print(render(results["cost"]))
     args.json.parent.mkdir(parents=True, exist_ok=True)

