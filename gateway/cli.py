@@ -146,7 +146,7 @@ def _add_replay_arguments(replay: argparse.ArgumentParser) -> None:
 
 
 def _keys_hash(args: argparse.Namespace) -> int:
-    from policies.keys import hash_key
+    from policies.key_hash import hash_key
 
     key = args.key if args.key is not None else sys.stdin.readline().strip()
     if not key:
@@ -157,7 +157,7 @@ def _keys_hash(args: argparse.Namespace) -> int:
 
 
 def _keys_new(args: argparse.Namespace) -> int:
-    from policies.keys import hash_key, new_key
+    from policies.key_hash import hash_key, new_key
 
     key = new_key()
     print(f"key:    {key}\nsha256: {hash_key(key)}")

@@ -1,9 +1,27 @@
-"""The policy document, keys, and (as they come) budgets, limits and moderation."""
+"""The policy document, keys, and (as they come) budgets, limits and moderation.
+
+Names load on first use (PEP 562): ``import policies.key_hash`` (the CLI's ``keys`` commands)
+must not import the document, Redis and the classifiers.
+"""
 
 from __future__ import annotations
 
-from policies.document import Policy
-from policies.keys import Caller, KeyRing, hash_key
-from policies.loader import PolicyError, load_policy, parse_policy
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from policies.document import Policy
+    from policies.key_hash import hash_key
+    from policies.keys import Caller, KeyRing
+    from policies.loader import PolicyError, load_policy, parse_policy
 
 __all__ = ["Caller", "KeyRing", "Policy", "PolicyError", "hash_key", "load_policy", "parse_policy"]
+
+_HOME = {"Policy": "document", "Caller": "keys", "KeyRing": "keys", "hash_key": "key_hash",
+         "PolicyError": "loader", "load_policy": "loader", "parse_policy": "loader"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'policies' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"policies.{_HOME[name]}"), name)

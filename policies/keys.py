@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from backends.errors import AuthenticationError, NotFoundError
 from policies.document import Policy
+from policies.key_hash import hash_key, new_key
 from policies.rate_limit import RateScope
 from policies.scopes import key_scope, tenant_scope
 from policies.spend import BudgetScope
 
-
-def hash_key(plain: str) -> str:
-    """The lower-case hex SHA-256 stored in the policy in place of the key."""
-    return hashlib.sha256(plain.encode("utf-8")).hexdigest()
-
-
-def new_key(prefix: str = "sy-") -> str:
-    """A fresh random key with 256 bits of entropy."""
-    return prefix + secrets.token_urlsafe(32)
+# hash_key and new_key live in policies.key_hash (the CLI imports them without the document);
+# re-exported here, where callers have always imported them
+__all__ = ["Caller", "KeyRing", "hash_key", "new_key"]
 
 
 @dataclass(frozen=True, slots=True)

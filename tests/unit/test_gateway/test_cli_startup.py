@@ -31,6 +31,16 @@ def test_gateway_package_names_load_on_use() -> None:
     assert done.stdout.split() == ["False", "True", "Settings"]
 
 
+def test_keys_commands_import_neither_the_document_nor_the_app() -> None:
+    done = _run("import json, sys\nfrom gateway.cli import main\nmain(['keys', 'hash', 'abc'])\n"
+                "print(json.dumps(sorted(sys.modules)))")
+    digest, modules = done.stdout.splitlines()
+    assert digest == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # sha256("abc")
+    loaded = set(json.loads(modules))
+    assert "policies.document" not in loaded and "pydantic" not in loaded
+    assert not {m for m in loaded if m.split(".")[0] in HEAVY}
+
+
 def test_switchyard_help_answers_within_a_second() -> None:
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "gateway.cli", "--help"], capture_output=True, text=True,
