@@ -139,3 +139,17 @@ def test_recall_and_precision_on_the_presidio_synthetic_set(data_dir: Path) -> N
     for kind in ("email", "phone", "credit_card", "iban", "us_ssn", "ip_address"):
         precision = 1 - detected[kind + ":fp"] / max(detected[kind], 1)
         assert precision >= 0.9, f"{kind} precision {precision:.3f}"
+
+
+def test_a_valid_number_in_groups_is_a_phone_without_a_word_saying_so() -> None:
+    # libphonenumber (phonenumbers) validates what the shape alone leaves in doubt
+    from policies.moderation.pii import is_valid_phone
+
+    assert [s.type for s in find_pii("Her number is 415 555 2671, ask her.")] == ["phone"]
+    assert is_valid_phone("+44 20 7946 0958") and is_valid_phone("0044 20 7946 0958")
+    assert not is_valid_phone("123 456 7890") and not is_valid_phone("8 336 817")
+
+
+def test_a_number_after_a_plus_is_a_phone_not_a_card() -> None:
+    # "+44 121 257 6843" passes Luhn by chance: a card is never written with a country prefix
+    assert [s.type for s in find_pii("Call +44 121 257 6843 today.")] == ["phone"]
