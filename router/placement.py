@@ -30,6 +30,14 @@ class PlacementStore(Protocol):
         """Record that the conversation now runs on ``address`` (errors are swallowed)."""
         ...
 
+    async def publish_start(self, group: str, worker_id: str) -> None:
+        """Tell the other replicas that a new conversation of ``group`` started on ``worker_id``."""
+        ...
+
+    async def starts_elsewhere(self) -> list[tuple[str, str]]:
+        """The ``(group, worker_id)`` starts other replicas published since the last call."""
+        ...
+
 
 def placement_key(request: RoutingRequest) -> str:
     """The conversation's identity, the same on every replica: its sticky key and head."""
@@ -37,11 +45,32 @@ def placement_key(request: RoutingRequest) -> str:
 
 
 class MemoryPlacementStore:
-    """A bounded in-process table: replicas modelled in one process (the benchmark's model)."""
+    """A bounded in-process table: one replica's own, or replicas modelled in one process
+    (the benchmark's model: each replica takes a ``view()``, sharing the table and the starts)."""
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self._entries: OrderedDict[str, str] = OrderedDict()
         self._max = max_entries
+        self._starts: list[tuple[int, str, str]] = []
+        self._views = 0
+        self._origin = 0
+        self._cursor = 0
+
+    def view(self) -> MemoryPlacementStore:
+        """Another replica's handle on the same table and starts."""
+        self._views += 1
+        other = MemoryPlacementStore.__new__(MemoryPlacementStore)
+        other._entries, other._max, other._starts = self._entries, self._max, self._starts
+        other._views, other._origin, other._cursor = 0, self._views, len(self._starts)
+        return other
+
+    async def publish_start(self, group: str, worker_id: str) -> None:
+        self._starts.append((self._origin, group, worker_id))
+
+    async def starts_elsewhere(self) -> list[tuple[str, str]]:
+        new = self._starts[self._cursor:]
+        self._cursor = len(self._starts)
+        return [(group, worker) for origin, group, worker in new if origin != self._origin]
 
     async def get(self, key: str) -> str | None:
         return self._entries.get(key)

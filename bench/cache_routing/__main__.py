@@ -96,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "short openings); default: like every other user turn")
     parser.add_argument("--redis-url", default="",
                         help="REDIS_URL for the gateway replicas (shared placements); its "
-                             "switchyard:placement:* keys are deleted before each run")
+                             "switchyard:placement:* and switchyard:line:* keys are deleted before each run")
     parser.add_argument("--out", type=Path, default=None, help="JSON results file")
     parser.add_argument("--chart", type=Path, default=None, help="PNG chart (full runs only by default)")
     return parser.parse_args(argv)
@@ -221,7 +221,7 @@ def _gateways(sim_urls: list[str], policy: str, replicas: int, workdir: Path,
         if redis_url:  # a run starts cold: no placement left by an earlier run
             import redis as sync_redis
             client = sync_redis.Redis.from_url(redis_url)
-            stale = list(client.scan_iter("switchyard:placement:*"))
+            stale = [*client.scan_iter("switchyard:placement:*"), *client.scan_iter("switchyard:line:*")]
             if stale:
                 client.delete(*stale)
             client.close()

@@ -218,7 +218,8 @@ def simulate(workload: Workload, *, selection: SelectionConfig | None = None, re
     # the replicas share one placement table, as gateways sharing a Redis do
     shared = MemoryPlacementStore() if replicas > 1 and shared_placements else None
     policies = None if pins is not None else [
-        build_policy(selection or RoundRobinConfig(), random.Random(r), shared) for r in range(replicas)]
+        build_policy(selection or RoundRobinConfig(), random.Random(r), shared.view() if shared else None)
+        for r in range(replicas)]
     run = _Run(workload, urls, settings, policies, pins)
     records = run.run()
     prompt = sum(s.prompt_tokens for s in run.sims)

@@ -1,9 +1,12 @@
 """The replicas' shared conversation placements (``router.placement``) in Redis.
 
 One string per conversation, ``switchyard:placement:{<pool>}:<conversation key>`` holding the
-worker's address, expiring ``ttl_s`` after the conversation was last placed or moved. Each
-command touches one key, so a Redis Cluster spreads them by pool. Routing never waits long on
-it: a call slower than ``timeout_s`` or failing counts as "not known" (the replica's own line
+worker's address, expiring ``ttl_s`` after the conversation was last placed or moved; and one
+stream per pool, ``switchyard:line:{<pool>}`` (capped near ``max_starts`` entries), of the new
+conversations each replica started (group, worker), which the others count on their lines
+before they place a new conversation, so every replica cuts the same slices. Each command
+touches one key, so a Redis Cluster spreads them by pool. Routing never waits long on it: a
+call slower than ``timeout_s`` or failing counts as "not known" (the replica's own line
 decides) and is logged once per outage.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 from policies.redis_client import RedisClient
 
@@ -27,12 +31,50 @@ class RedisPlacementStore:
         timeout_s: Longest wait on the request path.
     """
 
-    def __init__(self, client: RedisClient, pool: str, ttl_s: float = 3600.0, timeout_s: float = 0.05) -> None:
+    def __init__(self, client: RedisClient, pool: str, ttl_s: float = 3600.0, timeout_s: float = 0.05,
+                 max_starts: int = 10_000) -> None:
         self._client = client
         self._prefix = "switchyard:placement:{" + pool + "}:"
+        self._stream = "switchyard:line:{" + pool + "}"
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._timeout_s = timeout_s
+        self._max_starts = max_starts
+        self._origin = uuid.uuid4().hex[:12]
+        self._cursor: str | None = None
         self._failing = False
+
+    async def publish_start(self, group: str, worker_id: str) -> None:
+        try:
+            await asyncio.wait_for(self._client.xadd(
+                self._stream, {"g": group, "w": worker_id, "o": self._origin},
+                maxlen=self._max_starts, approximate=True), self._timeout_s)
+        except Exception as exc:  # noqa: BLE001 - the others' lines miss one start
+            self._failed(exc)
+
+    async def starts_elsewhere(self) -> list[tuple[str, str]]:
+        try:
+            if self._cursor is None:  # joining: the recent starts, newest 1,000, oldest first
+                reply = await asyncio.wait_for(
+                    self._client.xrevrange(self._stream, "+", "-", count=1000), self._timeout_s)
+                entries = list(reversed(reply or []))
+            else:
+                reply = await asyncio.wait_for(
+                    self._client.xrange(self._stream, f"({self._cursor}", "+", count=1000), self._timeout_s)
+                entries = list(reply or [])
+        except Exception as exc:  # noqa: BLE001 - counted later, or never: the line drifts a little
+            self._failed(exc)
+            return []
+        self._failing = False
+        if entries and entries[-1][0] is not None:
+            self._cursor = _text(entries[-1][0])
+        elif self._cursor is None:
+            self._cursor = "0-0"
+        starts = []
+        for _, fields in entries:
+            values = {_text(k): _text(v) for k, v in (fields or {}).items()}
+            if values.get("o") != self._origin and "g" in values and "w" in values:
+                starts.append((values["g"], values["w"]))
+        return starts
 
     async def get(self, key: str) -> str | None:
         try:
@@ -58,3 +100,7 @@ class RedisPlacementStore:
             log.warning("shared placements unavailable (%r); replicas route new-to-them turns by their own line",
                         exc)
         self._failing = True
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

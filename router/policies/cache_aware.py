@@ -155,6 +155,7 @@ class CacheAware(BasePolicy):
             pick, reason = shared, "shared_placement"
         else:
             group = self._group(request)
+            await self._catch_up()
             pick = self._line.pick(group, _point(request), workers)
             reason = "home_hit" if matched[pick.id] else "home_miss"
         if pick.load - idlest.load > config.balance_abs_threshold:
@@ -162,6 +163,11 @@ class CacheAware(BasePolicy):
             holders = [w for w in workers if matched[w.id] == longest]
             pick, reason = min(holders, key=lambda w: w.load), reason + "_overloaded"
         return await self._place(pick, request, keys, reason, scores, group)
+
+    async def _catch_up(self) -> None:
+        """Count the conversations the other replicas started since: their lines and ours alike."""
+        for group, worker_id in await self._placements.starts_elsewhere():
+            self._line.count(bytes.fromhex(group), worker_id)
 
     async def _shared(self, request: RoutingRequest, workers: Sequence[WorkerView]) -> WorkerView | None:
         """The worker the shared table names for this conversation, if it is still selectable."""
@@ -193,6 +199,8 @@ class CacheAware(BasePolicy):
             # the tree forgot it): counting those too keeps replicas' lines alike. A retry's
             # start was counted by its first attempt (on the worker that failed it)
             self._line.count(group, worker.id)
+            if len(request.prompt) <= request.head_chars:  # a start: the other replicas count it too
+                await self._placements.publish_start(group.hex(), worker.id)
         # optimistic: the worker will hold the prompt once it has prefilled it
         self._index.insert(worker.id, keys)
         return Selection(worker, reason=reason, scores=scores)

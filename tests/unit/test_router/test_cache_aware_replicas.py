@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from router.base import RoutingRequest
+from router.hashing import stable_hash
 from router.placement import MemoryPlacementStore
 from router.policies import CacheAware, build_policy
 from tests.unit.test_router.test_cache_aware import (
@@ -29,7 +30,7 @@ def _replicas(count: int, shared: bool) -> list[CacheAware]:
     config = cache_aware()._config
     replicas = []
     for seed in range(count):
-        policy = build_policy(config, random.Random(seed), store)
+        policy = build_policy(config, random.Random(seed), store.view() if store else None)
         assert isinstance(policy, CacheAware)
         replicas.append(policy)
     return replicas
@@ -102,3 +103,23 @@ async def test_a_moved_conversation_is_followed_and_a_gone_worker_ignored() -> N
     a.on_worker_removed(home.id)
     followed = await a.select(next_turn(next_turn(first, 1), 2), rest)  # the table says where
     assert followed.worker is moved.worker
+
+
+async def test_replicas_sharing_starts_cut_the_same_slices() -> None:
+    """Each replica counts the conversations the others started, so their lines agree: new
+    conversations land alike whichever replica places them (a group stays on its workers)."""
+    pool = workers(4)
+    for shared, floor in ((True, 0.99), (False, 0.0)):
+        replicas = _replicas(3, shared=shared)
+        requests = [first_turn(g, u) for u in range(300) for g in [u % 7 if u % 3 else 0]]
+        for i, request in enumerate(requests):  # each replica sees a third of the traffic
+            await replicas[i % 3].select(request, pool)
+        for replica in replicas:
+            await replica._catch_up()
+        probes = [(stable_hash(f"group {g}"), i / 97) for g in range(7) for i in range(97)]
+        picks = [[r._line.pick(group, point, pool).id for group, point in probes] for r in replicas]
+        agree = sum(a == b == c for a, b, c in zip(*picks, strict=True)) / len(probes)
+        if shared:
+            assert agree >= floor, agree
+        else:
+            assert agree < 0.99, "without shared starts each line has its own cuts"

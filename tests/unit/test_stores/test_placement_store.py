@@ -59,3 +59,22 @@ async def test_an_unreachable_redis_is_unknown_not_an_error() -> None:
     assert await store.get("conv") is None
     assert time.monotonic() - started < 1.0
     await client.aclose()
+
+
+async def test_replicas_see_each_others_starts_not_their_own() -> None:
+    client = await connect_or_skip()
+    pool = f"test-{uuid.uuid4().hex[:8]}"
+    try:
+        a, b = RedisPlacementStore(client, pool), RedisPlacementStore(client, pool)
+        assert await a.starts_elsewhere() == [] and await b.starts_elsewhere() == []
+        await a.publish_start("0a0b", "pool/1")
+        await b.publish_start("0c0d", "pool/2")
+        await a.publish_start("0e0f", "pool/3")
+        assert await b.starts_elsewhere() == [("0a0b", "pool/1"), ("0e0f", "pool/3")]
+        assert await b.starts_elsewhere() == [], "each start once"
+        assert await a.starts_elsewhere() == [("0c0d", "pool/2")]
+        late = RedisPlacementStore(client, pool)  # started mid-traffic: the recent starts first
+        assert await late.starts_elsewhere() == [("0a0b", "pool/1"), ("0c0d", "pool/2"), ("0e0f", "pool/3")]
+    finally:
+        await client.delete(f"switchyard:line:{{{pool}}}")
+        await client.aclose()
