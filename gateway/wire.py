@@ -20,11 +20,14 @@ from backends.types import (
 
 P = TypeVar("P", ChatParams, TextParams, EmbeddingParams)
 
+S = TypeVar("S")
 _OBJECT = msgspec.json.Decoder(dict[str, Any])
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
 
 
-def _decode_object(body: bytes) -> dict[str, Any]:
+def decode_object(body: bytes) -> dict[str, Any]:
+    """A request body as a JSON object, or ``InvalidJSONError`` saying what is wrong with it
+    (every door decodes its body here first)."""
     if not body:
         raise InvalidJSONError("The request body is empty; send a JSON object.")
     try:
@@ -37,17 +40,22 @@ def _decode_object(body: bytes) -> dict[str, Any]:
         raise InvalidJSONError(f"The request body is not a JSON object: {exc}") from None
 
 
-def _convert(data: dict[str, Any], cls: type[P]) -> tuple[P, dict[str, Any]]:
-    """The known fields as ``cls`` (nested undeclared fields kept on their structs, see
-    ``backends.open_wire``) and the unknown top-level fields, passed through as ``extra``."""
+def validated(data: dict[str, Any], cls: type[S]) -> S:
+    """``data`` as ``cls``, or ``InvalidRequestError`` naming the bad field (``param``)."""
     try:
-        params = msgspec.convert(data, cls)
+        return msgspec.convert(data, cls)
     except msgspec.ValidationError as exc:
         text = str(exc)
         match = _PATH.search(text)
         param = match.group(1) if match else None
         message = _PATH.sub("", text)
         raise InvalidRequestError(f"{param}: {message}" if param else message, param=param) from None
+
+
+def _convert(data: dict[str, Any], cls: type[P]) -> tuple[P, dict[str, Any]]:
+    """The known fields as ``cls`` (nested undeclared fields kept on their structs, see
+    ``backends.open_wire``) and the unknown top-level fields, passed through as ``extra``."""
+    params = validated(data, cls)
     extra: dict[str, Any] = {}
     if open_wire.adopt(params, data):
         extra = dict(open_wire.unknown(params))
@@ -80,7 +88,7 @@ def _check_messages(params: ChatParams) -> None:
 
 def parse_chat(body: bytes) -> ChatRequest:
     """Validate a ``/v1/chat/completions`` body; unknown top-level fields are kept as extras."""
-    data = _decode_object(body)
+    data = decode_object(body)
     params, extra = _convert(data, ChatParams)
     _check_messages(params)
     _check_tools(params)
@@ -107,7 +115,7 @@ def _is_prompt_list(prompt: list[Any]) -> bool:
 
 def parse_text(body: bytes) -> TextRequest:
     """Validate a ``/v1/completions`` body; unknown top-level fields are kept as extras."""
-    data = _decode_object(body)
+    data = decode_object(body)
     params, extra = _convert(data, TextParams)
     if isinstance(params.prompt, list) and not _is_prompt_list(params.prompt):
         raise InvalidRequestError(
@@ -142,7 +150,7 @@ def _embedding_input_problem(value: str | list[Any]) -> str | None:
 
 def parse_embeddings(body: bytes) -> EmbeddingRequest:
     """Validate a ``/v1/embeddings`` body; unknown top-level fields are kept as extras."""
-    data = _decode_object(body)
+    data = decode_object(body)
     params, extra = _convert(data, EmbeddingParams)
     problem = _embedding_input_problem(params.input)
     if problem is not None:

@@ -24,13 +24,13 @@ What the translation does (the opposite direction of ``backends.anthropic_transl
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from backends.anthropic_translate import THINKING_BUDGETS
-from backends.errors import InvalidJSONError, InvalidRequestError, UnsupportedError
+from backends.errors import InvalidRequestError, UnsupportedError
 from backends.types import (
     ChatParams,
     ChatRequest,
@@ -47,6 +47,7 @@ from backends.types import (
     Tool,
     ToolCall,
 )
+from gateway.wire import decode_object, validated
 
 __all__ = ["PROTOCOL", "CountTokensBody", "MessagesBody", "parse_count_tokens", "parse_messages", "to_chat"]
 
@@ -135,30 +136,6 @@ class MessagesBody(CountTokensBody, kw_only=True):
     metadata: MetadataParam | UnsetType = UNSET
 
 
-B = TypeVar("B", CountTokensBody, MessagesBody)
-_OBJECT = msgspec.json.Decoder(dict[str, Any])
-
-
-def _decode(body: bytes) -> dict[str, Any]:
-    if not body:
-        raise InvalidJSONError("The request body is empty; send a JSON object.")
-    try:
-        return _OBJECT.decode(body)
-    except UnicodeDecodeError:
-        raise InvalidJSONError("The request body is not valid UTF-8.") from None
-    except RecursionError:
-        raise InvalidJSONError("The request body is nested too deeply.") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidJSONError(f"The request body is not a JSON object: {exc}") from None
-
-
-def _convert(data: dict[str, Any], cls: type[B]) -> B:
-    try:
-        return msgspec.convert(data, cls)
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        path = text.rpartition(" - at `$.")[2].rstrip("`") if " - at `$." in text else None
-        raise InvalidRequestError(f"{path}: {text.partition(' - at ')[0]}" if path else text, param=path) from None
 
 
 def parse_messages(body: bytes, headers: Mapping[str, str] | None = None) -> ChatRequest:
@@ -173,8 +150,8 @@ def parse_messages(body: bytes, headers: Mapping[str, str] | None = None) -> Cha
         InvalidRequestError: a field is missing or has the wrong shape.
         UnsupportedError: a block type or tool the translation cannot carry.
     """
-    data = _decode(body)
-    parsed = _convert(data, MessagesBody)
+    data = decode_object(body)
+    parsed = validated(data, MessagesBody)
     call = to_chat(parsed)
     native = NativeBody(PROTOCOL, data, call.params.messages, dict(headers or {}))
     return msgspec.structs.replace(call, native=native)
@@ -182,7 +159,7 @@ def parse_messages(body: bytes, headers: Mapping[str, str] | None = None) -> Cha
 
 def parse_count_tokens(body: bytes) -> ChatRequest:
     """A ``/v1/messages/count_tokens`` body as a canonical chat request (for counting only)."""
-    return to_chat(_convert(_decode(body), CountTokensBody))
+    return to_chat(validated(decode_object(body), CountTokensBody))
 
 
 def to_chat(body: CountTokensBody) -> ChatRequest:

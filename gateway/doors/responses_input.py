@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET
 
-from backends.errors import InvalidJSONError, InvalidRequestError, UnsupportedError
+from backends.errors import InvalidRequestError, UnsupportedError
 from backends.types import (
     ChatParams,
     ChatRequest,
@@ -41,6 +41,7 @@ from backends.types import (
     Tool,
     ToolCall,
 )
+from gateway.wire import decode_object
 
 __all__ = ["THINKING_PREFIX", "ResponsesBody", "decode_body", "to_chat"]
 
@@ -86,17 +87,11 @@ _READ = frozenset(ResponsesBody.__struct_fields__) | {"stream_options", *_REFUSE
 _ACCEPTED_INCLUDES = {"reasoning.encrypted_content"}
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
-_OBJECT = msgspec.json.Decoder(dict[str, Any])
 
 
 def decode_body(body: bytes) -> tuple[ResponsesBody, dict[str, Any]]:
     """The body as ``ResponsesBody`` and the raw object; 400 in OpenAI's shape when invalid."""
-    if not body:
-        raise InvalidJSONError("The request body is empty; send a JSON object.")
-    try:
-        raw = _OBJECT.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidJSONError(f"The request body is not a JSON object: {exc}") from None
+    raw = decode_object(body)
     try:
         parsed = msgspec.convert(raw, ResponsesBody)
     except msgspec.ValidationError as exc:
