@@ -293,3 +293,56 @@ def test_kubernetes_discovery_follows_watched_endpointslices(
         for sim in sims:
             stack.run(sim.aclose())
         stack.close()
+
+
+def test_a_removed_worker_finishes_the_stream_it_is_serving(tmp_path: Path, worker_port: int) -> None:
+    """A stream open on a worker when DNS drops it runs to ``[DONE]``; new requests go elsewhere."""
+    dns = Dnsmasq(tmp_path, "sglang.switchyard.test", HOSTS[:2])
+    stack = ThreadedStack(tmp_path, sglang_workers=1, edit_policy=_discovering(
+        {"type": "dns", "name": dns.name, "port": worker_port, "nameserver": f"127.0.0.1:{dns.port}",
+         "interval_s": 0.2, "ipv6": False}))
+    sims = _start_workers(stack, worker_port)
+    ids = [f"local/{host}:{port}" for host, port in zip(HOSTS, [worker_port] * 3, strict=True)]
+    pieces = [f"piece{i} " for i in range(1500)]  # ~4.5 s at the sims' 3 ms between tokens
+    try:
+        deadline = time.monotonic() + 10
+        while httpx.get(stack.url + "/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with httpx.Client(base_url=stack.url, headers={"authorization": "Bearer sy-demo-key"}, timeout=20) as http:
+            for _ in range(6):  # round robin: one of the first streams lands on the first worker
+                body = {"model": LOCAL_MODEL, "stream": True, "sim_reply": pieces,
+                        "messages": [{"role": "user", "content": "a long answer, please"}]}
+                with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                    if response.headers.get("x-switchyard-worker") != ids[0]:
+                        "".join(response.iter_text())
+                        continue
+                    chunks = response.iter_text()
+                    received = next(chunks)
+                    dns.set(HOSTS[1:])  # the worker leaves while its stream runs
+                    gone = time.monotonic() + 10
+                    while True:  # until discovery has dropped it: a short request lands elsewhere
+                        short = http.post("/v1/chat/completions", json={
+                            "model": LOCAL_MODEL, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]})
+                        assert short.status_code == 200, short.text
+                        if short.headers["x-switchyard-worker"] != ids[0]:
+                            others = [http.post("/v1/chat/completions", json={
+                                "model": LOCAL_MODEL, "max_tokens": 2,
+                                "messages": [{"role": "user", "content": f"hi {i}"}]}) for i in range(4)]
+                            if all(r.headers["x-switchyard-worker"] != ids[0] for r in others):
+                                break
+                        assert time.monotonic() < gone, "discovery never dropped the worker"
+                        time.sleep(0.1)
+                    # dropped from the pool while its stream still runs upstream
+                    assert stack.sim_stats(sims[0].url)["running"] == 1
+                    received += "".join(chunks)
+                    break
+            else:
+                pytest.fail("no stream landed on the first worker")
+        assert received.rstrip().endswith("data: [DONE]"), received[-300:]
+        assert "piece1499" in received  # the whole answer, from the worker that left
+    finally:
+        for sim in sims:
+            stack.run(sim.aclose())
+        stack.close()
+        dns.close()

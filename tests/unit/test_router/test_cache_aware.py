@@ -190,3 +190,15 @@ async def test_a_retried_first_turn_counts_one_start() -> None:
     assert policy._line._started == before  # started once, not once per attempt
     await policy.select(first_turn(1, 2), pool)  # a new conversation still counts
     assert sum(policy._line._started.values()) > sum(before.values())
+
+
+async def test_a_worker_that_joins_takes_new_conversations_first() -> None:
+    """Issue 19: a new worker's cache is empty, so new conversations go to it first (its slice
+    of the line widens while it has started fewer than its share), until it has caught up."""
+    policy = cache_aware()
+    pool = workers(3)
+    before = [first_turn(group, user) for group, user in enumerate(range(60))]
+    await place(policy, before, pool[:2])
+    after = await place(policy, [first_turn(100 + i, 1000 + i) for i in range(30)], pool)
+    counts = Counter(after)
+    assert counts["pool/2"] > 2 * max(counts["pool/0"], counts["pool/1"]), counts
