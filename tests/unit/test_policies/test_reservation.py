@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
 from typing import Literal
 
 import pytest
@@ -39,22 +38,6 @@ def cost(prompt: int = 25, output: int = 100, choices: int = 1) -> Cost:
 
 def used(request_id: str, prompt: int, completion: int) -> Charge:
     return Charge.from_usage(request_id, "m", Usage(prompt, completion, prompt + completion), PRICES)
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[UsageLedger]:
-    if request.param == "memory":
-        yield MemoryUsageLedger()
-        return
-    client = await connect_or_skip()
-    namespace = unique_namespace()
-    try:
-        yield RedisUsageLedger(client, namespace)
-    finally:
-        keys = [k async for k in client.scan_iter(f"{namespace}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 async def test_concurrent_requests_cannot_overshoot_a_dollar_budget(ledger: UsageLedger) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -29,22 +28,6 @@ def charge(request_id: str, prompt: int = 1000, completion: int = 100, cached: i
            model: str = "gpt-x") -> Charge:
     usage = Usage(prompt, completion, prompt + completion, PromptTokensDetails(cached_tokens=cached))
     return Charge.from_usage(request_id, model, usage, PRICES)
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[UsageLedger]:
-    if request.param == "memory":
-        yield MemoryUsageLedger()
-        return
-    client = await connect_or_skip()
-    namespace = unique_namespace()
-    try:
-        yield RedisUsageLedger(client, namespace)
-    finally:
-        keys = [k async for k in client.scan_iter(f"{namespace}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 def test_prices_per_million_with_cached_input() -> None:
