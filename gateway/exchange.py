@@ -62,7 +62,7 @@ class Exchange(Generic[Req, Resp, Chunk]):
         runtime, target, kind = self._runtime, self._target, choice.worker.backend.kind
         upstream_model = choice.deployment.upstream_model
         # the parameter table (backends/params.py): refuse or drop what this kind cannot take
-        fitted = fit_params(self._call, kind, also_check=runtime.policy.route_param_targets(self._call.params.model),
+        fitted = fit_params(self._call, kind, also_check=runtime.param_targets.get(self._call.params.model, ()),
                             drop_unsupported=runtime.policy.models[target.model].drops_unsupported_params(
                                 target.assignment.version, self._route.deployments.index(choice.deployment)))
         if self.isolated and kind == "sglang":  # the engine's own isolation; a client's salt is overwritten

@@ -214,6 +214,9 @@ class Runtime:
         """Per (public model, version name), the label in metrics and traces (``version_label``)."""
         self.moderation = moderation
         self.retry_budget = RetryBudget(policy.retries)
+        self.param_targets = {name: policy.route_param_targets(name) for name in policy.routes}
+        """Per difficulty route, the backend kinds of both tiers (the parameter table refuses
+        for the route what any of them refuses); compiled once, not per attempt."""
         """Retries left to all requests under this policy (``policies.document.RetryConfig``)."""
         self.active = 0
         """Requests started under this runtime and not finished yet."""
