@@ -16,6 +16,7 @@ import aiohttp
 import httpx
 import msgspec
 
+from backends import open_wire
 from backends.anthropic_translate import (
     AnthropicMessage,
     ErrorEnvelope,
@@ -61,7 +62,7 @@ MESSAGES_PROTOCOL = "anthropic.messages"
 NATIVE_MESSAGE = "anthropic_message"
 """Key in a ``ChatResponse``'s ``__dict__`` (never encoded) holding the Messages API answer as
 Anthropic sent it, and ``answer_fingerprint`` of the translation made from it."""
-NATIVE_EVENTS = "anthropic_events"
+NATIVE_EVENTS = open_wire.NATIVE_EVENTS
 """Key in a ``ChatChunk``'s ``__dict__`` (never encoded) holding the stream events, as
 Anthropic sent them, that led to the chunk (events that make no chunk ride on the next one)."""
 _OBJECT = msgspec.json.Decoder(dict[str, Any])

@@ -25,6 +25,11 @@ UNKNOWN = "_unknown"
 """Instance attribute holding the undeclared fields of one object (possibly empty when only a
 descendant has some)."""
 
+NATIVE_EVENTS = "native_events"
+"""Instance attribute of a chunk (never encoded) holding the upstream's own events that led to
+it, for a door that speaks the upstream's protocol to re-emit as they came. A stage that changes
+what the client may see of a chunk drops them, and the door renders the chunk instead."""
+
 _GENERIC = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
 _SHAPES: dict[type[Any], tuple[frozenset[str], tuple[str, ...]]] = {}

@@ -24,7 +24,7 @@ from litestar import Response
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
-from backends.anthropic import NATIVE_EVENTS
+from backends import open_wire
 from backends.errors import SwitchyardError, UpstreamError, UpstreamRejectedError
 from backends.pool import Worker
 from backends.types import ChatRequest, ChatResponse, EmbeddingRequest, TextRequest, Usage
@@ -115,7 +115,7 @@ async def published(chunks: AsyncIterator[Any], model: str, include_usage: bool,
             out.usage = without_cached_tokens(out.usage)
         if hide_cached:
             # a native rendering (the provider's own events) would still carry its cache counts
-            out.__dict__.pop(NATIVE_EVENTS, None)
+            out.__dict__.pop(open_wire.NATIVE_EVENTS, None)
         out.model = model
         yield out
 
