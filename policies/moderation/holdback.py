@@ -30,10 +30,17 @@ from policies.moderation.categories import PiiType
 
 __all__ = ["HoldBack"]
 
-_RUN = re.compile(r"[\w.%+\-@:/=~#()]+\Z")
 _SPACED_NUMBER = re.compile(r"(?:\+|00)?\(?\d[\d ().\-]*\Z")
 # groups of exactly four, so a long run of letters and digits cannot backtrack exponentially
 _SPACED_IBAN = re.compile(r"[A-Za-z]{2}\d{2}(?: [A-Za-z0-9]{4})*(?: [A-Za-z0-9]{0,4})?\Z")
+# Each pattern above only holds characters of one class. A search for a pattern anchored at
+# the end (\Z) tries every start in the text, ~7 us per call on 80 characters; the run of
+# its class at the end of the text, read on the reversed text (one anchored match), bounds
+# where a match can start, so the search only reads that run (usually a word or nothing).
+_RUN_BACK = re.compile(r"[\w.%+\-@:/=~#()]*")
+_NUMBER_BACK = re.compile(r"[\d ().\-+]*")
+_IBAN_BACK = re.compile(r"[A-Za-z0-9 ]*")
+_DIGIT = re.compile(r"\d")
 _WORD_START = re.compile(r"(?<!\w)\w")
 _SPACE = re.compile(r"\s+")
 
@@ -63,16 +70,18 @@ class HoldBack:
     def start(self, text: str) -> int:
         """Index in ``text`` from which it must be held (``len(text)``: nothing to hold)."""
         end = len(text)
+        floor = max(0, end - self._limit)
+        back = text[floor:][::-1]  # the last `limit` characters, last first
         start = end
-        if self._runs and (m := _RUN.search(text)) is not None:
-            start = m.start()
-        if self._numbers and (m := _SPACED_NUMBER.search(text, max(0, end - self._limit))) is not None:
-            start = min(start, m.start())
-        if self._ibans and (m := _SPACED_IBAN.search(text, max(0, end - self._limit))) is not None:
-            start = min(start, m.start())
+        if self._runs:
+            start = end - _run_length(_RUN_BACK, back)
+        if self._numbers:
+            start = min(start, _tail_match(_SPACED_NUMBER, _NUMBER_BACK, text, back, end))
+        if self._ibans:
+            start = min(start, _tail_match(_SPACED_IBAN, _IBAN_BACK, text, back, end))
         if self._terms:
             start = min(start, self.term_start(text))
-        return max(start, end - self._limit)
+        return max(start, floor)
 
     def term_start(self, text: str) -> int:
         """Where the beginning of a blocked term ends ``text`` (``len(text)``: none does)."""
@@ -85,6 +94,21 @@ class HoldBack:
             if len(rest) <= self._longest and any(t.startswith(rest) and t != rest for t in self._terms):
                 return m.start()
         return len(text)
+
+
+def _run_length(chars: re.Pattern[str], back: str) -> int:
+    m = chars.match(back)
+    return m.end() if m is not None else 0
+
+
+def _tail_match(pattern: re.Pattern[str], chars_back: re.Pattern[str], text: str, back: str, end: int) -> int:
+    """Where ``pattern`` (anchored at the end, every match holding a digit and only characters
+    ``chars_back`` reads) first matches in the tail ``back`` covers; ``end`` if nowhere."""
+    run_start = end - _run_length(chars_back, back)
+    if _DIGIT.search(text, run_start) is None:
+        return end
+    m = pattern.search(text, run_start)
+    return m.start() if m is not None else end
 
 
 def _normal(text: str) -> str:
