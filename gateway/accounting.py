@@ -44,7 +44,6 @@ from policies.rate_limit import (
 )
 from policies.redis_client import RedisClient, connect
 from policies.reservation import Cost, Reservation
-from policies.resilient import ResilientLedger, ResilientRateLimiter, StoreHealth
 from policies.spend import (
     MEMORY_DEDUP_S,
     BudgetScope,
@@ -52,7 +51,6 @@ from policies.spend import (
     MemoryUsageLedger,
     UsageLedger,
 )
-from policies.spend_redis import RedisUsageLedger
 from policies.tokens import TokenCounter
 
 log = logging.getLogger("switchyard.accounting")
@@ -358,6 +356,10 @@ def limit_stores(client: RedisClient | None, config: LimitsStoreConfig) -> tuple
     memory_ledger = MemoryUsageLedger(config.usage_retention_days, min(config.charge_dedup_s, MEMORY_DEDUP_S))
     if client is None:
         return memory_limiter, memory_ledger
+    # here, not at the top: they load redis-py, which a gateway without Redis never needs
+    from policies.resilient import ResilientLedger, ResilientRateLimiter, StoreHealth
+    from policies.spend_redis import RedisUsageLedger
+
     limiter = ResilientRateLimiter(RedisRateLimiter(client, "switchyard:rl"), memory_limiter,
                                    StoreHealth("rate limits", config))
     journal = ChargeJournal(config.charge_journal_dir) if config.charge_journal_dir else None

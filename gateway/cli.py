@@ -10,6 +10,11 @@ from pathlib import Path
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from backends.encodings import OFFLINE_CL100K, get_encoding
+
+    # Before the app's modules: building the tokenizer briefly holds a second copy of its ranks
+    # (~20 MiB); freed now, that memory is reused by the imports instead of raising the peak.
+    get_encoding(OFFLINE_CL100K)
     from gateway.server import serve
     from gateway.settings import Settings
     from gateway.telemetry.tracing import TracingConfigError, check_tracing_env

@@ -17,7 +17,6 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 from litestar.response import Stream
-from redis.exceptions import RedisError
 
 from backends.errors import NotFoundError, SwitchyardError
 from gateway.completions import handle
@@ -27,6 +26,7 @@ from gateway.doors.responses_store import ResponseStore
 from gateway.errors import error_response
 from gateway.state import Gateway
 from policies.keys import Caller
+from policies.redis_client import store_errors
 from policies.responses_config import ResponsesConfig
 
 __all__ = ["RESPONSES_HANDLERS", "create_response", "retrieve_response"]
@@ -72,7 +72,7 @@ async def _prior(request: Request[Any, Any, Any], state: _State) -> tuple[Prior,
         return Prior(), caller.tenant
     try:
         stored = await _store(request).get(caller.tenant, state.previous_response_id, config)
-    except (RedisError, OSError) as exc:
+    except store_errors() as exc:
         log.warning("response store read failed: %s", exc)
         return Prior(failure=store_unavailable(exc)), caller.tenant
     return Prior(stored=stored), caller.tenant
@@ -104,7 +104,7 @@ async def _keep(turn: ResponsesTurn, store: ResponseStore, tenant: str, config: 
         return
     try:
         await store.put(tenant, stored, config)
-    except (RedisError, OSError) as exc:  # the answer stands; only its continuation is lost
+    except store_errors() as exc:  # the answer stands; only its continuation is lost
         log.warning("response %s not stored: %s", stored.response.get("id"), exc)
 
 
@@ -131,7 +131,7 @@ async def retrieve_response(request: Request[Any, Any, Any], response_id: FromPa
         return error_response(NotFoundError(f"Response with id '{response_id}' not found: {STORE_OFF}."))
     try:
         stored = await _store(request).get(caller.tenant, response_id, config)
-    except (RedisError, OSError) as exc:
+    except store_errors() as exc:
         raise store_unavailable(exc) from None
     if stored is None:
         raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id")

@@ -12,18 +12,20 @@ deployments operators run:
 
 Query options of the cluster and sentinel schemes: ``socket_timeout`` and
 ``socket_connect_timeout`` (seconds).
+
+redis-py is imported only when a client is made: a gateway with no Redis never loads it
+(~8 MiB of a serving process, docs/performance.md).
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+import sys
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import redis.asyncio as redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
+if TYPE_CHECKING:
+    import redis.asyncio as redis
+    from redis.asyncio.cluster import RedisCluster
 
 RedisClient: TypeAlias = "redis.Redis | RedisCluster"
 """A client the stores accept: one Redis (also through Sentinel) or a Redis Cluster."""
@@ -44,6 +46,10 @@ def connect(url: str, *, timeout_s: float | None = None, fail_fast: bool = False
     Raises:
         ValueError: a cluster or sentinel URL without hosts, or sentinel without a service.
     """
+    import redis.asyncio as redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
     options: dict[str, Any] = {}
     if timeout_s is not None:
         options.update(socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
@@ -55,6 +61,18 @@ def connect(url: str, *, timeout_s: float | None = None, fail_fast: bool = False
     if scheme in SENTINEL_SCHEMES:
         return _sentinel(url, options)
     return redis.Redis.from_url(url, **options)
+
+
+def store_errors() -> tuple[type[Exception], ...]:
+    """What a failing Redis store raises: redis-py's ``RedisError``, ``OSError``, ``TimeoutError``.
+
+    For ``except`` clauses of code that may run with no Redis client: before redis-py is
+    imported nothing can raise its errors, so they are left out rather than imported.
+    """
+    exceptions = sys.modules.get("redis.exceptions")
+    if exceptions is None:
+        return (OSError, TimeoutError)
+    return (exceptions.RedisError, OSError, TimeoutError)
 
 
 def describe(url: str) -> str:
@@ -103,6 +121,8 @@ def _credentials(url: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]
 
 
 def _cluster(url: str, options: dict[str, Any]) -> RedisCluster:
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
     netloc, options = _credentials(url, options)
     options.pop("_path")
     nodes = [ClusterNode(host, port) for host, port in _hosts(netloc)]
@@ -112,6 +132,8 @@ def _cluster(url: str, options: dict[str, Any]) -> RedisCluster:
 
 
 def _sentinel(url: str, options: dict[str, Any]) -> redis.Redis:
+    from redis.asyncio.sentinel import Sentinel
+
     netloc, options = _credentials(url, options)
     path = [part for part in options.pop("_path").split("/") if part]
     hosts = _hosts(netloc)

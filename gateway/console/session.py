@@ -21,13 +21,15 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as redis
 from litestar import Request
 
 from backends.errors import AuthenticationError, PermissionDeniedError
 from gateway.state import Gateway
+
+if TYPE_CHECKING:
+    import redis.asyncio as redis
 
 log = logging.getLogger("switchyard.console")
 
