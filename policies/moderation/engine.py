@@ -21,6 +21,7 @@ from typing import Any
 from policies.moderation.categories import Category, Direction
 from policies.moderation.config import ModerationConfig, StreamMode
 from policies.moderation.early import AsyncStreamModerator, IncrementalStreamModerator
+from policies.moderation.memo import VerdictMemo
 from policies.moderation.rules import Rules, Scorer
 from policies.moderation.stream import StreamModerator
 from policies.moderation.verdict import Finding, Verdict
@@ -50,6 +51,8 @@ class Moderator:
         self._output = None if output is None else Rules(
             output, classifier, release_below=output.release_below, hold_limit=output.window_chars - 1)
         self._window = config.output.window_chars if config.output is not None else INPUT_WINDOW_CHARS
+        # each turn of a chat re-sends its history: its messages were checked on the turns before
+        self.input_memo = VerdictMemo() if self._input is not None else None
 
     @property
     def input_roles(self) -> tuple[str, ...]:
@@ -75,10 +78,16 @@ class Moderator:
         rules = self._rules(direction)
         if rules is None or not text:
             return Verdict(text)
+        memo = self.input_memo if direction == "input" else None
+        if memo is not None and (known := memo.get(text)) is not None:
+            return known
         stream = StreamModerator(rules, self._window if direction == "output" else INPUT_WINDOW_CHARS)
         first = stream.feed(text)
         rest = stream.finish()
-        return Verdict(first.text + rest.text, first.findings + rest.findings, stream.borderline)
+        verdict = Verdict(first.text + rest.text, first.findings + rest.findings, stream.borderline)
+        if memo is not None:
+            memo.put(text, verdict)
+        return verdict
 
     def stream(self, mode: StreamMode | None = None) -> StreamModerator | None:
         """A new moderator for one streamed answer, in ``mode`` (default: the policy's), or None
