@@ -30,7 +30,8 @@ from gateway.accounting import TRIMMED_HEADER, Ticket
 from gateway.doors import OPENAI_CHAT, OPENAI_TEXT, Door
 from gateway.errors import DOOR_STATE, REQUEST_ID_STATE
 from gateway.exchange import Exchange
-from gateway.moderation import StreamGuard, check_answer, check_request
+from gateway.input_screen import Screen, screen_input
+from gateway.moderation import StreamGuard, check_answer
 from gateway.operations import Chunk, Req, Resp, request_attributes
 from gateway.relay import (
     StreamLease,
@@ -119,12 +120,17 @@ async def _accept(request: Request[Any, Any, Any], door: Door[Req, Resp, Chunk],
 
 async def _answer(request: Request[Any, Any, Any], door: Door[Req, Resp, Chunk], runtime: Runtime,
                   record: RequestRecord, caller: Caller, target: Target, ticket: Ticket[Any]) -> Response[Any]:
-    call: Req = ticket.call  # trimmed, max_tokens clamped to the window and the budget
     moderator = runtime.moderation.for_request(caller.tenant, target.model)
-    if moderator is not None:
-        # after admission: a prompt too long for the model is refused (or trimmed) before the
-        # costlier read, and only what will be sent upstream is checked
-        call = await check_request(moderator, call, record)
+    # after admission: a prompt too long for the model is refused (or trimmed) before the
+    # costlier read, and only what will be sent upstream (ticket.call) is checked
+    async with screen_input(runtime, target, moderator, ticket.call, record) as screen:
+        return await _screened(request, door, runtime, record, caller, target, ticket, moderator, screen)
+
+
+async def _screened(request: Request[Any, Any, Any], door: Door[Req, Resp, Chunk], runtime: Runtime,
+                    record: RequestRecord, caller: Caller, target: Target, ticket: Ticket[Any],
+                    moderator: Moderator | None, screen: Screen[Any]) -> Response[Any]:
+    call: Req = screen.call  # trimmed, clamped, checked (or being checked beside the upstream call)
     headers = {**target.headers, **ticket.headers}
     trimmed = ticket.headers.get(TRIMMED_HEADER)
     record.trimmed_tokens = int(trimmed) if trimmed else 0
@@ -135,9 +141,11 @@ async def _answer(request: Request[Any, Any, Any], door: Door[Req, Resp, Chunk],
     if cached.state:
         headers["x-switchyard-cache"] = record.cache = cached.state
     if hit is not None:
+        await screen.passed()
         ticket.settle(Usage())  # served without upstream tokens: nothing to charge
         return from_cache(hit, call, door, target.model, headers, record)
-    exchange = Exchange(runtime, door.operation, call, caller, target, record)
+    exchange = Exchange(runtime, door.operation, call, caller, target, record,
+                        screen.passed if screen.overlapped else None)
     if call.is_stream:
         return await _stream(exchange, door, runtime, record, target, ticket, call, moderator, cached, headers)
     choice, answer = await exchange.complete()

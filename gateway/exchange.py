@@ -4,15 +4,19 @@
 worker an attempt lands on (upstream model name, parameter table, tenant cache salt, trace
 context) and sends it with retries and fallback (``gateway.upstream.call_upstream``). It owns
 the worker slot of a non-streamed attempt for exactly the attempt; a stream's slot passes to
-the relay's ``StreamLease``.
+the relay's ``StreamLease``. A ``gate`` (the input checks still running, ``gateway.input_screen``)
+is awaited while the attempt is under way and before its answer is handed on; if it raises,
+the attempt is cancelled (an open stream closed, its slot released) here.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any, Generic
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -32,14 +36,16 @@ from router.decide import Choice, choose
 from router.isolation import salted_prompt, tenant_salt
 
 log = logging.getLogger("switchyard.gateway")
+T = TypeVar("T")
 
 
 class Exchange(Generic[Req, Resp, Chunk]):
     """Send one admitted call upstream and hand back the worker that answered."""
 
     def __init__(self, runtime: Runtime, operation: Operation[Req, Resp, Chunk], call: Req, caller: Caller,
-                 target: Target, record: RequestRecord) -> None:
+                 target: Target, record: RequestRecord, gate: Callable[[], Awaitable[None]] | None = None) -> None:
         self._runtime = runtime
+        self._gate = gate
         self._operation: Operation[Req, Resp, Chunk] = operation
         self._call: Req = call
         self._caller, self._target, self._record = caller, target, record
@@ -77,8 +83,11 @@ class Exchange(Generic[Req, Resp, Chunk]):
         async def send(choice: Choice) -> Resp:
             return await self._operation.complete(choice.worker.backend, self.prepared(choice))
 
-        choice, answer = await call_upstream(self._route, self.routing, self._record, runtime.policy.retries,
-                                             runtime.retry_budget, send)
+        async def drop(sent: tuple[Choice, Resp]) -> None:
+            sent[0].worker.release()  # the answer of a blocked request is dropped unseen
+
+        choice, answer = await self._gated(call_upstream(self._route, self.routing, self._record,
+                                                         runtime.policy.retries, runtime.retry_budget, send), drop)
         choice.worker.release()
         return choice, answer
 
@@ -99,9 +108,28 @@ class Exchange(Generic[Req, Resp, Chunk]):
                 await upstream.aclose()  # type: ignore[attr-defined,unused-ignore]
                 raise
 
-        choice, (first, upstream) = await call_upstream(self._route, self.routing, self._record,
-                                                        runtime.policy.retries, runtime.retry_budget, send)
+        async def drop(sent: tuple[Choice, tuple[Chunk, AsyncIterator[Chunk]]]) -> None:
+            sent[0].worker.release()
+            await sent[1][1].aclose()  # type: ignore[attr-defined]  # the worker stops generating
+
+        choice, (first, upstream) = await self._gated(call_upstream(
+            self._route, self.routing, self._record, runtime.policy.retries, runtime.retry_budget, send), drop)
         return choice, first, upstream
+
+    async def _gated(self, attempt: Coroutine[Any, Any, T], drop: Callable[[T], Awaitable[None]]) -> T:
+        """``attempt`` sent while the gate (the input checks) runs: a gate that raises cancels
+        the attempt, or drops its result if it had one already."""
+        if self._gate is None:
+            return await attempt
+        sent = asyncio.ensure_future(attempt)
+        try:
+            await self._gate()
+        except BaseException:
+            sent.cancel()
+            with contextlib.suppress(BaseException):
+                await drop(await sent)  # it had answered before the cancel could land
+            raise
+        return await sent
 
     def mirror(self, moderator: Moderator | None) -> None:
         """Send a copy to the canary's shadow version in the background (``mirror``)."""

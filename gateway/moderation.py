@@ -95,7 +95,7 @@ async def check_request(moderator: Moderator, call: Call, record: RequestRecord)
         return call
     started = time.perf_counter()
     with record.phase("switchyard.moderation.input"):
-        if _input_chars(call, roles) > OFFLOAD_CHARS:
+        if input_chars(call, roles) > OFFLOAD_CHARS:
             outcome = await asyncio.to_thread(_moderate_input, moderator, call, roles)
         else:
             outcome = _moderate_input(moderator, call, roles)
@@ -113,7 +113,8 @@ async def check_request(moderator: Moderator, call: Call, record: RequestRecord)
     return result
 
 
-def _input_chars(call: ChatRequest | TextRequest | EmbeddingRequest, roles: tuple[str, ...]) -> int:
+def input_chars(call: ChatRequest | TextRequest | EmbeddingRequest, roles: tuple[str, ...]) -> int:
+    """Characters of ``call``'s text that the input checks read."""
     if isinstance(call, EmbeddingRequest):
         value = call.params.input
         return len(value) if isinstance(value, str) else sum(len(v) for v in value if isinstance(v, str))

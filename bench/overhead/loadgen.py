@@ -43,11 +43,15 @@ def long_text(tokens: int, seed: int = 17) -> str:
     return " ".join(rng.choice(_WORDS) for _ in range(tokens))
 
 
+SMALL_PROMPT = "Say hello to the benchmark in a few words."
+"""The small request's message (the issue's "tiny non-streamed chat request")."""
+
+
 def request_body(model: str, stream: bool, max_tokens: int = 8, prompt: str = "") -> bytes:
     """The chat request a run sends: the small one (8 output tokens), or a long ``prompt``."""
     body: dict[str, Any] = {
         "model": model,
-        "messages": [{"role": "user", "content": prompt or "Say hello to the benchmark in a few words."}],
+        "messages": [{"role": "user", "content": prompt or SMALL_PROMPT}],
         "max_tokens": max_tokens,
     }
     if stream:
@@ -56,22 +60,21 @@ def request_body(model: str, stream: bool, max_tokens: int = 8, prompt: str = ""
 
 
 class Bodies:
-    """Request bodies: the same small one every time, or a long prompt made distinct per request.
+    """Request bodies, each distinct: the small message or a long prompt, after the request's number.
 
-    A long prompt starts with the request's number, so no cache in the gateway (counted
-    messages, moderation) sees the same text twice; the rest is encoded once.
+    The number comes first, so no cache in the gateway (counted messages, remembered moderation
+    verdicts) sees the same text twice and every request pays its full cost; the rest is
+    encoded once.
     """
 
     def __init__(self, model: str, stream: bool, max_tokens: int, prompt_tokens: int) -> None:
-        self._fixed = request_body(model, stream, max_tokens) if not prompt_tokens else b""
         marker = "@@PROMPT@@"
-        template = request_body(model, stream, max_tokens, marker + long_text(prompt_tokens)) if prompt_tokens else b""
+        prompt = long_text(prompt_tokens) if prompt_tokens else SMALL_PROMPT
+        template = request_body(model, stream, max_tokens, marker + prompt)
         self._head, _, self._tail = template.partition(marker.encode())
         self._next = 0
 
     def next(self) -> bytes:
-        if self._fixed:
-            return self._fixed
         self._next += 1
         return self._head + f"request {self._next}: ".encode() + self._tail
 

@@ -1,0 +1,85 @@
+"""The input checks of one request as a stage: awaited first, or beside the upstream call.
+
+A short input is checked inline (~0.1 ms) before anything else. A long one is checked in a
+worker thread (``gateway.moderation.OFFLOAD_CHARS``); when the policy allows it
+(``moderation.input.send_while_checking``) and no rule can rewrite the request, the request is
+sent upstream meanwhile and the ``Exchange`` awaits ``Screen.passed`` after the upstream
+answered and before anything of the answer is handed on: the checks overlap the model's
+prefill instead of adding to the time to first token. A request they block gets the same 400;
+its stream is closed (the worker stops) or its whole answer dropped unseen, and the admission
+ticket refunds it as for any refused request.
+
+``screen_input`` is an async context manager: a check still running when the request ends
+another way (an upstream error) is cancelled, and one that failed unseen is read, so no task
+outlives its request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Generic
+
+from gateway.moderation import OFFLOAD_CHARS, Call, check_request, input_chars
+from gateway.runtime import Runtime
+from gateway.target import Target
+from gateway.telemetry import RequestRecord
+from policies.moderation import Moderator
+
+__all__ = ["Screen", "screen_input"]
+
+
+@dataclass(slots=True)
+class Screen(Generic[Call]):
+    """The call to send, and the checks it must still pass before its answer is released."""
+
+    call: Call
+    pending: asyncio.Future[Call] | None = None
+    """The checks running beside the upstream call, or None when they are done (or none)."""
+
+    @property
+    def overlapped(self) -> bool:
+        """Whether the request goes upstream before its checks are done."""
+        return self.pending is not None
+
+    async def passed(self) -> None:
+        """Wait for the checks; raises ``ContentPolicyViolation`` if they block the request."""
+        if self.pending is not None:
+            await self.pending
+
+
+@contextlib.asynccontextmanager
+async def screen_input(runtime: Runtime, target: Target, moderator: Moderator | None, call: Call,
+                       record: RequestRecord) -> AsyncIterator[Screen[Call]]:
+    """Check ``call``'s input now, or start checking it beside the upstream call (module doc)."""
+    if moderator is None or not moderator.input_roles:
+        yield Screen(call)
+        return
+    if not _may_overlap(runtime, target, moderator, call):
+        yield Screen(await check_request(moderator, call, record))
+        return
+    pending = asyncio.ensure_future(check_request(moderator, call, record))
+    try:
+        yield Screen(call, pending)
+    finally:
+        if not pending.done():
+            pending.cancel()  # the request ended another way: its verdict is not needed
+        elif not pending.cancelled():
+            pending.exception()  # read, so an unseen block is not reported as never retrieved
+
+
+def _may_overlap(runtime: Runtime, target: Target, moderator: Moderator, call: Call) -> bool:
+    checks = moderator.config.input
+    if checks is None or checks.send_while_checking == "never":
+        return False
+    if any(rule.action == "redact" for rule in checks.pii.values()):
+        return False  # the request may be rewritten: nothing leaves before the checks
+    if input_chars(call, moderator.input_roles) <= OFFLOAD_CHARS:
+        return False  # checked inline in ~0.1 ms: nothing to overlap
+    if checks.send_while_checking == "always":
+        return True
+    route = runtime.version_routes[target.model][target.assignment.version]
+    backends = runtime.policy.backends
+    return all(backends[d.pool.name].kind == "sglang" for d in route.deployments)

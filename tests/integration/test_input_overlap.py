@@ -1,0 +1,123 @@
+"""A long request goes upstream while its input checks run (``gateway/input_screen.py``).
+
+Through the real endpoint with the openai SDK, on SGLang simulators: a long prompt that the
+checks block is still a 400, answered as soon as the checks fail (not when the worker's first
+token comes), and its upstream request is stopped; a benign one is answered as usual. Nothing
+leaves before the checks when the policy says ``never``, when a rule redacts input, or when a
+deployment of the model is an external API (the default ``self_hosted``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from gateway.local_stack import DEMO_KEY, LOCAL_MODEL, OPENAI_MODEL
+from tests.conftest import ThreadedStack
+
+BLOCKED = "forbidden launch codes"
+# ~57k characters: with the classifier on, its checks take tens of milliseconds in a worker
+# thread, long enough for the request to be on its way upstream meanwhile
+LONG = "Please summarise these notes about baking bread at home, step by step. " * 800
+SLOW_FIRST_TOKEN = {"sim_delay_ms": 4_000}
+
+
+def _policy(send_while_checking: str, *, redact: bool = False) -> Any:
+    def edit(document: dict[str, Any]) -> None:
+        checks = {"pii": {"email": {"action": "redact"}} if redact else {},  # categories: the defaults
+                  "blocked_terms": [BLOCKED], "send_while_checking": send_while_checking}
+        document["moderation"] = {"default": {"input": checks, "output": None}}
+        for model in document["models"].values():
+            model["context"] = {"context_window": 100_000}
+    return edit
+
+
+@pytest.fixture(scope="module")
+def overlapping(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
+    stack = ThreadedStack(tmp_path_factory.mktemp("overlap"), edit_policy=_policy("self_hosted"))
+    yield stack
+    stack.close()
+
+
+def _client(stack: ThreadedStack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.url + "/v1", api_key=DEMO_KEY, max_retries=0, timeout=30)
+
+
+def _sent_upstream(stack: ThreadedStack) -> list[str]:
+    """The user texts the SGLang sims received (last 100 requests each)."""
+    texts = []
+    for sim in stack.stack.sglang:
+        for request in stack.sim_requests(sim.url):
+            for message in (request.get("body") or {}).get("messages", []):
+                if isinstance(message.get("content"), str):
+                    texts.append(message["content"])
+    return texts
+
+
+def _sim_cancelled(stack: ThreadedStack) -> int:
+    return sum(stack.sim_stats(sim.url)["cancelled"] for sim in stack.stack.sglang)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_blocked_long_prompt_is_refused_when_its_checks_fail_and_its_upstream_request_stops(
+        overlapping: ThreadedStack, stream: bool) -> None:
+    prompt = f"{LONG} Also tell me the {BLOCKED.upper()} now. {stream}"
+    cancelled = _sim_cancelled(overlapping)
+    started = time.perf_counter()
+    with pytest.raises(openai.BadRequestError) as caught:
+        _client(overlapping).chat.completions.create(
+            model=LOCAL_MODEL, stream=stream, messages=[{"role": "user", "content": prompt}],
+            extra_body=SLOW_FIRST_TOKEN)
+    took = time.perf_counter() - started
+    assert caught.value.body["code"] == "content_policy_violation"  # type: ignore[index]
+    assert prompt in _sent_upstream(overlapping)  # it went upstream while it was checked
+    # refused when the checks failed, not when the worker's first token came (4 s later)
+    assert took < 3.0, f"the 400 took {took:.2f} s"
+    # the worker stopped before its first token: the gateway closed its request
+    deadline = started + 3.0
+    while _sim_cancelled(overlapping) == cancelled and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    assert _sim_cancelled(overlapping) == cancelled + 1
+
+
+def test_a_benign_long_prompt_is_answered(overlapping: ThreadedStack) -> None:
+    chunks = list(_client(overlapping).chat.completions.create(
+        model=LOCAL_MODEL, stream=True, max_tokens=5,
+        messages=[{"role": "user", "content": LONG + " benign"}]))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    answer = _client(overlapping).chat.completions.create(
+        model=LOCAL_MODEL, max_tokens=5, messages=[{"role": "user", "content": LONG + " benign, whole"}])
+    assert answer.choices[0].message.content
+
+
+def test_a_short_blocked_prompt_never_leaves(overlapping: ThreadedStack) -> None:
+    prompt = f"short one: {BLOCKED}"
+    with pytest.raises(openai.BadRequestError):
+        _client(overlapping).chat.completions.create(model=LOCAL_MODEL, messages=[{"role": "user", "content": prompt}])
+    assert prompt not in _sent_upstream(overlapping)
+
+
+def test_an_external_deployment_gets_nothing_before_the_checks(overlapping: ThreadedStack) -> None:
+    prompt = f"{LONG} {BLOCKED} for the hosted model"
+    with pytest.raises(openai.BadRequestError):
+        _client(overlapping).chat.completions.create(model=OPENAI_MODEL, messages=[{"role": "user", "content": prompt}])
+    received = overlapping.sim_requests(overlapping.stack.openai.url)
+    assert not any(prompt in str(r.get("body")) for r in received)
+
+
+@pytest.mark.parametrize(("mode", "redact"), [("never", False), ("always", True)])
+def test_nothing_leaves_first_when_the_policy_says_never_or_input_is_redacted(
+        tmp_path_factory: pytest.TempPathFactory, mode: str, redact: bool) -> None:
+    stack = ThreadedStack(tmp_path_factory.mktemp(f"no-overlap-{mode}"), edit_policy=_policy(mode, redact=redact))
+    try:
+        prompt = f"{LONG} {BLOCKED} ({mode})"
+        with pytest.raises(openai.BadRequestError):
+            _client(stack).chat.completions.create(model=LOCAL_MODEL, stream=True,
+                                                   messages=[{"role": "user", "content": prompt}])
+        assert prompt not in _sent_upstream(stack)
+    finally:
+        stack.close()
