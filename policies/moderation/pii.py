@@ -58,6 +58,7 @@ _PHONE_CONTEXT = re.compile(
     r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|desk|call|sms|whatsapp|dial|office|answering)\b")
 _EXTENSION = re.compile(r"\s?(?:x|ext\.?|#)\s?\d{1,5}$")
 _DIGITS = re.compile(r"\d+")
+_HAS_DIGIT = re.compile(r"\d")
 _SEPARATORS = re.compile(r"[ .-]")
 _TRUNK = re.compile(r"00[1-9]")
 _TOLL_FREE = re.compile(r"1?8(?:00|88|77|66|55|44|33)")
@@ -81,10 +82,12 @@ _KEYED = re.compile(
     r"(?:bearer\s+|basic\s+|token\s+)?|(?:bearer|basic|token)\s+))([A-Za-z0-9_~+/=-](?:[A-Za-z0-9._~+/=-]*[A-Za-z0-9_~+/=-])?)")
 _PLACEHOLDER = re.compile(r"(?i)your|xxxx|example|placeholder|redacted|\.\.\.|<|\*\*\*")
 _TOKEN = re.compile(r"(?<![\w+/=-])[A-Za-z0-9_+/=-]{32,}(?![\w+/=-])")
-_SECRET_PREFIXES = ("sk-", "sk_", "rk_", "AKIA", "ASIA", "ABIA", "ACCA", "gh", "github_pat_", "xox", "AIza", "eyJ",
-                    "-----BEGIN")
+# what every match of _SECRETS holds ("gh" alone is in "through" and "high"); each of them holds
+# "xox" or one of _SECRET_CHARS, a cheaper test that most prose fails
+_SECRET_PREFIXES = ("sk-", "sk_", "rk_", "AKIA", "ASIA", "ABIA", "ACCA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_",
+                    "github_pat_", "xox", "AIza", "eyJ", "-----BEGIN")
+_SECRET_CHARS = re.compile(r"[-_AJ]")
 _KEY_WORDS = ("bearer", "basic", "token", "key", "secret", "auth", "passw", "pwd", "sig")
-_LONG_RUN = re.compile(r"[^\s]{32}")
 _WORDISH = re.compile(r"[A-Z]?[a-z]{3,}|[A-Z]{4,}")
 
 IBAN_LENGTHS = {
@@ -163,13 +166,13 @@ def _ssns(text: str) -> Iterator[tuple[int, int]]:
 
 
 def _ips(text: str) -> Iterator[tuple[int, int]]:
-    for m in _IPV4.finditer(text) if "." in text else ():
+    for m in _IPV4.finditer(text) if text.count(".") >= 3 else ():
         try:
             if _is_public(ipaddress.IPv4Address(m.group())):
                 yield m.span()
         except ValueError:
             continue
-    if ":" in text:
+    if text.count(":") >= 2:
         for m in _IPV6.finditer(text):
             candidate = m.group()
             groups = [g for g in candidate.split(":") if g]
@@ -289,15 +292,17 @@ def _keyed_value_ok(value: str) -> bool:
 def _secrets(text: str) -> Iterator[tuple[int, int]]:
     # substring checks first: most text holds none of the prefixes, keys or long runs, and
     # these three regexes are the slowest of the detectors
-    if any(prefix in text for prefix in _SECRET_PREFIXES):
+    if (_SECRET_CHARS.search(text) is not None or "xox" in text) and any(p in text for p in _SECRET_PREFIXES):
         for m in _SECRETS.finditer(text):
             yield m.span()
+    if _HAS_DIGIT.search(text) is None:
+        return  # a keyed value and a random token both hold digits (_keyed_value_ok, _looks_random)
     lower = text.lower()
     if any(key in lower for key in _KEY_WORDS):
         for m in _KEYED.finditer(text):
             if _keyed_value_ok(m.group(1)):
                 yield m.span(1)
-    if _LONG_RUN.search(text):
+    if max(map(len, text.split()), default=0) >= 32:  # \S{32}: one pass, not a search from every index
         for m in _TOKEN.finditer(text):
             if _looks_random(m.group()):
                 yield m.span()
@@ -315,8 +320,10 @@ DETECTORS: dict[PiiType, Callable[[str], Iterator[tuple[int, int]]]] = {
     "secret": _secrets, "email": _emails, "iban": _ibans, "credit_card": _cards, "us_ssn": _ssns,
     "ip_address": _ips, "phone": _phones,
 }
-_HAS_DIGIT = re.compile(r"\d")
-_NEEDS_DIGIT = frozenset({"iban", "credit_card", "us_ssn", "ip_address", "phone"})
+_NOT_DIGIT = re.compile(r"\D+")
+_MIN_DIGITS: dict[PiiType, int] = {"iban": 2, "credit_card": 12, "us_ssn": 9, "ip_address": 1, "phone": 7}
+"""Fewest digits a value of each type holds (by its pattern, or a phone number's check): a text
+with fewer is not searched for it. Most text a stream checks has none or a few."""
 
 
 def find_pii(text: str, types: Collection[PiiType] = PII_TYPES) -> list[PiiSpan]:
@@ -325,10 +332,10 @@ def find_pii(text: str, types: Collection[PiiType] = PII_TYPES) -> list[PiiSpan]
     Candidates of every type are found first; then, in ``PRIORITY`` order, a span is kept only
     if no kept span overlaps it, so a card number is not also reported as a phone number.
     """
-    has_digit = _HAS_DIGIT.search(text) is not None
+    digits = len(_NOT_DIGIT.sub("", text))
     kept: list[PiiSpan] = []
     for kind in PRIORITY:
-        if kind not in types or (kind in _NEEDS_DIGIT and not has_digit):
+        if kind not in types or digits < _MIN_DIGITS.get(kind, 0):
             continue
         for start, end in DETECTORS[kind](text):
             if all(end <= k.start or start >= k.end for k in kept):
