@@ -75,9 +75,10 @@ class HoldBack:
         start = end
         if self._runs:
             start = end - _run_length(_RUN_BACK, back)
-        if self._numbers:
+        digits = (self._numbers or self._ibans) and _DIGIT.search(back) is not None
+        if digits and self._numbers:
             start = min(start, _tail_match(_SPACED_NUMBER, _NUMBER_BACK, text, back, end))
-        if self._ibans:
+        if digits and self._ibans:
             start = min(start, _tail_match(_SPACED_IBAN, _IBAN_BACK, text, back, end))
         if self._terms:
             start = min(start, self.term_start(text))

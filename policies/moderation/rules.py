@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from policies.moderation.categories import CATEGORIES, Category, PiiType
-from policies.moderation.config import CheckSet, PiiAction
+from policies.moderation.config import OVERLAP_CHARS, CheckSet, PiiAction
 from policies.moderation.holdback import HoldBack
 from policies.moderation.pii import PiiSpan, find_pii
 from policies.moderation.verdict import Finding, redaction
@@ -60,6 +60,9 @@ class Outcome:
     borderline: bool = False
     """A blocking category scored at or above ``release_below`` times its threshold, and none
     reached it: what a guard model is asked about."""
+    release_ahead: int | None = 0
+    """Characters past this window's text its score lets an ``incremental`` stream release
+    (``Rules.release_ahead``); None: borderline. 0 when the classifier did not run."""
 
 
 def term_pattern(terms: Sequence[str]) -> re.Pattern[str] | None:
@@ -76,10 +79,14 @@ class Rules:
     Args:
         checks: the ``InputChecks`` or ``OutputChecks`` of the policy.
         scorer: the classifier; needed when ``checks`` names any category.
+        release_below: an incremental stream's bar for the running score (``OutputChecks``).
+        hold_limit: most characters an incremental stream holds for a possible match.
+        release_ahead: characters an incremental stream may release past what a running score
+            with a clear margin read (``release_ahead``); 0 scores before every release.
     """
 
     def __init__(self, checks: CheckSet, scorer: Scorer | None, *, release_below: float = 0.5,
-                 hold_limit: int = 160) -> None:
+                 hold_limit: int = 160, release_ahead: int = OVERLAP_CHARS) -> None:
         if checks.categories and scorer is None:
             raise ValueError("the moderation policy checks categories but no classifier was given")
         self._scorer = scorer if checks.categories else None
@@ -90,6 +97,7 @@ class Rules:
         self._pii: dict[PiiType, PiiAction] = {t: rule.action for t, rule in checks.pii.items()}
         self._terms = term_pattern(checks.blocked_terms)
         self._release_below = release_below
+        self._release_ahead = release_ahead
         self.hold = HoldBack(self._pii.keys(), checks.blocked_terms, hold_limit)
         """What an incremental stream must hold back (``holdback.py``)."""
 
@@ -122,17 +130,26 @@ class Rules:
             scores = self._scorer.scores([w.text for w in windows])
         return [self._check_one(w, None if scores is None else scores[i], match) for i, w in enumerate(windows)]
 
-    def is_borderline(self, text: str) -> bool:
-        """Whether the running score of ``text`` is too close to a blocking threshold to release
-        text on it (at or above ``release_below`` times the threshold, in any blocking category)."""
+    def release_ahead(self, text: str) -> int | None:
+        """How many characters past ``text`` its running score lets a stream release: None when
+        it is borderline (at or above ``release_below`` times a blocking threshold), the
+        ``release_ahead`` given to these rules when it is under half of that in every blocking
+        category, else 0 (only what the score read)."""
         if self._scorer is None:
-            return False
-        return self._near(self._scorer.scores([text])[0])
+            return self._release_ahead
+        return self._ahead(self._scorer.scores([text])[0])
+
+    def _ahead(self, scores: npt.NDArray[np.float32]) -> int | None:
+        if self._near(scores):
+            return None
+        return self._release_ahead if not self._near(scores, 0.5) else 0
 
     def _check_one(self, w: Window, scores: npt.NDArray[np.float32] | None, match: bool = True) -> Outcome:
-        findings: list[Finding] = []
         if not match:
             return self._categories_only(w, scores)
+        if scores is None and self._terms is None and not w.spans:
+            return Outcome(w.text[w.start:w.end], (), None)  # nothing to find: most stream releases
+        findings: list[Finding] = []
         if self._terms is not None:
             # a term anywhere after the released context blocks now, look-ahead included
             findings += [Finding("term", "blocked_term", "block", 1.0, w.offset + m.start(), w.offset + m.end())
@@ -152,13 +169,16 @@ class Rules:
         blocked = next((f for f in findings if f.action == "block"), None)
         return Outcome(released, tuple(findings), blocked, blocked is None and self._near(scores))
 
-    def _near(self, scores: npt.NDArray[np.float32] | None) -> bool:
-        return scores is not None and any(scores[i] >= self._release_below * threshold
+    def _near(self, scores: npt.NDArray[np.float32] | None, share: float = 1.0) -> bool:
+        bar = share * self._release_below
+        return scores is not None and any(scores[i] >= bar * threshold
                                           for i, _, threshold, action in self._categories if action == "block")
 
     def _categories_only(self, w: Window, scores: npt.NDArray[np.float32] | None) -> Outcome:
-        findings: tuple[Finding, ...] = ()
-        if scores is not None:
-            findings = tuple(Finding("category", name, action, float(scores[i]))
-                             for i, name, threshold, action in self._categories if scores[i] >= threshold)
-        return Outcome(w.text[w.start:w.end], findings, next((f for f in findings if f.action == "block"), None))
+        if scores is None:
+            return Outcome(w.text[w.start:w.end], (), None)
+        findings = tuple(Finding("category", name, action, float(scores[i]))
+                         for i, name, threshold, action in self._categories if scores[i] >= threshold)
+        blocked = next((f for f in findings if f.action == "block"), None)
+        return Outcome(w.text[w.start:w.end], findings, blocked, blocked is None and self._near(scores),
+                       self._ahead(scores))

@@ -5,13 +5,19 @@ holds windows, ``async`` releases at once and cuts afterwards. The guarantees of
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies.moderation import ModerationConfig, Moderator, StreamModerator
+from policies.moderation.config import OVERLAP_CHARS, OutputChecks
+from policies.moderation.early import IncrementalStreamModerator
 from policies.moderation.holdback import HoldBack
+from policies.moderation.rules import Rules
 from policies.moderation.stream import classifier_windows
 from policies.moderation.verdict import Release
 from tests.unit.test_moderation.conftest import KeywordScorer
@@ -26,6 +32,24 @@ def stream_of(scorer: KeywordScorer | None = None, **output: object) -> StreamMo
     stream = Moderator(config, scorer or KeywordScorer({})).stream()
     assert stream is not None
     return stream
+
+
+def incremental(scorer: KeywordScorer, release_ahead: int) -> IncrementalStreamModerator:
+    """An incremental stream whose running score covers ``release_ahead`` characters past it."""
+    checks = OutputChecks()
+    return IncrementalStreamModerator(Rules(checks, scorer, hold_limit=checks.window_chars - 1,
+                                            release_ahead=release_ahead), checks.window_chars)
+
+
+class Borderline(KeywordScorer):
+    """0.3 (under the 0.5 threshold, over half of it) while a text ends with 'maybe'."""
+
+    def scores(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        out = super().scores(texts)
+        for i, text in enumerate(texts):
+            if text.rstrip().endswith("maybe"):
+                out[i, :] = 0.3
+        return out
 
 
 def run(stream: StreamModerator, pieces: list[str]) -> tuple[str, list[Release]]:
@@ -98,25 +122,72 @@ def test_buffered_holds_what_incremental_releases() -> None:
 
 
 def test_borderline_text_is_held_until_its_window_is_scored_whole() -> None:
-    class Borderline(KeywordScorer):
-        """0.3 (under the 0.5 threshold, over half of it) while a window ends with 'maybe'."""
-
-        def scores(self, texts):  # type: ignore[no-untyped-def]
-            out = super().scores(texts)
-            for i, text in enumerate(texts):
-                if text.rstrip().endswith("maybe"):
-                    out[i, :] = 0.3
-            return out
-
-    stream = stream_of(Borderline({}))
+    stream = incremental(Borderline({}), release_ahead=0)  # every release read by a running score
     assert stream.feed("We could go there ").text == "We could go there "
     assert stream.feed("maybe ").text == ""  # borderline: held for more context
     assert stream.feed("tomorrow ").text == "maybe tomorrow "  # the running score fell again
-    stream = stream_of(Borderline({}))
+    whole = stream_of(Borderline({}))
     text = "We could go there, or we could stay at home and read a good book, maybe"
-    out = stream.feed(text).text
+    out = whole.feed(text).text
     assert out == ""  # the open window is borderline: nothing of it goes
-    assert stream.feed(". Fine. ").text == text + ". Fine. "  # the whole window passed
+    assert whole.feed(". Fine. ").text == text + ". Fine. "  # the whole window passed
+
+
+def test_a_clear_running_score_lets_at_most_release_ahead_characters_go_unread() -> None:
+    class Near(KeywordScorer):
+        def scores(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+            out = super().scores(texts)
+            out[["maybe" in text for text in texts], :] = 0.3
+            return out
+
+    scorer = Near({})
+    stream = incremental(scorer, release_ahead=OVERLAP_CHARS)
+    assert stream.feed("We could go there ").text == "We could go there "  # scored: 0.05, a clear margin
+    calls = len(scorer.calls)
+    assert stream.feed("maybe ").text == "maybe "  # within 48 characters of what the score read
+    assert stream.feed("or stay home ").text == "or stay home "
+    assert len(scorer.calls) == calls  # both on that score: not scored again
+    # past 48 characters from what the score read: scored again first, borderline, so held
+    assert stream.feed("and read a good book, or two, or three ").text == ""
+    assert len(scorer.calls) == calls + 1
+
+
+def test_a_running_score_is_reused_within_a_feed_and_not_retried_on_the_same_word() -> None:
+    scorer = Borderline({})
+    stream = incremental(scorer, release_ahead=0)
+    stream.feed("We could go there, maybe")
+    calls = len(scorer.calls)
+    stream.feed("y")  # the borderline text grew by a letter: its score is kept
+    stream.feed("e")
+    assert len(scorer.calls) == calls
+    stream.feed(" yes ")  # a word ended: scored again
+    assert len(scorer.calls) == calls + 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.randoms(use_true_random=False), st.sampled_from([0, OVERLAP_CHARS]))
+def test_a_category_phrase_goes_out_at_most_release_ahead_characters_before_its_block(
+        rng: random.Random, ahead: int) -> None:
+    phrase = "I will hurt you badly"
+    text = around(phrase, rng)
+    stream = incremental(KeywordScorer({"violence": ["hurt you"]}), release_ahead=ahead)
+    out, releases = run(stream, split(text, rng))
+    assert any(r.blocked is not None and r.blocked.name == "violence" for r in releases)
+    assert text.startswith(out)
+    read_end = text.index(phrase) + len("I will hurt you")  # a score that read this far fires
+    assert len(out) < read_end + ahead  # what no score had read when it went out is bounded
+    if ahead == 0:
+        assert "hurt you" not in out
+
+
+def test_incremental_scores_about_once_per_release_ahead_characters_not_per_word() -> None:
+    text = " ".join(FILLER * 12)
+    scorer = KeywordScorer({})
+    out, _ = run(stream_of(scorer), [text[i:i + 4] for i in range(0, len(text), 4)])
+    assert out == text
+    windows = len(classifier_windows(text, 160))
+    assert sum(scorer.calls) <= windows + len(text) // 40  # one score per word would be ~len/5
+    assert sum(scorer.calls) >= windows
 
 
 def test_incremental_scores_the_same_windows_as_buffered() -> None:
