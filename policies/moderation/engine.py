@@ -22,8 +22,8 @@ from policies.moderation.categories import Category, Direction
 from policies.moderation.config import ModerationConfig, StreamMode
 from policies.moderation.early import AsyncStreamModerator, IncrementalStreamModerator
 from policies.moderation.memo import VerdictMemo
-from policies.moderation.rules import Rules, Scorer
-from policies.moderation.stream import StreamModerator
+from policies.moderation.rules import Rules, Scorer, Window
+from policies.moderation.stream import StreamModerator, next_cut
 from policies.moderation.verdict import Finding, Verdict
 
 __all__ = ["INPUT_WINDOW_CHARS", "Moderator"]
@@ -81,10 +81,7 @@ class Moderator:
         memo = self.input_memo if direction == "input" else None
         if memo is not None and (known := memo.get(text)) is not None:
             return known
-        stream = StreamModerator(rules, self._window if direction == "output" else INPUT_WINDOW_CHARS)
-        first = stream.feed(text)
-        rest = stream.finish()
-        verdict = Verdict(first.text + rest.text, first.findings + rest.findings, stream.borderline)
+        verdict = _check_whole(rules, text, self._window if direction == "output" else INPUT_WINDOW_CHARS)
         if memo is not None:
             memo.put(text, verdict)
         return verdict
@@ -131,6 +128,18 @@ class Moderator:
 
 _MODES: dict[str, type[StreamModerator]] = {
     "incremental": IncrementalStreamModerator, "buffered": StreamModerator, "async": AsyncStreamModerator}
+
+
+def _check_whole(rules: Rules, text: str, window: int) -> Verdict:
+    """``text`` checked as a stream of it would be; one window (most messages) directly, as
+    the stream would check it at ``finish()``, without building the stream."""
+    if next_cut(text, window) is None:
+        outcome = rules.check([Window(text, 0, len(text), 0, tuple(rules.pii(text)))])[0]
+        return Verdict("" if outcome.blocked is not None else outcome.text, outcome.findings, outcome.borderline)
+    stream = StreamModerator(rules, window)
+    first = stream.feed(text)
+    rest = stream.finish()
+    return Verdict(first.text + rest.text, first.findings + rest.findings, stream.borderline)
 
 
 def _strings(value: Any) -> list[str]:

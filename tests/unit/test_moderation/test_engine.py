@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backends.errors import SwitchyardError
-from policies.moderation import ContentPolicyViolation, ModerationConfig, Moderator
+from policies.moderation import ContentPolicyViolation, ModerationConfig, Moderator, StreamModerator
+from policies.moderation.rules import Rules
 from tests.unit.test_moderation.conftest import KeywordScorer
 
 TOXIC = "Fine. I will hurt you badly, and nobody will stop me. Goodbye."
@@ -107,3 +110,22 @@ def test_findings_carry_no_text(scorer: KeywordScorer) -> None:
     assert "jane" not in repr(finding) and "jane" not in repr(finding.attributes())
     assert finding.attributes() == {"moderation.kind": "pii", "moderation.name": "email",
                                     "moderation.action": "redact", "moderation.score": 1.0}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(["Fine. ", "I will hurt you badly", " you utter clown", " acme secret plan", "jane@example.org",
+                                 " 4111 1111 1111 1111", " +1 (415) 555-0132", " word", "\n", " ", "."]), max_size=14))
+def test_a_whole_text_is_checked_as_a_stream_of_it_is(pieces: list[str]) -> None:
+    text = "".join(pieces)  # short ones take check_text's one-window path, longer ones the stream's
+    scorer = KeywordScorer({"violence": ["i will hurt you badly"], "harassment": ["you utter clown"]})
+    config = ModerationConfig.model_validate(
+        {"input": {"blocked_terms": ["acme secret plan"]}, "output": {"blocked_terms": ["acme secret plan"]}})
+    moderator = Moderator(config, scorer)
+    for direction, checks in (("input", config.input), ("output", config.output)):
+        assert checks is not None
+        stream = StreamModerator(Rules(checks, scorer), 160)
+        first, rest = stream.feed(text), stream.finish()
+        verdict = moderator.check_text(text, direction)  # type: ignore[arg-type]
+        assert verdict.text == (first.text + rest.text if text else text)
+        assert verdict.findings == first.findings + rest.findings
+        assert verdict.borderline == stream.borderline
