@@ -39,6 +39,8 @@ from bench.overhead.runner import (
     C32_STREAM,
     LONG_PROMPTS,
     LONG_STREAM_8K,
+    PREFILL_CHAT_8K,
+    PREFILL_PROMPT_8K,
     R50_STREAM200,
     R200,
     R200_STREAM,
@@ -56,12 +58,15 @@ from bench.overhead.stack import (
     write_policy,
 )
 
-SECTIONS = ("gateway", "policies", "long", "floor", "server", "profile", "cli")
+SECTIONS = ("gateway", "policies", "long", "prefill", "floor", "server", "profile", "cli")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 """Where the production-on-Redis cells keep limits and budgets (a database of its own)."""
 LOAD_ORDER = (C32, C32_STREAM, R200, R200_STREAM)
 LONG_ORDER = (R50_STREAM200, *LONG_PROMPTS, LONG_STREAM_8K)
 """Section ``long``: per-chunk streaming cost and cost against prompt length, bare and production."""
+PREFILL_ORDER = (PREFILL_PROMPT_8K, PREFILL_CHAT_8K)
+"""Section ``prefill``: long prompts against a simulator that spends SGLang's time on them
+(its own ``direct``, ``gateway`` and ``gateway_prod`` targets, on a second simulator)."""
 PACKAGES = ("litestar", "uvicorn", "uvloop", "httptools", "granian", "aiohttp", "httpx",
             "httpx-aiohttp", "msgspec", "py-spy")
 
@@ -84,12 +89,15 @@ def plan(sections: set[str], targets: set[str]) -> list[tuple[str, Load]]:
     if "long" in sections:
         wanted |= {(t, load.name) for t in ("direct", "gateway", "gateway_prod") for load in LONG_ORDER}
         wanted |= {(t, "r200_stream") for t in ("direct", "gateway", "gateway_prod")}  # 8-chunk reference
+    if "prefill" in sections:
+        wanted |= {(t, load.name) for t in ("direct", "gateway", "gateway_prod") for load in PREFILL_ORDER}
     if "server" in sections:
         wanted |= {(t, load) for t in ("gateway", "gateway_granian") for load in ("c32", "c32_stream", "r200")}
         wanted |= {("direct", "r200")}
     order = ["direct", "gateway", "gateway_prod", "gateway_prod_redis", "gateway_granian",
              *(f"floor_{c}" for c in CLIENTS)]
-    return [(t, load) for load in (*LOAD_ORDER, *LONG_ORDER) for t in order if (t, load.name) in wanted]
+    return [(t, load) for load in (*LOAD_ORDER, *LONG_ORDER, *PREFILL_ORDER) for t in order
+            if (t, load.name) in wanted]
 
 
 def describe_machine() -> dict[str, Any]:
@@ -139,6 +147,18 @@ def run_header(benchmark: str, started: float, code: dict[str, Any],
 
 def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _start_prefill_targets(stack: contextlib.ExitStack, workdir: Path) -> tuple[Any, dict[str, Target]]:
+    """Section ``prefill``'s own simulator (SGLang's latency model) and the targets in front of it."""
+    sim = start_sim(workdir, zero_latency=False)
+    stack.callback(sim.stop)
+    targets = {"direct": Target("direct", SIM_MODEL, lambda: sim, core=CLIENT_CORE, service=sim)}
+    for name, production in (("gateway", False), ("gateway_prod", True)):
+        policy = write_policy(workdir, sim.url, production=production, suffix="-prefill")
+        targets[name] = Target(name, PUBLIC_MODEL, functools.partial(start_gateway, workdir, policy), fresh=True)
+        stack.callback(targets[name].stop)
+    return sim, targets
 
 
 def _start_targets(stack: contextlib.ExitStack, workdir: Path, sections: set[str]) -> tuple[Any, dict[str, Target]]:
@@ -199,12 +219,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     profiles: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="switchyard-bench-") as tmp, contextlib.ExitStack() as stack:
         sim, targets = _start_targets(stack, Path(tmp), sections)
-        cells = plan(sections, set(targets))
+        prefill_sim, prefill_targets = (_start_prefill_targets(stack, Path(tmp)) if "prefill" in sections
+                                        else (None, {}))
+        cells = plan(sections, set(targets) | set(prefill_targets))
         _log(f"{len(cells)} cells x {args.repeat} round(s), {args.warmup:g}+{args.duration:g} s each")
         deadline = time.monotonic() + args.budget
         for round_ in range(args.repeat):
             for name, load in cells:
-                cell = _measure(targets[name], load, sim, args, deadline)
+                if load.prefill:
+                    cell = _measure(prefill_targets[name], load, prefill_sim, args, deadline)
+                else:
+                    cell = _measure(targets[name], load, sim, args, deadline)
                 cell["round"] = round_
                 runs.append(cell)
         if "profile" in sections and not Path(bin_path("py-spy")).exists():

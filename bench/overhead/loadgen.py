@@ -62,13 +62,24 @@ def request_body(model: str, stream: bool, max_tokens: int = 8, prompt: str = ""
 class Bodies:
     """Request bodies, each distinct: the small message or a long prompt, after the request's number.
 
-    The number comes first, so no cache in the gateway (counted messages, remembered moderation
-    verdicts) sees the same text twice and every request pays its full cost; the rest is
-    encoded once.
+    The number (with a tag of this run, so no cell meets another's prompts in the simulator's
+    prefix cache) comes first, so no cache in the gateway (counted messages, remembered
+    moderation verdicts) sees the same text twice and every request pays its full cost; the rest
+    is encoded once.
+
+    With ``turns``, requests are turns of chat conversations instead: request ``i`` is turn
+    ``i % turns + 1`` of conversation ``i // turns``, carrying the conversation's earlier user
+    messages and answers (each user message about ``prompt_tokens / turns`` tokens), as a chat
+    client re-sends its history: what the gateway and the worker saw on the turns before comes
+    again, and only the last message is new.
     """
 
-    def __init__(self, model: str, stream: bool, max_tokens: int, prompt_tokens: int) -> None:
+    def __init__(self, model: str, stream: bool, max_tokens: int, prompt_tokens: int, turns: int = 0) -> None:
         marker = "@@PROMPT@@"
+        self._run = f"{random.getrandbits(32):08x}"
+        self._turns = turns
+        self._model, self._stream, self._max_tokens = model, stream, max_tokens
+        self._message = long_text(max(1, prompt_tokens // max(1, turns)), seed=5) if turns else ""
         prompt = long_text(prompt_tokens) if prompt_tokens else SMALL_PROMPT
         template = request_body(model, stream, max_tokens, marker + prompt)
         self._head, _, self._tail = template.partition(marker.encode())
@@ -76,7 +87,21 @@ class Bodies:
 
     def next(self) -> bytes:
         self._next += 1
-        return self._head + f"request {self._next}: ".encode() + self._tail
+        if self._turns:
+            return self._turn(self._next - 1)
+        return self._head + f"request {self._run}-{self._next}: ".encode() + self._tail
+
+    def _turn(self, i: int) -> bytes:
+        conversation, turn = divmod(i, self._turns)
+        messages: list[dict[str, str]] = []
+        for k in range(turn + 1):
+            if k:
+                messages.append({"role": "assistant", "content": f"Noted part {k} of conversation {conversation}."})
+            messages.append({"role": "user", "content": f"{self._run}-{conversation} part {k + 1}: {self._message}"})
+        body: dict[str, Any] = {"model": self._model, "messages": messages, "max_tokens": self._max_tokens}
+        if self._stream:
+            body["stream"] = True
+        return json.dumps(body).encode()
 
 
 def has_content(line: bytes) -> bool:
@@ -179,7 +204,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     url = args.url.rstrip("/") + "/v1/chat/completions"
-    bodies = Bodies(args.model, args.stream, args.max_tokens, args.prompt_tokens)
+    bodies = Bodies(args.model, args.stream, args.max_tokens, args.prompt_tokens, args.turns)
     headers = {"content-type": "application/json", "authorization": f"Bearer {args.key}"}
     watch = dict(item.split("=", 1) for item in args.watch)
     first = time.perf_counter() + 0.05
@@ -255,6 +280,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=8, help="output tokens asked for")
     parser.add_argument("--prompt-tokens", type=int, default=0,
                         help="a long prompt of about this many tokens, distinct per request (0: the small one)")
+    parser.add_argument("--turns", type=int, default=0,
+                        help="chat conversations of this many turns, history re-sent (see Bodies)")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
     parser.add_argument("--watch", action="append", default=[], metavar="NAME=PID",

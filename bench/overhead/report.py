@@ -9,7 +9,8 @@ from typing import Any
 BARS = {"added_p50_ms": 1.5, "added_p99_ms": 5.0, "c32_rps": 1500.0}
 """Issue 7's targets: added latency at 200 req/s (non-streaming), throughput at c=32."""
 POLICY_BARS = {"prod_vs_bare": 0.8, "bare_vs_floor": 0.6, "prod_added_p99_ms": 3.0, "peak_rss_mb": 150.0,
-               "prod_added_ttft_8k_ms": 1.5}
+               "prod_added_ttft_8k_ms": 1.5, "prod_added_ttft_8k_prefill_ms": 1.5,
+               "prod_added_ttft_chat8k_prefill_ms": 1.5}
 """Issue 17's targets: the production policy's c=32 req/s against the bare one's, the bare
 one's against the featureless aiohttp proxy's, the production policy's added p99 at 200 req/s
 and the peak RSS of one serving process with both ONNX models loaded."""
@@ -105,11 +106,14 @@ def _policy_bars(summary: dict[str, Any], cells: dict[str, Any]) -> dict[str, An
         "prod_added_p99_ms": added and added["p99"],
         "peak_rss_mb": max((r for r in rss if r is not None), default=None),
         "prod_added_ttft_8k_ms": _added_p50(cells.get("r20_stream_prompt8k", {}), "gateway_prod", "ttft_ms"),
+        "prod_added_ttft_8k_prefill_ms": _added_p50(cells.get("r10_stream_prompt8k_prefill", {}), "gateway_prod",
+                                                    "ttft_ms"),
+        "prod_added_ttft_chat8k_prefill_ms": _added_p50(cells.get("r10_stream_chat8k_prefill", {}), "gateway_prod",
+                                                        "ttft_ms"),
     }
     return {key: {"value": value, "bar": POLICY_BARS[key],
-                  "met": value <= POLICY_BARS[key] if key in ("prod_added_p99_ms", "peak_rss_mb",
-                                                              "prod_added_ttft_8k_ms")
-                  else value >= POLICY_BARS[key]}
+                  "met": value >= POLICY_BARS[key] if key in ("prod_vs_bare", "bare_vs_floor")
+                  else value <= POLICY_BARS[key]}
             for key, value in measured.items() if value is not None}
 
 
@@ -193,6 +197,9 @@ LONG_LOADS = {
     "r20_prompt8k": ("8k-token prompt, 20 req/s", 0, "latency_ms"),
     "r20_prompt30k": ("30k-token prompt, 20 req/s", 0, "latency_ms"),
     "r20_stream_prompt8k": ("8k-token prompt streamed, 20 req/s (TTFT)", 0, "ttft_ms"),
+    "r10_stream_prompt8k_prefill": ("8k-token prompt streamed, 10 req/s, worker prefilling (TTFT)", 0, "ttft_ms"),
+    "r10_stream_chat8k_prefill": ("chats of 1k-8k tokens, 8 turns, streamed, 10 req/s, worker prefilling (TTFT)",
+                                  0, "ttft_ms"),
 }
 """Section ``long``'s loads: label, chunks per request (0: not a chunk measurement), latency kind."""
 
@@ -227,7 +234,12 @@ def _policy_bars_table(summary: dict[str, Any]) -> str:
              "bare_vs_floor": ("bare policy req/s at c=32 / featureless aiohttp proxy's", ">="),
              "prod_added_p99_ms": ("production policy, added p99 at 200 req/s (ms)", "<="),
              "peak_rss_mb": ("peak RSS, production policy (both ONNX models), MiB", "<="),
-             "prod_added_ttft_8k_ms": ("production policy, added TTFT p50 on an 8k-token prompt (ms)", "<=")}
+             "prod_added_ttft_8k_ms": (("production policy, added TTFT p50 on an 8k-token prompt, "
+                                       "zero-latency worker (ms)"), "<="),
+             "prod_added_ttft_8k_prefill_ms": (("production policy, added TTFT p50 on an 8k-token prompt, "
+                                               "worker prefilling (ms)"), "<="),
+             "prod_added_ttft_chat8k_prefill_ms": (("production policy, added TTFT p50 on 1k-8k-token chats, "
+                                                   "worker prefilling (ms)"), "<=")}
     rows = ["| bar (issue 17) | target | measured | met |", "|---|--:|--:|---|"]
     for key, bar in summary.get("policy_bars", {}).items():
         name, sign = names[key]

@@ -25,11 +25,19 @@ class Load:
     """Output tokens asked for: with ``stream``, the chunks relayed per request."""
     prompt_tokens: int = 0
     """A long prompt of about this many tokens, distinct per request (0: the small one)."""
+    turns: int = 0
+    """Chat conversations of this many turns, each re-sending its history (``loadgen.Bodies``);
+    ``prompt_tokens`` is then the last turn's length."""
+    prefill: bool = False
+    """Sent to the simulator with SGLang's latency model (prefill of uncached prompt tokens,
+    decode steps) instead of the zero-latency one: what the gateway adds while a real worker
+    spends its own time (section ``prefill``)."""
 
     def argv(self) -> list[str]:
         shape = ["--concurrency", str(self.concurrency)] if self.concurrency else ["--rate", str(self.rate)]
         return (shape + (["--stream"] if self.stream else [])
-                + ["--max-tokens", str(self.max_tokens), "--prompt-tokens", str(self.prompt_tokens)])
+                + ["--max-tokens", str(self.max_tokens), "--prompt-tokens", str(self.prompt_tokens),
+                   "--turns", str(self.turns)])
 
 
 C32 = Load("c32", concurrency=32)
@@ -44,6 +52,13 @@ the production policy's 32,768-token window minus its 1,024 reserved output toke
 is trimmed)."""
 LONG_STREAM_8K = Load("r20_stream_prompt8k", rate=20, stream=True, prompt_tokens=8_000)
 """Time to first token on an 8k-token prompt (issue 17's bar: <= 1.5 ms added p50)."""
+PREFILL_PROMPT_8K = Load("r10_stream_prompt8k_prefill", rate=10, stream=True, prompt_tokens=8_000, prefill=True)
+"""The same first token against a worker that spends SGLang's time on the prompt (~400 ms to
+prefill 8k uncached tokens at the simulator's 50 µs a token)."""
+PREFILL_CHAT_8K = Load("r10_stream_chat8k_prefill", rate=10, stream=True, prompt_tokens=8_000, turns=8,
+                       prefill=True)
+"""Issue 17's point 4: multi-turn chats of 1k to 8k tokens (8 turns of ~1k-token messages),
+the worker's prefix cache holding each conversation's history."""
 
 
 @dataclass(slots=True)

@@ -71,21 +71,24 @@ def production_policy(sim_url: str) -> dict[str, object]:
     }
 
 
-def write_policy(workdir: Path, sim_url: str, *, production: bool = False) -> Path:
+def write_policy(workdir: Path, sim_url: str, *, production: bool = False, suffix: str = "") -> Path:
     """The bare (or production) policy as YAML in ``workdir``."""
-    path = workdir / ("policy-production.yaml" if production else "policy.yaml")
+    path = workdir / f"policy{'-production' if production else ''}{suffix}.yaml"
     document = production_policy(sim_url) if production else bench_policy(sim_url)
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return path
 
 
-def start_sim(workdir: Path) -> Service:
-    """``switchyard sim --kind sglang --zero-latency`` on the client core."""
+def start_sim(workdir: Path, *, zero_latency: bool = True) -> Service:
+    """``switchyard sim --kind sglang --zero-latency`` on the client core; with ``zero_latency``
+    off, the simulator's SGLang latency model (prefill, decode steps) at its defaults."""
     port = free_port()
-    argv = [bin_path("switchyard"), "sim", "--kind", "sglang", "--zero-latency", "--port", str(port),
-            "--model", SIM_MODEL, "--worker-id", "bench-sim", "--enable-cache-report"]
-    return start("sim", pinned(CLIENT_CORE, argv), f"http://127.0.0.1:{port}", workdir / "logs",
-                 ready_path="/health")
+    argv = [bin_path("switchyard"), "sim", "--kind", "sglang", "--port", str(port), "--model", SIM_MODEL,
+            "--worker-id", "bench-sim" if zero_latency else "bench-sim-prefill", "--enable-cache-report"]
+    if zero_latency:
+        argv.append("--zero-latency")
+    return start("sim" if zero_latency else "sim-prefill", pinned(CLIENT_CORE, argv), f"http://127.0.0.1:{port}",
+                 workdir / "logs", ready_path="/health")
 
 
 def gateway_argv(server: Server, policy: Path, port: int) -> list[str]:
