@@ -21,13 +21,15 @@ import os
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
-import httpx
 from pydantic import Field
 
 from backends.config import StrictModel
 from backends.dns_query import AAAA, A, DnsError, resolve, system_nameserver
+
+if TYPE_CHECKING:
+    import httpx  # imported by the Kubernetes watch itself: the policy document needs only the configs
 
 log = logging.getLogger("switchyard.discovery")
 
@@ -151,6 +153,8 @@ class KubernetesDiscovery:
         self._slices: dict[str, frozenset[str]] = {}
 
     def _client(self) -> httpx.AsyncClient:
+        import httpx
+
         headers = {"accept": "application/json"}
         token = Path(self._config.token_path)
         if token.exists():
@@ -175,6 +179,8 @@ class KubernetesDiscovery:
         return frozenset().union(*self._slices.values())
 
     async def watch(self) -> AsyncIterator[frozenset[str]]:
+        import httpx
+
         current: frozenset[str] | None = None
         while True:
             try:

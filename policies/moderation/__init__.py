@@ -5,39 +5,24 @@ Run time needs onnxruntime, numpy and tiktoken only. Build one ``ModerationClass
 process and one ``Moderator`` per policy; ``Moderator.stream()`` gives the ``StreamModerator``
 of one streamed answer. Training (``python -m policies.moderation.train``) needs the ``train``
 extra. See ``docs/moderation-model.md``.
+
+Names load on first use (PEP 562): the policy document imports only this package's config
+module, so ``switchyard policy check`` does not load what the request path needs.
 """
 
 from __future__ import annotations
 
-from policies.moderation.categories import (
-    CATEGORIES,
-    PII_TYPES,
-    Category,
-    Direction,
-    PiiType,
-)
-from policies.moderation.classifier import (
-    ModerationClassifier,
-    ModerationModelError,
-    default_model_path,
-)
-from policies.moderation.config import (
-    CategoryRule,
-    CheckSet,
-    InputChecks,
-    ModerationConfig,
-    OutputChecks,
-    PiiRule,
-)
-from policies.moderation.engine import Moderator
-from policies.moderation.pii import PiiSpan, find_pii
-from policies.moderation.stream import StreamModerator
-from policies.moderation.verdict import (
-    ContentPolicyViolation,
-    Finding,
-    Release,
-    Verdict,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from policies.moderation.categories import CATEGORIES, PII_TYPES, Category, Direction, PiiType
+    from policies.moderation.classifier import ModerationClassifier, ModerationModelError, default_model_path
+    from policies.moderation.config import CategoryRule, CheckSet, InputChecks, ModerationConfig, OutputChecks, PiiRule
+    from policies.moderation.engine import Moderator
+    from policies.moderation.pii import PiiSpan, find_pii
+    from policies.moderation.stream import StreamModerator
+    from policies.moderation.verdict import ContentPolicyViolation, Finding, Release, Verdict
 
 __all__ = [
     "CATEGORIES",
@@ -63,3 +48,34 @@ __all__ = [
     "default_model_path",
     "find_pii",
 ]
+
+_HOME = {
+    "CATEGORIES": "categories",
+    "Category": "categories",
+    "CategoryRule": "config",
+    "CheckSet": "config",
+    "ContentPolicyViolation": "verdict",
+    "Direction": "categories",
+    "Finding": "verdict",
+    "InputChecks": "config",
+    "ModerationClassifier": "classifier",
+    "ModerationConfig": "config",
+    "ModerationModelError": "classifier",
+    "Moderator": "engine",
+    "OutputChecks": "config",
+    "PII_TYPES": "categories",
+    "PiiRule": "config",
+    "PiiSpan": "pii",
+    "PiiType": "categories",
+    "Release": "verdict",
+    "StreamModerator": "stream",
+    "Verdict": "verdict",
+    "default_model_path": "classifier",
+    "find_pii": "pii",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'policies.moderation' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"policies.moderation.{_HOME[name]}"), name)

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 HEAVY = ("litestar", "aiohttp", "gateway.app", "backends.sim.server", "onnxruntime", "redis")
 
@@ -48,3 +49,14 @@ def test_switchyard_help_answers_within_a_second() -> None:
     elapsed = time.perf_counter() - started
     assert "serve" in done.stdout and "sim" in done.stdout
     assert elapsed < 1.0, f"switchyard --help took {elapsed:.2f} s"
+
+
+def test_policy_check_reads_the_document_without_the_request_path() -> None:
+    policy = Path(__file__).resolve().parents[3] / "examples" / "policy.yaml"
+    done = _run(f"import json, sys\nfrom gateway.cli import main\nmain(['policy', 'check', {str(policy)!r}])\n"
+                "print(json.dumps(sorted(sys.modules)))")
+    report, modules = done.stdout.rsplit("\n", 2)[0], done.stdout.splitlines()[-1]
+    assert "valid policy" in report
+    loaded = set(json.loads(modules))
+    heavy = {*HEAVY, "numpy", "httpx", "tiktoken", "policies.moderation.classifier", "policies.canary.controller"}
+    assert not {m for m in loaded if m.split(".")[0] in heavy or m in heavy}, "policy check loaded the request path"
