@@ -36,6 +36,7 @@ from gateway.state import Gateway
 from gateway.telemetry import Telemetry
 from policies.canary import CanaryController, Transition
 from policies.moderation import ModerationClassifier, ModerationModelError
+from policies.moderation.scorers import ModerationModels
 from router.difficulty import ClassifierError, DifficultyClassifier
 
 log = logging.getLogger("switchyard.gateway")
@@ -50,11 +51,12 @@ def _load_classifier(settings: Settings) -> tuple[DifficultyClassifier | None, s
         return None, exc.message
 
 
-def _load_moderation(settings: Settings) -> tuple[ModerationClassifier | None, str]:
-    """The process's moderation classifier; its error if it cannot be loaded (policies that
-    moderate categories are then refused with that reason)."""
+def _load_moderation(settings: Settings) -> tuple[ModerationModels | None, str]:
+    """The process's moderation classifiers; their error if the n-gram model cannot be loaded
+    (policies that moderate categories are then refused with that reason). The cascade's
+    encoder is loaded later, by the first policy that names it."""
     try:
-        return ModerationClassifier.load(settings.moderation_model_path), ""
+        return ModerationModels(ModerationClassifier.load(settings.moderation_model_path)), ""
     except ModerationModelError as exc:
         log.error("moderation classifier: %s", exc)
         return None, str(exc)

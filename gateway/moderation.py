@@ -34,6 +34,7 @@ from gateway.telemetry import RequestRecord
 from policies.moderation import ModerationConfig, Moderator, StreamModerator
 from policies.moderation.config import StreamMode
 from policies.moderation.rules import Scorer
+from policies.moderation.scorers import ModerationModels
 from policies.moderation.verdict import ContentPolicyViolation, Finding
 
 CONTENT_FILTER = "content_filter"
@@ -43,16 +44,18 @@ Call = TypeVar("Call", ChatRequest, TextRequest, EmbeddingRequest)
 class ModerationPolicies:
     """The moderators of one policy revision: per tenant, per model, and a default.
 
-    The most specific wins: the tenant's section, else the model's, else ``default``.
+    The most specific wins: the tenant's section, else the model's, else ``default``. Each
+    section's ``classifier`` picks its scorer from ``classifiers`` (the cascade is loaded then,
+    once per process, by the first section that names it and checks a category).
     """
 
     def __init__(self, default: ModerationConfig | None, models: Mapping[str, ModerationConfig],
-                 tenants: Mapping[str, ModerationConfig], classifier: Scorer | None) -> None:
+                 tenants: Mapping[str, ModerationConfig], classifiers: ModerationModels | None) -> None:
         built: dict[int, Moderator] = {}
 
         def moderator(config: ModerationConfig) -> Moderator:
             if id(config) not in built:
-                built[id(config)] = Moderator(config, classifier)
+                built[id(config)] = Moderator(config, _classifier(config, classifiers))
             return built[id(config)]
 
         self._default = moderator(default) if default is not None else None
@@ -61,6 +64,21 @@ class ModerationPolicies:
 
     def for_request(self, tenant: str, model: str) -> Moderator | None:
         return self._tenants.get(tenant) or self._models.get(model) or self._default
+
+
+def _classifier(config: ModerationConfig, classifiers: ModerationModels | None) -> Scorer | None:
+    """The scorer ``config`` names; the cascade only if a side checks a category (else it would
+    load the encoder for nothing)."""
+    checks = any(side is not None and side.categories for side in (config.input, config.output))
+    if classifiers is None or not checks:
+        return classifiers
+    return classifiers.get(config.classifier)
+
+
+def off_loop(moderator: Moderator) -> bool:
+    """Whether the moderator's checks can cost milliseconds a window (the cascade's encoder):
+    then every check runs in a worker thread, not only long inputs."""
+    return moderator.config.classifier == "cascade"
 
 
 def _text_of(content: object) -> str:
@@ -95,7 +113,7 @@ async def check_request(moderator: Moderator, call: Call, record: RequestRecord)
         return call
     started = time.perf_counter()
     with record.phase("switchyard.moderation.input"):
-        if input_chars(call, roles) > OFFLOAD_CHARS:
+        if input_chars(call, roles) > OFFLOAD_CHARS or off_loop(moderator):
             outcome = await asyncio.to_thread(_moderate_input, moderator, call, roles)
         else:
             outcome = _moderate_input(moderator, call, roles)
@@ -252,6 +270,8 @@ class StreamGuard:
         self.blocked: Finding | None = None
         self._spent = 0.0
         self._held = 0
+        self.offloads = off_loop(moderator)
+        """Whether the relay runs ``apply`` in a worker thread (the cascade's encoder)."""
         output = moderator.config.output
         self._mode = output.mode if output is not None else "buffered"
 

@@ -32,7 +32,7 @@ from policies.canary import CanaryController
 from policies.document import Policy
 from policies.limits_config import LimitsStoreConfig
 from policies.loader import PolicyError, parse_policy
-from policies.moderation.rules import Scorer as ModerationScorer
+from policies.moderation.scorers import ModerationModels
 from policies.rate_limit import RateLimiter
 from policies.redis_client import RedisClient, connect
 from policies.spend import UsageLedger
@@ -82,7 +82,7 @@ class PolicyManager:
     stores) and turns policy documents into the gateway's active runtime."""
 
     def __init__(self, gateway: Gateway, settings: Settings, scorer: Scorer | None, scorer_error: str,
-                 moderation: ModerationScorer | None = None, moderation_error: str = "") -> None:
+                 moderation: ModerationModels | None = None, moderation_error: str = "") -> None:
         self._gateway = gateway
         self._settings = settings
         self._scorer, self._scorer_error = scorer, scorer_error

