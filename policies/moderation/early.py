@@ -12,7 +12,8 @@
 
 The running score is not recomputed at every word (that was ~93 % of this mode's CPU): a score
 under *half* of ``release_below`` times every blocking threshold lets text go up to
-``release_ahead`` characters (``Rules``, 48) past what it read; text past that waits for a new
+``release_ahead`` characters (``Rules``, 48), and at most a quarter of the text it read, past
+what it read (a short text's score moves a lot as it grows); text past that waits for a new
 score, computed at most once per feed. A score with less margin covers only what it read, and
 a borderline one is recomputed once a word (a whitespace, or 16 characters) has arrived. A
 complete window's score counts as the running score of what it read.

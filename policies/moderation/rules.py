@@ -133,16 +133,18 @@ class Rules:
     def release_ahead(self, text: str) -> int | None:
         """How many characters past ``text`` its running score lets a stream release: None when
         it is borderline (at or above ``release_below`` times a blocking threshold), the
-        ``release_ahead`` given to these rules when it is under half of that in every blocking
-        category, else 0 (only what the score read)."""
+        ``release_ahead`` given to these rules (at most a quarter of ``text``'s length) when it
+        is under half of that in every blocking category, else 0 (only what the score read)."""
         if self._scorer is None:
             return self._release_ahead
-        return self._ahead(self._scorer.scores([text])[0])
+        return self._ahead(self._scorer.scores([text])[0], len(text))
 
-    def _ahead(self, scores: npt.NDArray[np.float32]) -> int | None:
+    def _ahead(self, scores: npt.NDArray[np.float32], read: int) -> int | None:
         if self._near(scores):
             return None
-        return self._release_ahead if not self._near(scores, 0.5) else 0
+        # a bag-average score moves little when the text grows by a small share of what it read,
+        # not when a short text doubles: a quarter of the text read, at most
+        return min(self._release_ahead, read // 4) if not self._near(scores, 0.5) else 0
 
     def _check_one(self, w: Window, scores: npt.NDArray[np.float32] | None, match: bool = True) -> Outcome:
         if not match:
@@ -181,4 +183,4 @@ class Rules:
                          for i, name, threshold, action in self._categories if scores[i] >= threshold)
         blocked = next((f for f in findings if f.action == "block"), None)
         return Outcome(w.text[w.start:w.end], findings, blocked, blocked is None and self._near(scores),
-                       self._ahead(scores))
+                       self._ahead(scores, len(w.text)))
