@@ -61,6 +61,7 @@ class ConversationLine:
         self._gain = gain
         self._unit = 1.0
         self._buckets = [0.0] * _BUCKETS
+        self._sums = _PrefixSums(_BUCKETS)  # the buckets again, summed in O(log n) per query
         self._total = 0.0
         self._started: dict[str, float] = {}
         self._ranks: dict[str, bytes] = {}
@@ -70,7 +71,7 @@ class ConversationLine:
         bucket = _bucket(group)
         buckets, unit = self._buckets, self._unit
         prior = _PRIOR / _BUCKETS
-        before = sum(buckets[:bucket]) / unit + prior * bucket
+        before = self._sums.before(bucket) / unit + prior * bucket
         total = self._total / unit + _PRIOR
         at = (before + point * (buckets[bucket] / unit + prior)) / total
         ranked = sorted(workers, key=self._rank)
@@ -88,11 +89,14 @@ class ConversationLine:
         """A new conversation of ``group`` started on ``worker_id``."""
         self._unit *= self._growth
         unit = self._unit
-        self._buckets[_bucket(group)] += unit
+        bucket = _bucket(group)
+        self._buckets[bucket] += unit
+        self._sums.add(bucket, unit)
         self._total += unit
         self._started[worker_id] = self._started.get(worker_id, 0.0) + unit
         if unit > 1e12:  # rescale before the floats lose the small counts
             self._buckets = [b / unit for b in self._buckets]
+            self._sums = _PrefixSums(_BUCKETS, self._buckets)
             self._total = sum(self._buckets)
             self._started = {w: s / unit for w, s in self._started.items()}
             self._unit = 1.0
@@ -111,6 +115,31 @@ class ConversationLine:
 
 def _bucket(group: bytes) -> int:
     return int.from_bytes(group[:4], "big") % _BUCKETS
+
+
+class _PrefixSums:
+    """Sums of the first ``i`` buckets in O(log n) (a Fenwick tree): a new conversation's
+    point summed up to 1,024 buckets, ~10 µs of every request that starts one."""
+
+    def __init__(self, size: int, values: list[float] | None = None) -> None:
+        self._tree = [0.0] * (size + 1)
+        for i, value in enumerate(values or ()):
+            if value:
+                self.add(i, value)
+
+    def add(self, index: int, value: float) -> None:
+        tree, i = self._tree, index + 1
+        while i < len(tree):
+            tree[i] += value
+            i += i & -i
+
+    def before(self, index: int) -> float:
+        """Sum of the buckets before ``index``."""
+        tree, i, total = self._tree, index, 0.0
+        while i > 0:
+            total += tree[i]
+            i -= i & -i
+        return total
 
 
 class CacheAware(BasePolicy):

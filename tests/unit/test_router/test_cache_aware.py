@@ -9,13 +9,15 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from router.base import RoutingRequest
 from router.config import CacheAwareConfig
 from router.hashing import stable_hash
 from router.policies import CacheAware
-from router.policies.cache_aware import ConversationLine
+from router.policies.cache_aware import ConversationLine, _PrefixSums
 from router.prompt_text import render_answer
 
 
@@ -202,3 +204,16 @@ async def test_a_worker_that_joins_takes_new_conversations_first() -> None:
     after = await place(policy, [first_turn(100 + i, 1000 + i) for i in range(30)], pool)
     counts = Counter(after)
     assert counts["pool/2"] > 2 * max(counts["pool/0"], counts["pool/1"]), counts
+
+
+@given(st.lists(st.tuples(st.integers(0, 1023), st.floats(0.0, 1e6)), max_size=300), st.integers(0, 1024))
+def test_the_lines_prefix_sums_equal_the_plain_sums(updates: list[tuple[int, float]], upto: int) -> None:
+    buckets = [0.0] * 1024
+    sums = _PrefixSums(1024)
+    for index, value in updates:
+        buckets[index] += value
+        sums.add(index, value)
+    expected = sum(buckets[:upto])
+    assert abs(sums.before(upto) - expected) <= 1e-9 * max(1.0, expected)
+    rebuilt = _PrefixSums(1024, buckets)
+    assert abs(rebuilt.before(upto) - expected) <= 1e-9 * max(1.0, expected)
