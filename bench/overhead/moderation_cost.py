@@ -46,8 +46,10 @@ def main() -> None:
     remembering = Moderator(moderator.config, classifier)  # a later turn: its history was checked before
     text = long_text(8_000)
     remembering.check_text(text, "input")
-    cost = best_cpu_ms(lambda: remembering.check_text(text, "input"), 2000)
-    rows.append(f"| check_text (input), the same 8,000-token text again (remembered) | {cost * 1000:.1f} µs |")
+    # a new request parses a new string: its hash is computed again (a copy each call, counted in)
+    cost = best_cpu_ms(lambda: remembering.check_text(text[:-1] + text[-1], "input"), 2000)
+    rows.append(f"| check_text (input), the same 8,000-token text again, a new string (remembered) "
+                f"| {cost * 1000:.1f} µs |")
     print("\n".join(rows))
 
 
