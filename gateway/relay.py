@@ -95,7 +95,7 @@ async def moderated(chunks: AsyncIterator[Any], guard: StreamGuard | None) -> As
     try:
         async for chunk in chunks:
             # the cascade's encoder costs ms a window: off the loop, one chunk at a time, in order
-            outs = await asyncio.to_thread(guard.apply, chunk) if guard.offloads else guard.apply(chunk)
+            outs = await asyncio.to_thread(guard.apply, chunk) if guard.needs_thread(chunk) else guard.apply(chunk)
             for out in outs:
                 yield out
             if guard.blocked is not None:

@@ -15,9 +15,10 @@ stream moderators and whole-text checks use it unchanged. Per window:
 
 A policy opts in with ``moderation.classifier: cascade`` (``config.py``); the gateway loads
 the encoder once per process, only when a policy names it, and runs moderation with it off
-the event loop. An incremental stream's running score goes through the cascade too: a
-threat the n-gram model misses is then held before its window completes, at the price of an
-encoder run per uncertain running score (the card's cost figures count them). Trained by
+the event loop. An incremental stream's running score (its open window, scored about once per
+48 characters) stays on the n-gram model, rescaled to the cascade's thresholds
+(``scorers.RescaledScorer``): part-windows would send the encoder a third of them. Each complete
+window is scored by the cascade before the stream goes on. Trained by
 ``python -m policies.moderation.train_cascade``; figures in ``docs/moderation-model.md`` ("Cascade").
 """
 

@@ -39,17 +39,19 @@ class Moderator:
         config: the policy's ``moderation`` section.
         classifier: the process's ``ModerationClassifier`` (any ``Scorer``); may be None only if
             neither side checks a category.
+        running: scores an incremental stream's running window (default: ``classifier``).
 
     Raises:
         ValueError: the policy checks categories and no classifier was given.
     """
 
-    def __init__(self, config: ModerationConfig, classifier: Scorer | None = None) -> None:
+    def __init__(self, config: ModerationConfig, classifier: Scorer | None = None, running: Scorer | None = None) -> None:
         self.config = config
         self._input = Rules(config.input, classifier) if config.input is not None else None
         output = config.output
         self._output = None if output is None else Rules(
-            output, classifier, release_below=output.release_below, hold_limit=output.window_chars - 1)
+            output, classifier, release_below=output.release_below, hold_limit=output.window_chars - 1,
+            running=running)
         self._window = config.output.window_chars if config.output is not None else INPUT_WINDOW_CHARS
         # each turn of a chat re-sends its history: its messages were checked on the turns before
         self.input_memo = VerdictMemo() if self._input is not None else None

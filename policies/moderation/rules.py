@@ -83,13 +83,16 @@ class Rules:
         hold_limit: most characters an incremental stream holds for a possible match.
         release_ahead: characters an incremental stream may release past what a running score
             with a clear margin read (``release_ahead``); 0 scores before every release.
+        running: scores an incremental stream's running window (default: ``scorer``); a
+            cheaper estimate on the same threshold scale (the cascade's n-gram half).
     """
 
     def __init__(self, checks: CheckSet, scorer: Scorer | None, *, release_below: float = 0.5,
-                 hold_limit: int = 160, release_ahead: int = OVERLAP_CHARS) -> None:
+                 hold_limit: int = 160, release_ahead: int = OVERLAP_CHARS, running: Scorer | None = None) -> None:
         if checks.categories and scorer is None:
             raise ValueError("the moderation policy checks categories but no classifier was given")
         self._scorer = scorer if checks.categories else None
+        self._running = running or self._scorer
         defaults = scorer.thresholds if scorer is not None else {}
         self._categories = tuple(
             (CATEGORIES.index(c), c, rule.threshold if rule.threshold is not None else defaults[c], rule.action)
@@ -135,9 +138,9 @@ class Rules:
         it is borderline (at or above ``release_below`` times a blocking threshold), the
         ``release_ahead`` given to these rules (at most a quarter of ``text``'s length) when it
         is under half of that in every blocking category, else 0 (only what the score read)."""
-        if self._scorer is None:
+        if self._scorer is None or self._running is None:
             return self._release_ahead
-        return self._ahead(self._scorer.scores([text])[0], len(text))
+        return self._ahead(self._running.scores([text])[0], len(text))
 
     def _ahead(self, scores: npt.NDArray[np.float32], read: int) -> int | None:
         if self._near(scores):

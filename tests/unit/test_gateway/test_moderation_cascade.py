@@ -4,13 +4,16 @@ with the reason; a process whose policies never name it never imports the encode
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from gateway.moderation import ModerationPolicies, off_loop
+from backends.types import ChatChunk, ChunkChoice, Delta
+from gateway.moderation import ModerationPolicies, StreamGuard, off_loop
+from gateway.telemetry import AccessLog, RequestRecord, Telemetry
 from policies.moderation import ModerationConfig
 from policies.moderation.scorers import ModerationModels
 from tests.unit.test_moderation.conftest import KeywordScorer
@@ -61,3 +64,26 @@ def test_a_policy_without_the_cascade_never_imports_the_encoder() -> None:
             "'policies.moderation.cascade') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.splitlines() == ["hello there", "[]"]
+
+
+def _chunk(text: str, finish: str | None = None) -> ChatChunk:
+    return ChatChunk(id="c", created=0, model="m", choices=[ChunkChoice(index=0, delta=Delta(content=text),
+                                                                      finish_reason=finish)])
+
+
+def test_a_cascade_stream_goes_to_a_thread_only_for_chunks_that_can_end_a_window() -> None:
+    policies = _policies({"a": {}, "b": CASCADE}, ModerationModels(KeywordScorer({}), cascade=Builds()))
+    record = RequestRecord(Telemetry(None, AccessLog(io.StringIO())), "chat.completions", {}, "r", "openai")
+    cascade, plain = policies.for_request("", "b"), policies.for_request("", "a")
+    assert cascade is not None and plain is not None
+    text = ("Here is the plan. We roll out one replica first, then watch the error rate for ten minutes, "
+            "and only then scale the rest of the pool up to its full size so that every user sees it by tonight")
+    words = [" " + w for w in text.split()]
+    guard = StreamGuard(cascade, record)
+    hops = [guard.needs_thread(_chunk(w)) for w in words]
+    assert hops[words.index(" plan.")] and hops[words.index(" We")]  # the sentence end, and the space that cuts
+    assert sum(hops) <= len(words) // 4  # most chunks stay inline: a thread hop costs more than their checks
+    assert sum(hops[words.index(" We") + 1:]) >= 2  # 170 characters with no sentence end: every ~64
+    assert guard.needs_thread(_chunk("", finish="stop"))  # the rest and the tool arguments are checked at the end
+    plain_guard = StreamGuard(plain, record)
+    assert not any(plain_guard.needs_thread(_chunk(w)) for w in words)

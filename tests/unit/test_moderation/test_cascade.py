@@ -19,6 +19,7 @@ from policies.moderation.classifier import ModerationModelError
 from policies.moderation.encoder import EncoderUnavailable
 from policies.moderation.rules import Scorer
 from policies.moderation.scorers import ModerationModels
+from policies.moderation.stream import classifier_windows
 from tests.unit.test_moderation.conftest import KeywordScorer
 
 
@@ -42,6 +43,22 @@ def test_the_process_builds_one_cascade_on_first_use() -> None:
     assert models.get("ngrams") is models.ngrams and builds.calls == 0 and not models.cascade_loaded
     first = models.get("cascade")
     assert models.get("cascade") is first and builds.calls == 1 and models.cascade_loaded
+
+
+def test_the_running_score_is_the_ngram_model_on_the_cascade_scale() -> None:
+    ngrams = KeywordScorer({"violence": ["hurt you"]})
+    models = ModerationModels(ngrams, cascade=lambda _: _Thresholds({c: 0.8 for c in CATEGORIES}))
+    assert models.running("ngrams") is None
+    running = models.running("cascade")
+    assert running is not None and running.thresholds == models.get("cascade").thresholds
+    texts = ["I will hurt you", "hello"]
+    np.testing.assert_allclose(running.scores(texts), np.minimum(ngrams.scores(texts) * 0.8 / 0.5, 1), rtol=1e-6)
+
+
+class _Thresholds(KeywordScorer):
+    def __init__(self, thresholds: dict[str, float]) -> None:
+        super().__init__({})
+        self.thresholds = thresholds
 
 
 def test_a_cascade_that_cannot_load_is_a_value_error_with_the_reason() -> None:
@@ -119,3 +136,20 @@ def test_a_moderator_on_the_cascade_blocks_a_toxic_stream_and_passes_a_benign_on
     assert blocked is not None and blocked.name == "violence"
     benign = "Sure! To kill a Python process that hangs, send it SIGTERM first, then SIGKILL if it ignores that."
     assert moderator.check_text(benign, "output").text == benign
+
+
+def test_an_incremental_stream_asks_the_encoder_about_whole_windows_only(encoder: object) -> None:
+    from policies.moderation.scorers import RescaledScorer
+
+    ngrams = ModerationClassifier.load()
+    counting = _CountingEncoder(encoder)
+    cascade = CascadeClassifier(ngrams, counting, EncoderHead.load())
+    moderator = Moderator(ModerationConfig(), cascade, RescaledScorer(ngrams, cascade.thresholds))
+    text = ("Sure, here is how to roll out the new release safely. First check every health probe. " * 6
+            + "Then watch the error rate for ten minutes before you scale to the rest of the pool.")
+    stream = moderator.stream()
+    assert stream is not None
+    out = "".join(stream.feed(text[i:i + 4]).text for i in range(0, len(text), 4)) + stream.finish().text
+    assert out == text
+    windows = sum(len(w) > 0 for w in classifier_windows(text, 160))
+    assert cascade.scored <= windows + 1  # whole windows only: the running scores never reach it
