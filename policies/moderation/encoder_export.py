@@ -14,7 +14,9 @@ sits in git. ``cached_encoder`` writes the result once into a cache directory an
   GELU, residual, LayerNorm), mean over the unmasked tokens, L2 norm;
 - ``reference_embed``: the same forward in plain numpy, what the graph is checked against
   (``tests/unit/test_moderation/test_encoder.py``);
-- ``cached_encoder``: builds, quantizes, checks and caches.
+- ``cached_encoder``: builds and quantizes in a child process (the build peaks at ~600 MB;
+  ``python -m policies.moderation.encoder_export WEIGHTS TARGET`` is that step, e.g. to build
+  at image build time), then checks and caches.
 
 Deterministic: the same weights and onnxruntime give the same bytes; the cache file's name
 holds the SHA-256 of the weights and this builder's version, and its own SHA-256 is recorded
@@ -28,6 +30,8 @@ import hashlib
 import json
 import os
 import struct
+import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -249,7 +253,12 @@ def cached_encoder(cache_dir: Path, source: Path | None = None) -> Path:
     if target.is_file() and sidecar.is_file() and sidecar.read_text().strip() == _sha256(target):
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _build_quantized(read_safetensors(weights_file), target)
+    # in a child process: the build peaks at ~600 MB (the float32 weights, the graph, the
+    # quantizer's copies), which a serving process must never reach, even once
+    build = subprocess.run([sys.executable, "-m", "policies.moderation.encoder_export", str(weights_file), str(target)],
+                           capture_output=True, text=True, check=False)
+    if build.returncode != 0 or not target.is_file():
+        raise ValueError(f"building the encoder failed: {build.stderr.strip()[-2000:]}")
     sidecar_tmp = sidecar.with_suffix(f".tmp{os.getpid()}")
     sidecar_tmp.write_text(_sha256(target) + "\n")
     os.replace(sidecar_tmp, sidecar)
@@ -268,3 +277,15 @@ def _build_quantized(weights: EncoderWeights, target: Path) -> None:
         quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul", "Gather"])
         os.replace(int8, target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m policies.moderation.encoder_export WEIGHTS TARGET``: build the int8 graph of a
+    ``model.safetensors`` into ``TARGET`` (``cached_encoder`` runs it in a child process)."""
+    weights_file, target = (Path(a) for a in (argv if argv is not None else sys.argv[1:]))
+    _build_quantized(read_safetensors(weights_file), target)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
