@@ -1,11 +1,13 @@
-"""``python -m bench.moderation [--data ../shared/data] [--cost-only | --quality-only] [--streams N]``.
+"""``python -m bench.moderation [--data ../shared/data] [--cost-only | --quality-only] [--classifier cascade]``.
 
 Quality (needs ``shared/data``): per-category precision, recall, F1 and AUPRC on the dev split
 at the model's thresholds, false-positive rates on benign sets (routing prompts, XSTest safe
 prompts and completions), PII recall and precision per type on the Presidio synthetic set.
 Cost (no data needed): added inter-token latency p50/p99 of ``StreamModerator.feed`` on a
 500-token stream in ~4-character chunks against a pass-through baseline in the same run, and
-CPU per 1,000 moderated tokens. Prints Markdown tables and writes ``bench/moderation/results.json``.
+CPU per 1,000 moderated tokens. ``--classifier cascade`` measures the cascade instead (its running
+scorer as the gateway gives it). Prints Markdown tables and writes ``bench/moderation/results.json``
+(``results-cascade.json`` for the cascade).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from bench.moderation.cost import measure, render
 from policies.moderation import ModerationClassifier
+from policies.moderation.scorers import ModerationModels
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -34,12 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["incremental", "buffered", "async"], default="incremental",
                         help="cost: the stream mode measured")
     parser.add_argument("--core", type=int, default=0, help="cost: CPU core to pin to (-1: no pinning)")
-    parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--classifier", choices=["ngrams", "cascade"], default="ngrams",
+                        help="moderation.classifier: the n-gram model, or the cascade (needs the cascade extra)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="results file (default: results.json, or results-cascade.json for the cascade)")
     args = parser.parse_args(argv)
+    args.json = args.json or (RESULTS if args.classifier == "ngrams" else HERE / "results-cascade.json")
 
-    classifier = ModerationClassifier.load(args.model)
+    models = ModerationModels(ModerationClassifier.load(args.model))
+    classifier = models.get(args.classifier)
     results = json.loads(args.json.read_text()) if args.json.is_file() else {}
-    results["model"] = classifier.version
+    results["model"] = getattr(classifier, "version", args.classifier)
     if not args.cost_only:
         if not (args.data / "pii_presidio_synth").is_dir():
             parser.error(f"{args.data} does not hold the shared data sets; pass --data or --cost-only")
@@ -58,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         print(render_pii(results["pii"]), end="\n\n")
     if not args.quality_only:
         results["cost"] = {**measure(classifier, streams=args.streams, window_chars=args.window_chars,
-                                           core=None if args.core < 0 else args.core, mode=args.mode),
+                                           core=None if args.core < 0 else args.core, mode=args.mode,
+                                           running=models.running(args.classifier)),
                            "python": platform.python_version(), "machine": platform.machine()}
         print(render(results["cost"]))
     args.json.parent.mkdir(parents=True, exist_ok=True)

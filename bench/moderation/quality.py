@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from policies.moderation import ModerationClassifier, find_pii
 from policies.moderation import data as D
+from policies.moderation import find_pii
 from policies.moderation.categories import CATEGORIES
 from policies.moderation.evaluation import dev_report
+from policies.moderation.rules import Scorer
 from policies.moderation.stream import classifier_windows
 
 PRESIDIO = {"EMAIL_ADDRESS": "email", "PHONE_NUMBER": "phone", "CREDIT_CARD": "credit_card",
@@ -32,7 +33,7 @@ def dev_sets(data_dir: Path) -> dict[str, list[D.Example]]:
     return {name: D.split_set(D.load_set(data_dir, name), name)[1] for name in D.SETS}
 
 
-def window_scores(classifier: ModerationClassifier, texts: list[str], window_chars: int = 160,
+def window_scores(classifier: Scorer, texts: list[str], window_chars: int = 160,
                   batch: int = 256) -> np.ndarray:
     """Per-text max over its windows, scored in batches."""
     pieces, owner = [], []
@@ -47,7 +48,7 @@ def window_scores(classifier: ModerationClassifier, texts: list[str], window_cha
     return out
 
 
-def classifier_quality(classifier: ModerationClassifier, data_dir: Path) -> dict[str, Any]:
+def classifier_quality(classifier: Scorer, data_dir: Path) -> dict[str, Any]:
     """Per-category P/R/F1/AUPRC and benign false-positive rates (``evaluation.dev_report``)."""
     dev = dev_sets(data_dir)
     scores = {name: window_scores(classifier, [e.text for e in rows]) for name, rows in dev.items()}

