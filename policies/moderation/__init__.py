@@ -2,8 +2,9 @@
 (deterministic detectors), blocked terms; whole texts, streams and tool-call arguments.
 
 Run time needs onnxruntime, numpy and tiktoken only. Build one ``ModerationClassifier`` per
-process and one ``Moderator`` per policy; ``Moderator.stream()`` gives the ``StreamModerator``
-of one streamed answer. Training (``python -m policies.moderation.train``) needs the ``train``
+process (in a ``ModerationModels``, which adds the cascade of ``moderation.classifier: cascade``
+on first use: the ``cascade`` extra) and one ``Moderator`` per policy; ``Moderator.stream()``
+gives the ``StreamModerator`` of one streamed answer. Training (``python -m policies.moderation.train``) needs the ``train``
 extra. See ``docs/moderation-model.md``.
 
 Names load on first use (PEP 562): the policy document imports only this package's config
@@ -16,11 +17,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from policies.moderation.categories import CATEGORIES, PII_TYPES, Category, Direction, PiiType
+    from policies.moderation.categories import CATEGORIES, PII_TYPES, Category, ClassifierKind, Direction, PiiType
     from policies.moderation.classifier import ModerationClassifier, ModerationModelError, default_model_path
     from policies.moderation.config import CategoryRule, CheckSet, InputChecks, ModerationConfig, OutputChecks, PiiRule
     from policies.moderation.engine import Moderator
     from policies.moderation.pii import PiiSpan, find_pii
+    from policies.moderation.scorers import ModerationModels
     from policies.moderation.stream import StreamModerator
     from policies.moderation.verdict import ContentPolicyViolation, Finding, Release, Verdict
 
@@ -30,6 +32,7 @@ __all__ = [
     "Category",
     "CategoryRule",
     "CheckSet",
+    "ClassifierKind",
     "ContentPolicyViolation",
     "Direction",
     "Finding",
@@ -37,6 +40,7 @@ __all__ = [
     "ModerationClassifier",
     "ModerationConfig",
     "ModerationModelError",
+    "ModerationModels",
     "Moderator",
     "OutputChecks",
     "PiiRule",
@@ -54,6 +58,7 @@ _HOME = {
     "Category": "categories",
     "CategoryRule": "config",
     "CheckSet": "config",
+    "ClassifierKind": "categories",
     "ContentPolicyViolation": "verdict",
     "Direction": "categories",
     "Finding": "verdict",
@@ -61,6 +66,7 @@ _HOME = {
     "ModerationClassifier": "classifier",
     "ModerationConfig": "config",
     "ModerationModelError": "classifier",
+    "ModerationModels": "scorers",
     "Moderator": "engine",
     "OutputChecks": "config",
     "PII_TYPES": "categories",
