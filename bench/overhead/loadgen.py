@@ -186,7 +186,12 @@ async def open_loop(session: aiohttp.ClientSession, url: str, bodies: Bodies, st
         task = asyncio.create_task(send(session, url, bodies.next(), stream, recorder))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-    await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+    if tasks:
+        _, late = await asyncio.wait(tasks, timeout=30)
+        for task in late:  # a target that cannot keep up: what is still open after 30 s failed
+            task.cancel()
+            recorder.errors += 1
+            recorder.first_error = recorder.first_error or "no answer 30 s after the last request was sent"
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
