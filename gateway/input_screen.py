@@ -3,9 +3,9 @@
 A short input is checked inline (~0.1 ms) before anything else. A long one is checked in a
 worker thread (``gateway.moderation.OFFLOAD_CHARS``); when the policy allows it
 (``moderation.input.send_while_checking``) and no rule can rewrite the request, the request is
-sent upstream meanwhile and the ``Exchange`` awaits ``Screen.passed`` after the upstream
-answered and before anything of the answer is handed on: the checks overlap the model's
-prefill instead of adding to the time to first token. A request they block gets the same 400;
+sent upstream meanwhile: the ``Exchange`` starts its attempt, then runs ``Screen.passed``
+beside it, and hands nothing of the answer on before the checks pass. The checks overlap the
+model's prefill instead of adding to the time to first token. A request they block gets the same 400;
 its stream is closed (the worker stops) or its whole answer dropped unseen, and the admission
 ticket refunds it as for any refused request.
 
@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Generic
+from typing import Any, Generic
 
 from gateway.moderation import OFFLOAD_CHARS, Call, check_request, input_chars
 from gateway.runtime import Runtime
@@ -33,21 +34,40 @@ __all__ = ["Screen", "screen_input"]
 
 @dataclass(slots=True)
 class Screen(Generic[Call]):
-    """The call to send, and the checks it must still pass before its answer is released."""
+    """The call to send, and the checks it must still pass before its answer is released.
+
+    Overlapped checks start when ``passed`` is first awaited: the ``Exchange`` awaits it once
+    its attempt is on its way, so the checks' worker thread (which holds the interpreter for
+    most of its work) does not delay the request going out.
+    """
 
     call: Call
+    checks: Callable[[], Coroutine[Any, Any, Call]] | None = None
+    """The checks still to run beside the upstream call, or None when they are done (or none)."""
     pending: asyncio.Future[Call] | None = None
-    """The checks running beside the upstream call, or None when they are done (or none)."""
 
     @property
     def overlapped(self) -> bool:
         """Whether the request goes upstream before its checks are done."""
-        return self.pending is not None
+        return self.checks is not None
 
     async def passed(self) -> None:
-        """Wait for the checks; raises ``ContentPolicyViolation`` if they block the request."""
-        if self.pending is not None:
-            await self.pending
+        """Run (or wait for) the checks; raises ``ContentPolicyViolation`` if they block."""
+        if self.checks is None:
+            return
+        if self.pending is None:
+            self.pending = asyncio.ensure_future(self.checks())
+        await self.pending
+
+    def close(self) -> None:
+        """Cancel checks the request no longer needs; read a failure nobody awaited."""
+        pending = self.pending
+        if pending is None:
+            return
+        if not pending.done():
+            pending.cancel()  # the request ended another way: its verdict is not needed
+        elif not pending.cancelled():
+            pending.exception()  # read, so an unseen block is not reported as never retrieved
 
 
 @contextlib.asynccontextmanager
@@ -60,14 +80,11 @@ async def screen_input(runtime: Runtime, target: Target, moderator: Moderator | 
     if not _may_overlap(runtime, target, moderator, call):
         yield Screen(await check_request(moderator, call, record))
         return
-    pending = asyncio.ensure_future(check_request(moderator, call, record))
+    screen = Screen(call, functools.partial(check_request, moderator, call, record))
     try:
-        yield Screen(call, pending)
+        yield screen
     finally:
-        if not pending.done():
-            pending.cancel()  # the request ended another way: its verdict is not needed
-        elif not pending.cancelled():
-            pending.exception()  # read, so an unseen block is not reported as never retrieved
+        screen.close()
 
 
 def _may_overlap(runtime: Runtime, target: Target, moderator: Moderator, call: Call) -> bool:
