@@ -3,7 +3,8 @@
 Run: ``python -m bench.overhead.memory`` (one fresh process; prints a Markdown table). The
 steps are cumulative, in the order a ``switchyard serve`` worker reaches them; the last rows
 load what the production policy loads (the moderation classifier with its cl100k_base
-tokenizer, the difficulty classifier). ``VmHWM`` is the peak so far, ``VmRSS`` the current set.
+tokenizer, the difficulty classifier). redis-py is not a step: a gateway without ``REDIS_URL``
+does not import it. ``VmHWM`` is the peak so far, ``VmRSS`` the current set.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _importer(module: str) -> Callable[[], None]:
 
 STEPS: tuple[tuple[str, Callable[[], None]], ...] = (
     *((f"import {m}", _importer(m)) for m in ("numpy", "onnxruntime", "litestar", "aiohttp",
-                                              "opentelemetry.sdk.trace", "redis.asyncio", "gateway.app")),
+                                              "opentelemetry.sdk.trace", "gateway.app")),
     ("tiktoken cl100k_base (offline)", _load_tokenizer),
     ("moderation classifier (ONNX session)", _load_moderation),
     ("difficulty classifier (ONNX session)", _load_difficulty),
