@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from policies.limits_config import BudgetConfig
 from policies.redis_client import RedisClient
@@ -210,8 +211,13 @@ class RedisUsageLedger:
             return await self._reserve(keys=keys, args=args)
         async with self._client.pipeline(transaction=False) as pipe:  # one round trip
             pipe.sadd(marker, tag)
-            await self._reserve(keys=keys, args=args, client=pipe)
-            _, reply = await pipe.execute()
+            # EVALSHA itself: a Script in a pipeline makes redis-py ask SCRIPT EXISTS first,
+            # a second round trip on every request
+            pipe.evalsha(self._reserve.sha, len(keys), *keys, *args)
+            try:
+                _, reply = await pipe.execute()
+            except NoScriptError:  # a restarted or flushed Redis: the Script call loads it again
+                return await self._reserve(keys=keys, args=args)
         return reply
 
     async def settle(self, reservation: Reservation, charge: Charge, now: float | None = None) -> bool:

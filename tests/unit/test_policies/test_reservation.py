@@ -203,3 +203,26 @@ def test_no_interleaving_passes_a_cap(steps: list[tuple[tuple[Cost, float], bool
         assert report.total_tokens <= daily_tokens and report.total_usd <= daily_usd + 1e-9
 
     asyncio.run(run())
+
+
+async def test_a_reservation_survives_redis_forgetting_its_scripts() -> None:
+    # the reserve script is sent as EVALSHA in a pipeline (no SCRIPT EXISTS round trip): a Redis
+    # that restarted or flushed its scripts answers NOSCRIPT, and the ledger loads it again
+    client = await connect_or_skip()
+    namespace = unique_namespace()
+    ledger = RedisUsageLedger(client, namespace)
+    scope = BudgetScope("tenant:flush", BudgetConfig(daily_tokens=10_000))
+    try:
+        first = await ledger.reserve([scope], cost(), "before", "m", LATER, now=NOON)
+        await client.script_flush()
+        second = await ledger.reserve([scope], cost(), "after", "m", LATER, now=NOON)
+        assert first.reservation is not None and second.reservation is not None
+        assert second.reservation.tokens == first.reservation.tokens
+        for reservation in (first.reservation, second.reservation):
+            assert await ledger.settle(reservation, used(reservation.request_id, 25, 100), now=NOON)
+        assert (await ledger.report("tenant:flush", 1, now=NOON)).total_tokens == 250
+    finally:
+        keys = [k async for k in client.scan_iter(f"{namespace}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
