@@ -122,8 +122,8 @@ class Exchange(Generic[Req, Resp, Chunk]):
         if self._gate is None:
             return await attempt
         sent = asyncio.ensure_future(attempt)
-        await asyncio.sleep(0)  # the attempt goes out first: the checks then take the core
         try:
+            await asyncio.sleep(0)  # the attempt goes out first: the checks then take the core
             await self._gate()
         except BaseException:
             sent.cancel()
