@@ -6,8 +6,9 @@ must not import the document, Redis and the classifiers.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from backends.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from policies.document import Policy
@@ -21,7 +22,4 @@ _HOME = {"Policy": "document", "Caller": "keys", "KeyRing": "keys", "hash_key": 
          "PolicyError": "loader", "load_policy": "loader", "parse_policy": "loader"}
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'policies' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"policies.{_HOME[name]}"), name)
+__getattr__ = lazy_exports(__name__, _HOME)

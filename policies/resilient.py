@@ -26,12 +26,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-import redis.asyncio as redis
+import redis.asyncio  # noqa: F401 - loaded here, so store_errors() includes redis-py's errors
 
 from backends.errors import ServiceUnavailableError
 from policies.charge_journal import ChargeJournal, Entry
 from policies.limits_config import LimitsStoreConfig
 from policies.rate_limit import RateDecision, RateLimiter, RateScope
+from policies.redis_client import store_errors
 from policies.reservation import Cost, Reservation
 from policies.spend import (
     BudgetScope,
@@ -45,7 +46,7 @@ from policies.spend import (
 log = logging.getLogger("switchyard.policies.resilient")
 
 T = TypeVar("T")
-STORE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError, TimeoutError)
+STORE_ERRORS: tuple[type[BaseException], ...] = store_errors()
 """What counts as the store failing (redis-py errors, sockets, our timeout)."""
 _MAX_PENDING = 10_000
 _REPLAY_BATCH = 50  # charges replayed per call, so no single request pays for the whole backlog

@@ -7,8 +7,9 @@ without aiohttp and the engine.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from backends.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from backends.sim.config import SimConfig
@@ -22,7 +23,4 @@ _HOME = {"SimConfig": "config", "SimEngine": "engine", "add_sim_arguments": "fla
          "RunningSim": "server", "run_sim": "server", "start_sim": "server"}
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'backends.sim' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"backends.sim.{_HOME[name]}"), name)
+__getattr__ = lazy_exports(__name__, _HOME)

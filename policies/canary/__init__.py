@@ -9,8 +9,9 @@ module, so ``switchyard policy check`` does not load what the request path needs
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from backends.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from policies.canary.assign import VersionChoice, bucket, is_canary
@@ -75,7 +76,4 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'policies.canary' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"policies.canary.{_HOME[name]}"), name)
+__getattr__ = lazy_exports(__name__, _HOME)
