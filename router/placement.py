@@ -12,7 +12,8 @@ needs none.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from itertools import islice
 from typing import Protocol
 
 from router.base import RoutingRequest
@@ -44,14 +45,37 @@ def placement_key(request: RoutingRequest) -> str:
     return stable_hash(f"{request.sticky_key}\x00{request.head}").hex()
 
 
+class _StartLog:
+    """The starts the views of one table published, numbered; only the last ``limit`` are
+    kept (a serving replica publishes one per new conversation for as long as it runs)."""
+
+    def __init__(self, limit: int) -> None:
+        self.entries: deque[tuple[int, str, str]] = deque(maxlen=limit)
+        self.first = 0  # number of the oldest entry kept
+
+    @property
+    def end(self) -> int:
+        return self.first + len(self.entries)
+
+    def append(self, entry: tuple[int, str, str]) -> None:
+        if len(self.entries) == self.entries.maxlen:
+            self.first += 1
+        self.entries.append(entry)
+
+    def since(self, number: int) -> list[tuple[int, str, str]]:
+        """The entries from ``number`` on (those already dropped are missed)."""
+        return list(islice(self.entries, max(0, number - self.first), None))
+
+
 class MemoryPlacementStore:
     """A bounded in-process table: one replica's own, or replicas modelled in one process
-    (the benchmark's model: each replica takes a ``view()``, sharing the table and the starts)."""
+    (the benchmark's model: each replica takes a ``view()``, sharing the table and the starts).
+    The starts log keeps as many entries as the table; a view further behind misses the oldest."""
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self._entries: OrderedDict[str, str] = OrderedDict()
         self._max = max_entries
-        self._starts: list[tuple[int, str, str]] = []
+        self._starts = _StartLog(max_entries)
         self._views = 0
         self._origin = 0
         self._cursor = 0
@@ -61,15 +85,15 @@ class MemoryPlacementStore:
         self._views += 1
         other = MemoryPlacementStore.__new__(MemoryPlacementStore)
         other._entries, other._max, other._starts = self._entries, self._max, self._starts
-        other._views, other._origin, other._cursor = 0, self._views, len(self._starts)
+        other._views, other._origin, other._cursor = 0, self._views, self._starts.end
         return other
 
     async def publish_start(self, group: str, worker_id: str) -> None:
         self._starts.append((self._origin, group, worker_id))
 
     async def starts_elsewhere(self) -> list[tuple[str, str]]:
-        new = self._starts[self._cursor:]
-        self._cursor = len(self._starts)
+        new = self._starts.since(self._cursor)
+        self._cursor = self._starts.end
         return [(group, worker) for origin, group, worker in new if origin != self._origin]
 
     async def get(self, key: str) -> str | None:

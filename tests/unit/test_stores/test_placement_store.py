@@ -78,3 +78,16 @@ async def test_replicas_see_each_others_starts_not_their_own() -> None:
     finally:
         await client.delete(f"switchyard:line:{{{pool}}}")
         await client.aclose()
+
+
+async def test_the_memory_starts_log_stays_bounded_and_views_read_what_others_published() -> None:
+    table = MemoryPlacementStore(max_entries=3)
+    other = table.view()
+    for i in range(1_000):  # a replica serving for long: one start per new conversation
+        await table.publish_start(f"g{i}", "w0")
+    assert len(table._starts.entries) == 3  # was one entry per conversation, forever
+    assert await other.starts_elsewhere() == [("g997", "w0"), ("g998", "w0"), ("g999", "w0")]
+    await other.publish_start("g-other", "w1")
+    assert await other.starts_elsewhere() == []  # its own start is not news to it
+    assert await table.starts_elsewhere() == [("g-other", "w1")]
+    assert await table.starts_elsewhere() == []
