@@ -148,12 +148,15 @@ def open_model(path: Path, spec: ModelSpec, threads: int = 1) -> ModelFile:
     """
     name = f"{spec.what} {path}"
     try:
-        blob = path.read_bytes()
+        with path.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
     except OSError as e:
         raise spec.error(f"{name} cannot be read ({e.strerror or e}); point the gateway at a model "
                          f"file or {spec.fix}") from e
     try:
-        session = ort.InferenceSession(blob, session_options(threads), providers=["CPUExecutionProvider"])
+        # by path, not bytes: a session made from bytes keeps them for its lifetime (the
+        # moderation and difficulty models: 4 MiB of a serving process)
+        session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own untyped errors for bad files
         raise spec.error(f"{name} is not a valid ONNX model: {e}") from e
     meta: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
@@ -174,7 +177,7 @@ def open_model(path: Path, spec: ModelSpec, threads: int = 1) -> ModelFile:
     if inputs != INPUTS or spec.output not in outputs:
         raise spec.error(f"{name} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; expected "
                          f"{sorted(INPUTS)} -> {spec.output!r}; {spec.fix}")
-    return ModelFile(session, meta, hashlib.sha256(blob).hexdigest())
+    return ModelFile(session, meta, digest)
 
 
 class EncodingExtractor:

@@ -21,7 +21,7 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_building_the_parser_imports_none_of_the_app() -> None:
     done = _run("import json, sys\nfrom gateway.cli import build_parser\nbuild_parser()\n"
-                "print(json.dumps(sorted(sys.modules)))")
+                "print(json.dumps(sorted(m for m, v in sys.modules.items() if v is not None)))")
     loaded = set(json.loads(done.stdout))
     assert not {m for m in loaded if m.split(".")[0] in HEAVY or m in HEAVY}, "the parser imported the app"
 
@@ -34,7 +34,7 @@ def test_gateway_package_names_load_on_use() -> None:
 
 def test_keys_commands_import_neither_the_document_nor_the_app() -> None:
     done = _run("import json, sys\nfrom gateway.cli import main\nmain(['keys', 'hash', 'abc'])\n"
-                "print(json.dumps(sorted(sys.modules)))")
+                "print(json.dumps(sorted(m for m, v in sys.modules.items() if v is not None)))")
     digest, modules = done.stdout.splitlines()
     assert digest == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # sha256("abc")
     loaded = set(json.loads(modules))
@@ -54,7 +54,7 @@ def test_switchyard_help_answers_within_a_second() -> None:
 def test_policy_check_reads_the_document_without_the_request_path() -> None:
     policy = Path(__file__).resolve().parents[3] / "examples" / "policy.yaml"
     done = _run(f"import json, sys\nfrom gateway.cli import main\nmain(['policy', 'check', {str(policy)!r}])\n"
-                "print(json.dumps(sorted(sys.modules)))")
+                "print(json.dumps(sorted(m for m, v in sys.modules.items() if v is not None)))")
     report, modules = done.stdout.rsplit("\n", 2)[0], done.stdout.splitlines()[-1]
     assert "valid policy" in report
     loaded = set(json.loads(modules))

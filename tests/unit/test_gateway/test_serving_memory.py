@@ -2,7 +2,9 @@
 
 The resident-set figures are measured in docs/performance.md (``python -m bench.overhead.memory``
 and the policies run); here the assertions are their causes: redis-py is not loaded by a
-gateway without Redis (~8 MiB), and the tokenizer's Python rank table is released (~15 MiB).
+gateway without Redis (~8 MiB), the tokenizer's Python rank table is released (~15 MiB),
+httpx's command-line client is not imported (~3 MiB) and the ONNX sessions do not keep their
+model files' bytes (~4 MiB).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def test_a_gateway_without_redis_never_imports_redis(tmp_path: Path) -> None:
             async with app.lifespan():
                 pass
         asyncio.run(main())
-        print(json.dumps(sorted(sys.modules)))
+        print(json.dumps(sorted(m for m, v in sys.modules.items() if v is not None)))
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "REDIS_URL": ""}, check=False)
@@ -53,6 +55,19 @@ def test_a_gateway_without_redis_never_imports_redis(tmp_path: Path) -> None:
     loaded = set(json.loads(done.stdout.splitlines()[-1]))
     assert "gateway.accounting" in loaded and "policies.moderation.classifier" in loaded  # it did build
     assert not {m for m in loaded if m == "redis" or m.startswith("redis.")}, "redis-py was imported"
+    assert "httpx" in loaded  # the control plane's client ...
+    assert not {m for m in loaded if m.split(".")[0] in ("rich", "pygments")}, "httpx's CLI was imported"
+
+
+def test_the_model_sessions_do_not_keep_their_files_bytes() -> None:
+    from policies.moderation.classifier import ModerationClassifier
+    from router.difficulty import DifficultyClassifier
+
+    for classifier in (ModerationClassifier.load(), DifficultyClassifier.load()):
+        session = classifier._session
+        # onnxruntime keeps the bytes a session was made from (to rebuild it) for its lifetime
+        assert getattr(session, "_model_bytes", None) is None
+        assert session.get_inputs()  # and the session is usable
 
 
 def test_the_shared_encoding_drops_its_python_ranks_and_encodes_as_tiktoken_does() -> None:
