@@ -32,7 +32,7 @@ from gateway.doors import OPENAI_CHAT, OPENAI_TEXT, Door
 from gateway.errors import DOOR_STATE, REQUEST_ID_STATE
 from gateway.exchange import Exchange
 from gateway.input_screen import Screen, screen_input
-from gateway.moderation import StreamGuard, check_answer, off_loop
+from gateway.moderation import StreamGuard, check_answer, guard_answer, off_loop
 from gateway.operations import Chunk, Req, Resp, request_attributes
 from gateway.relay import (
     StreamLease,
@@ -152,11 +152,14 @@ async def _screened(request: Request[Any, Any, Any], door: Door[Req, Resp, Chunk
     choice, answer = await exchange.complete()
     exchange.mirror(moderator)
     headers.update(_worker_headers(choice))
-    if moderator is not None and door.operation.generates and off_loop(moderator):
-        # the cascade's encoder costs ms a window: check the answer in a worker thread, then
-        # finish inline (settling touches the loop's state) with nothing left to check
+    if moderator is not None and door.operation.generates and (off_loop(moderator) or moderator.config.guard):
+        # the cascade's encoder costs ms a window: check the answer in a worker thread; a guard
+        # model is asked here about what was borderline; then finish inline (settling touches
+        # the loop's state) with nothing left to check
         generated: Any = answer  # a ChatResponse or TextResponse: the operation generates
-        await asyncio.to_thread(check_answer, moderator, generated, record)
+        borderline = (await asyncio.to_thread(check_answer, moderator, generated, record) if off_loop(moderator)
+                      else check_answer(moderator, generated, record))
+        await guard_answer(moderator, borderline, record)
         moderator = None
     return _whole(exchange, door, record, target, ticket, choice, call, answer, moderator, cached, headers)
 

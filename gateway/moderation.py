@@ -201,13 +201,16 @@ def _moderate_embedding(moderator: Moderator, call: EmbeddingRequest) -> _InputO
     return _InputOutcome(call, tuple(findings))
 
 
-def check_answer(moderator: Moderator, answer: ChatResponse | TextResponse, record: RequestRecord) -> None:
+def check_answer(moderator: Moderator, answer: ChatResponse | TextResponse,
+                 record: RequestRecord) -> list[tuple[Any, str]]:
     """Moderate a whole answer in place: redact, or cut a blocked choice to what precedes the
-    blocking window with ``finish_reason: content_filter``; tool arguments likewise."""
+    blocking window with ``finish_reason: content_filter``; tool arguments likewise. Returns
+    the choices whose text the classifier found borderline, with that text (``guard_answer``)."""
     if not moderator.checks_output:
-        return
+        return []
     started = time.perf_counter()
     findings: list[Finding] = []
+    borderline: list[tuple[Any, str]] = []
     choice: Any
     for choice in answer.choices:
         reasoning = getattr(getattr(choice, "message", None), "reasoning_content", None)
@@ -225,10 +228,10 @@ def check_answer(moderator: Moderator, answer: ChatResponse | TextResponse, reco
             findings += verdict.findings
             _set_choice_text(choice, verdict.text)
             if verdict.blocked is not None:
-                choice.finish_reason = CONTENT_FILTER
-                if hasattr(choice, "message"):
-                    choice.message.tool_calls = msgspec.UNSET
+                _cut(choice)
                 continue
+            if verdict.borderline:
+                borderline.append((choice, verdict.text))
         for call in getattr(getattr(choice, "message", None), "tool_calls", None) or ():
             verdict = moderator.check_tool_arguments(call.arguments)
             findings += verdict.findings
@@ -239,6 +242,25 @@ def check_answer(moderator: Moderator, answer: ChatResponse | TextResponse, reco
             if verdict.text != call.arguments:
                 _set_arguments(call, verdict.text)
     record.moderated("output", tuple(findings), time.perf_counter() - started)
+    return borderline
+
+
+async def guard_answer(moderator: Moderator, borderline: list[tuple[Any, str]], record: RequestRecord) -> None:
+    """Ask the policy's guard model about each choice ``check_answer`` found borderline; one
+    it blocks is cut whole (the guard judged all of its text). Nothing without a guard."""
+    for choice, text in borderline:
+        findings = await consult_guard(moderator, text, "output", record)
+        record.moderated("output", findings, 0.0)
+        if any(f.action == "block" for f in findings):
+            _set_choice_text(choice, "")
+            _cut(choice)
+
+
+def _cut(choice: Any) -> None:
+    """End a whole answer's choice as blocked: ``content_filter``, no tool calls."""
+    choice.finish_reason = CONTENT_FILTER
+    if hasattr(choice, "message"):
+        choice.message.tool_calls = msgspec.UNSET
 
 
 def _set_arguments(call: ToolCall, text: str) -> None:
@@ -272,6 +294,10 @@ class StreamGuard:
     ``apply(chunk)`` rewrites the chunk's text to what may be sent now and returns False once
     the stream is blocked: the relay then sends ``final_chunk`` and stops the upstream.
     Tool-call deltas are held back until their choice finishes, then checked whole.
+
+    With a guard model in the policy, a window the classifier finds borderline is held, with
+    what its choice releases after it, until ``consult`` has the guard's answer (``asking``);
+    in ``async`` mode the text is out already and the answer can only end the stream.
     """
 
     def __init__(self, moderator: Moderator, record: RequestRecord) -> None:
@@ -287,6 +313,9 @@ class StreamGuard:
         self._unchecked = 0
         output = moderator.config.output
         self._mode = output.mode if output is not None else "buffered"
+        self._guarded = moderator.config.guard is not None
+        self._questions: list[str] = []  # borderline windows the guard has not answered yet
+        self._withheld: dict[int, tuple[Any, str]] = {}  # per choice: its delta, the text waiting
 
     def _stream(self, index: int) -> StreamModerator:
         stream = self._streams.get(index)
@@ -336,7 +365,7 @@ class StreamGuard:
             if isinstance(text, str) and text:
                 release = self._stream(choice.index).feed(text)
                 self._note(release.findings)
-                _set_delta_text(choice, release.text)
+                _set_delta_text(choice, self._now(choice, release.text))
                 if release.blocked is not None:
                     return self._block(chunk, release.blocked)
             if delta is not None and isinstance(delta.tool_calls, list) and self._checks_tools:
@@ -348,7 +377,7 @@ class StreamGuard:
                 release = self._stream(choice.index).finish()
                 self._note(release.findings)
                 previous = _delta_text(choice)
-                _set_delta_text(choice, previous + release.text)
+                _set_delta_text(choice, previous + self._now(choice, release.text))
                 if release.blocked is not None:
                     return self._block(chunk, release.blocked)
                 held = self._tool_chunks.pop(choice.index, [])
@@ -358,9 +387,47 @@ class StreamGuard:
                         return self._block(chunk, self.blocked)
                     out = [*checked, chunk] if chunk not in checked else checked
         self._spent += time.perf_counter() - started
-        self._held = max(self._held, sum(s.held for s in self._streams.values()))
+        withheld = sum(len(text) for _, text in self._withheld.values())
+        self._held = max(self._held, sum(s.held for s in self._streams.values()) + withheld)
+        self._seen(out)
+        return out
+
+    def _seen(self, out: list[ChatChunk | TextResponse]) -> None:
         if self._record.first_visible_at is None and any(map(_is_visible, out)):
             self._record.first_visible()
+
+    def _now(self, choice: Any, text: str) -> str:
+        """What of a choice's released ``text`` goes now: all of it, unless a borderline
+        window waits for the guard's answer (it and what follows it wait with it)."""
+        if not self._guarded:
+            return text
+        asked = self._streams[choice.index].take_borderline()
+        self._questions += asked
+        if self._mode == "async" or not (asked or choice.index in self._withheld):
+            return text
+        _, before = self._withheld.get(choice.index, (choice, ""))
+        self._withheld[choice.index] = (choice, before + text)
+        return ""
+
+    @property
+    def asking(self) -> bool:
+        """Whether borderline windows wait for the guard (the relay then awaits ``consult``)."""
+        return bool(self._questions) and self.blocked is None
+
+    async def consult(self, chunk: ChatChunk | TextResponse,
+                      out: list[ChatChunk | TextResponse]) -> list[ChatChunk | TextResponse]:
+        """Ask the guard about the borderline windows; ``out`` (what ``apply(chunk)`` returned)
+        with the withheld text back in place, or the blocking final chunk."""
+        question, self._questions = "\n\n".join(self._questions), []
+        withheld, self._withheld = self._withheld, {}
+        findings = await consult_guard(self._moderator, question, "output", self._record)
+        self._note(findings)
+        blocked = next((f for f in findings if f.action == "block"), None)
+        if blocked is not None:
+            return self._block(chunk, blocked)
+        for choice, text in withheld.values():
+            _set_delta_text(choice, _delta_text(choice) + text)
+        self._seen(out)
         return out
 
     def _moderate_reasoning(self, index: int, delta: Any, answer_begins: bool) -> bool:

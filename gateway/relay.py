@@ -96,6 +96,8 @@ async def moderated(chunks: AsyncIterator[Any], guard: StreamGuard | None) -> As
         async for chunk in chunks:
             # the cascade's encoder costs ms a window: off the loop, one chunk at a time, in order
             outs = await asyncio.to_thread(guard.apply, chunk) if guard.needs_thread(chunk) else guard.apply(chunk)
+            if guard.asking:  # a borderline window waits for the guard model's answer
+                outs = await guard.consult(chunk, outs)
             for out in outs:
                 yield out
             if guard.blocked is not None:

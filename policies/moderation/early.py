@@ -103,7 +103,7 @@ class IncrementalStreamModerator(StreamModerator):
         outcomes = self._rules.check([w for w, _ in windows], match=False)
         for (window, cut), outcome in zip(windows, outcomes, strict=True):
             findings += [f for f in outcome.findings if self._is_new(f)]
-            self.borderline = self.borderline or outcome.borderline
+            self._saw(outcome, window)
             if outcome.blocked is not None:
                 self._blocked = outcome.blocked
                 break

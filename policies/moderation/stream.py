@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 
 from policies.moderation.config import OVERLAP_CHARS
-from policies.moderation.rules import Rules, Window
+from policies.moderation.rules import Outcome, Rules, Window
 from policies.moderation.verdict import Finding, Release
 
 __all__ = ["MIN_WINDOW", "OVERLAP_CHARS", "StreamModerator", "classifier_windows", "next_cut"]
@@ -86,6 +86,18 @@ class StreamModerator:
         self._flagged: set[str] = set()
         self.borderline = False
         """Whether a window checked so far was borderline (``Outcome.borderline``)."""
+        self._borderline_windows: list[str] = []
+
+    def take_borderline(self) -> list[str]:
+        """The borderline windows checked since the last call, as the classifier read them
+        (context, window, look-ahead): what a guard model is asked about."""
+        taken, self._borderline_windows = self._borderline_windows, []
+        return taken
+
+    def _saw(self, outcome: Outcome, window: Window) -> None:
+        if outcome.borderline:
+            self.borderline = True
+            self._borderline_windows.append(window.text)
 
     @property
     def held(self) -> int:
@@ -156,7 +168,7 @@ class StreamModerator:
         findings: list[Finding] = []
         for window, outcome in zip(windows, self._rules.check(windows), strict=True):
             findings += [f for f in outcome.findings if self._is_new(f)]
-            self.borderline = self.borderline or outcome.borderline
+            self._saw(outcome, window)
             if outcome.blocked is not None:
                 self._blocked = outcome.blocked
                 break
