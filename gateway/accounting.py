@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Generic, TypeVar
 
 from backends.types import ChatRequest, EmbeddingRequest, PromptTokensDetails, TextRequest, Usage
-from gateway.admission_fit import TRIMMED_HEADER, fit_call
+from gateway.admission_fit import TRIMMED_HEADER, count_prompt, fit_call, prompt_size, uncounted
 from policies.charge_journal import ChargeJournal
 from policies.document import ModelConfig, Policy
 from policies.keys import Caller
@@ -94,7 +94,12 @@ class Ticket(Generic[Call]):
         self.rate_scopes = list(caller.rate_scopes)
         self.budget_ids = list(caller.scope_ids)
         self.estimate = 0
-        """Prompt tokens counted at admission."""
+        """Prompt tokens counted at admission (or behind it: ``counted``)."""
+        self.counted = True
+        """False while the prompt is not counted: nothing before the answer needed the count
+        (no context budget, token limit or budget), so it is counted only if settling needs it."""
+        self.prompt_count: asyncio.Future[int] | None = None
+        """A long uncounted prompt's count, made in a worker thread while the request runs."""
         self.output_bound: int | None = None
         """Output tokens per choice the upstream may produce, when the gateway knows it."""
         self.choices = 1
@@ -190,8 +195,13 @@ class Accounting:
 
     async def _reserve(self, ticket: Ticket[Call], policy: Policy, caller: Caller) -> None:
         config = ticket.model_config
-        fitted = await fit_call(self.counter, ticket.call, config)
+        fitted = None if _reads_prompt_count(config, caller) else uncounted(ticket.call)
+        if fitted is None:
+            fitted = await fit_call(self.counter, ticket.call, config)
+        else:
+            self._count_behind(ticket)
         ticket.call, ticket.estimate, ticket.headers = fitted.call, fitted.prompt_tokens, fitted.headers
+        ticket.counted = fitted.counted
         ticket.output_bound, ticket.choices = fitted.output_bound, fitted.choices
         # the ledgers grant at least one output token per choice (0 means refused): an operation
         # that generates nothing (bound 0) holds that one token, and is charged what it used
@@ -250,11 +260,37 @@ class Accounting:
         task.add_done_callback(self._pending.discard)
         return charge
 
+    def _count_behind(self, ticket: AnyTicket) -> None:
+        """Start counting a long uncounted prompt in a worker thread (tiktoken releases the GIL):
+        settling may need it, the first token does not wait for it."""
+        call = ticket.call
+        if isinstance(call, EmbeddingRequest) or prompt_size(call) <= self.counter.offload_chars:
+            return
+        ticket.prompt_count = asyncio.get_running_loop().run_in_executor(
+            None, count_prompt, self.counter, call, ticket.model_config)
+
+    def _ensure_counted(self, ticket: AnyTicket) -> None:
+        """Give an uncounted ticket its estimate: the thread's count when it is done, else
+        counted now (rare: the estimate is read only for a prompt over ``PROMPT_SLACK`` tokens
+        or an upstream that reported no usage)."""
+        call, pending = ticket.call, ticket.prompt_count
+        if ticket.counted or isinstance(call, EmbeddingRequest):
+            return
+        if pending is not None and pending.done() and not pending.cancelled() and pending.exception() is None:
+            ticket.estimate = pending.result()
+        else:
+            ticket.estimate = count_prompt(self.counter, call, ticket.model_config)
+        ticket.counted = True
+
     def checked_usage(self, ticket: AnyTicket, usage: Usage | None,
                       generated: str = "") -> Usage:
         """The usage to charge: the upstream's, clamped to what the request could have used
         (no negative count, no prompt far beyond the estimate, no completion beyond its output
         bound for every choice); counted from ``generated`` when the upstream sent none."""
+        if usage is None or usage.prompt_tokens > PROMPT_SLACK:
+            # the prompt cap is at least PROMPT_SLACK whatever the estimate: only a count over it
+            # (or none at all) needs the estimate of a prompt admission did not count
+            self._ensure_counted(ticket)
         counted = 0
         if generated and (usage is None or ticket.output_bound is None):  # only when it is needed
             counted = self._count_output(ticket, generated)
@@ -346,6 +382,13 @@ class Accounting:
         flush = getattr(self.ledger, "flush", None)
         if flush is not None:
             await flush()
+
+
+def _reads_prompt_count(config: ModelConfig, caller: Caller) -> bool:
+    """Whether admission needs the prompt's count: to fit a context budget, or to reserve it
+    against a token rate limit or a budget."""
+    return (config.context is not None or any(s.limits.tpm is not None for s in caller.rate_scopes)
+            or any(s.budget is not None for s in caller.budget_scopes))
 
 
 def limit_stores(client: RedisClient | None, config: LimitsStoreConfig) -> tuple[RateLimiter, UsageLedger]:

@@ -31,6 +31,8 @@ class Fitted(Generic[Call]):
     choices: int
     """Completions the upstream generates: ``n``, or ``best_of`` when larger."""
     headers: dict[str, str] = field(default_factory=dict)
+    counted: bool = True
+    """False for ``uncounted``: ``prompt_tokens`` is 0, the prompt was not counted."""
 
     def with_max_tokens(self, tokens: int) -> Call:
         """The call asking for at most ``tokens`` per choice (in the field the client used)."""
@@ -51,8 +53,7 @@ async def fit_call(counter: TokenCounter, call: Call, config: ModelConfig) -> Fi
         return await _fit_text(counter, call, config, choices)
     params = call.params
     tools = params.tools if isinstance(params.tools, list) else None
-    requested = params.max_completion_tokens if isinstance(params.max_completion_tokens, int) \
-        else params.max_tokens if isinstance(params.max_tokens, int) else None
+    requested = _requested(params)
     if config.context is None:
         count = await counter.count_chat_async(params.messages, tools, config.tokens)
         return Fitted(call, count, requested, choices)
@@ -73,8 +74,7 @@ async def fit_call(counter: TokenCounter, call: Call, config: ModelConfig) -> Fi
 
 async def _fit_text(counter: TokenCounter, call: TextRequest, config: ModelConfig,
                     choices: int) -> Fitted[TextRequest]:
-    prompt = call.params.prompt
-    text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+    text = _prompt_text(call)
     count = await counter.offload(len(text), counter.count_text, text, config.tokens)
     requested = call.params.max_tokens if isinstance(call.params.max_tokens, int) else None
     if config.context is None:
@@ -111,6 +111,46 @@ async def _fit_embedding(counter: TokenCounter, call: EmbeddingRequest, config: 
 def _count_inputs(counter: TokenCounter, inputs: list[Any], config: ModelConfig) -> list[int]:
     """Tokens of each input: counted for a string, the length of a token array."""
     return [len(item) if isinstance(item, list) else counter.count_text(item, config.tokens) for item in inputs]
+
+
+def uncounted(call: Call) -> Fitted[Call] | None:
+    """``call`` as it is, its prompt not counted: for a model with no context budget whose
+    caller has no token limit and no budget, nothing before the answer reads the count (the
+    accounting counts it behind, ``count_prompt``). None for embeddings, always counted."""
+    if isinstance(call, EmbeddingRequest):
+        return None
+    params = call.params
+    if isinstance(params, ChatParams):
+        requested = _requested(params)
+    else:
+        requested = params.max_tokens if isinstance(params.max_tokens, int) else None
+    return Fitted(call, 0, requested, _choices(call), counted=False)
+
+
+def count_prompt(counter: TokenCounter, call: ChatRequest | TextRequest, config: ModelConfig) -> int:
+    """The prompt estimate ``fit_call`` makes of ``call`` (for one that ``uncounted`` let through)."""
+    if isinstance(call, TextRequest):
+        return counter.count_text(_prompt_text(call), config.tokens)
+    tools = call.params.tools if isinstance(call.params.tools, list) else None
+    return counter.count_chat(call.params.messages, tools, config.tokens)
+
+
+def prompt_size(call: ChatRequest | TextRequest) -> int:
+    """Characters ``count_prompt`` encodes, roughly (inline or in a thread)."""
+    if isinstance(call, TextRequest):
+        return len(_prompt_text(call))
+    tools = call.params.tools if isinstance(call.params.tools, list) else None
+    return prompt_chars(call.params.messages, tools)
+
+
+def _requested(params: ChatParams) -> int | None:
+    return params.max_completion_tokens if isinstance(params.max_completion_tokens, int) \
+        else params.max_tokens if isinstance(params.max_tokens, int) else None
+
+
+def _prompt_text(call: TextRequest) -> str:
+    prompt = call.params.prompt
+    return prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
 
 
 def _choices(call: ChatRequest | TextRequest) -> int:

@@ -127,3 +127,67 @@ async def test_settling_a_huge_answer_never_counts_it_whole_on_the_event_loop() 
     assert exact > 300
     ticket = await accounting.admit(policy, caller, "m", chat(300), "r-short").reserve()
     assert ticket.settle(None, "hello" + " hello" * 49).output_tokens == 50  # short text: counted exactly
+
+
+UNLIMITED = f"""
+backends: {{local: {{kind: sglang, workers: ["http://127.0.0.1:1"]}}}}
+models:
+  m: {{deployments: [{{backend: local, model: m}}], prices: {{input: 10.0, output: 30.0}}}}
+tenants:
+  t:
+    rate_limits: {{rpm: 1000}}
+    keys: [{{name: k, sha256: {hash_key("sy-t")}}}]
+"""
+"""No context budget, no token limit, no budget: nothing before the answer reads the count."""
+
+
+def unlimited() -> tuple[Accounting, Policy, Caller, MemoryUsageLedger]:
+    policy = parse_policy(UNLIMITED)
+    ledger = MemoryUsageLedger()
+    accounting = Accounting(TokenCounter.load(["cl100k_base"]), MemoryRateLimiter(), ledger, policy.limits)
+    return accounting, policy, KeyRing(policy).authenticate("Bearer sy-t"), ledger
+
+
+def long_chat(words: int) -> ChatRequest:
+    return parse_chat(msgspec.json.encode({"model": "m", "max_tokens": 20, "messages": [
+        {"role": "user", "content": " ".join(f"w{i}" for i in range(words))}]}))
+
+
+async def test_a_prompt_nothing_needs_to_count_is_counted_only_if_settling_needs_it() -> None:
+    accounting, policy, caller, ledger = unlimited()
+    exact = accounting.counter.count_chat(chat(50).params.messages, None, policy.models["m"].tokens)
+    async with accounting.admit(policy, caller, "m", chat(50), "reported") as ticket:
+        assert not ticket.counted and ticket.estimate == 0  # admission did not count it
+        ticket.record(Usage(prompt_tokens=9, completion_tokens=3, total_tokens=12))
+    assert not ticket.counted  # a reported prompt under the cap's floor (4,096) needs no estimate
+    assert ticket.charge is not None and ticket.charge.input_tokens == 9
+    async with accounting.admit(policy, caller, "m", chat(50), "no-usage") as ticket:
+        ticket.record(None, "one two three")
+    assert ticket.counted and ticket.estimate == exact  # no usage: charged what it counts
+    assert ticket.charge is not None and ticket.charge.input_tokens == exact
+    async with accounting.admit(policy, caller, "m", chat(50), "lie") as ticket:
+        ticket.record(Usage(prompt_tokens=10**9, completion_tokens=3, total_tokens=10**9 + 3))
+    assert ticket.charge is not None and ticket.charge.input_tokens == exact + 4096  # still clamped
+    await settled(accounting)
+    assert (await ledger.report("tenant:t", 1)).rows[0].requests == 3
+
+
+async def test_a_long_uncounted_prompt_is_counted_in_a_thread_behind_the_request() -> None:
+    accounting, policy, caller, _ = unlimited()
+    call = long_chat(20_000)  # over the counter's offload threshold
+    exact = accounting.counter.count_chat(call.params.messages, None, policy.models["m"].tokens)
+    ticket = await accounting.admit(policy, caller, "m", call, "long").reserve()
+    assert not ticket.counted and ticket.prompt_count is not None
+    assert await ticket.prompt_count == exact
+    charge = ticket.settle(Usage(prompt_tokens=exact + 5000, completion_tokens=1, total_tokens=exact + 5001))
+    assert ticket.counted and ticket.estimate == exact  # the thread's count, not a second one
+    assert charge.input_tokens == exact + 5000  # within the cap: charged as reported
+    await settled(accounting)
+
+
+async def test_a_token_limit_a_budget_or_a_context_budget_needs_the_count_first() -> None:
+    accounting, policy, caller, _ = setup()  # tpm and a daily token budget
+    ticket = await accounting.admit(policy, caller, "m", chat(50), "limited").reserve()
+    assert ticket.counted and ticket.estimate > 0
+    ticket.refund()
+    await settled(accounting)
