@@ -32,6 +32,7 @@ from typing import Generic, TypeVar
 
 from backends.types import ChatRequest, EmbeddingRequest, PromptTokensDetails, TextRequest, Usage
 from gateway.admission_fit import TRIMMED_HEADER, count_prompt, fit_call, prompt_size, uncounted
+from gateway.background_pool import BackgroundPool
 from policies.charge_journal import ChargeJournal
 from policies.document import ModelConfig, Policy
 from policies.keys import Caller
@@ -183,6 +184,8 @@ class Accounting:
         self._live: weakref.WeakValueDictionary[str, AnyTicket] = \
             weakref.WeakValueDictionary()
         self._upkeep: asyncio.Task[None] | None = None
+        self._behind = BackgroundPool("switchyard-count")
+        """Counts prompts behind their requests (``_count_behind``)."""
 
     def admit(self, policy: Policy, caller: Caller, model: str, call: Call, request_id: str) -> Ticket[Call]:
         """The admission ticket of one request; entering it reserves (see ``Ticket``)."""
@@ -261,13 +264,12 @@ class Accounting:
         return charge
 
     def _count_behind(self, ticket: AnyTicket) -> None:
-        """Start counting a long uncounted prompt in a worker thread (tiktoken releases the GIL):
-        settling may need it, the first token does not wait for it."""
+        """Start counting a long uncounted prompt in a low-priority thread (tiktoken releases the
+        GIL): settling may need it, the first token does not wait for it."""
         call = ticket.call
         if isinstance(call, EmbeddingRequest) or prompt_size(call) <= self.counter.offload_chars:
             return
-        ticket.prompt_count = asyncio.get_running_loop().run_in_executor(
-            None, count_prompt, self.counter, call, ticket.model_config)
+        ticket.prompt_count = self._behind.submit(count_prompt, self.counter, call, ticket.model_config)
 
     def _ensure_counted(self, ticket: AnyTicket) -> None:
         """Give an uncounted ticket its estimate: the thread's count when it is done, else
@@ -382,6 +384,7 @@ class Accounting:
         flush = getattr(self.ledger, "flush", None)
         if flush is not None:
             await flush()
+        self._behind.close()
 
 
 def _reads_prompt_count(config: ModelConfig, caller: Caller) -> bool:
