@@ -5,7 +5,9 @@ before; checking them again makes the input checks of a conversation grow with t
 its length (an 8,000-token history is ~40 ms of classifier windows per turn). A ``VerdictMemo``
 remembers the verdict of each text for one ``Moderator`` (one policy revision: a reload starts
 afresh), keyed by the text itself (never by its hash alone: a collision must not hand one text
-another's verdict), bounded by the characters it holds, least recently used forgotten first.
+another's verdict), bounded by the memory it holds, least recently used forgotten first: each
+entry counts its text's characters plus ``ENTRY_OVERHEAD`` (a bound on characters alone let
+short texts, ~230 bytes an entry for 60 characters, fill ten times the memory long ones do).
 
 A verdict depends only on the text and the policy, so a remembered one is exactly the one a new
 check would give. The memo holds texts that the request itself held; it is process memory only,
@@ -19,18 +21,23 @@ from collections import OrderedDict
 
 from policies.moderation.verdict import Verdict
 
-__all__ = ["DEFAULT_MEMO_CHARS", "VerdictMemo"]
+__all__ = ["DEFAULT_MEMO_CHARS", "ENTRY_OVERHEAD", "VerdictMemo"]
 
 DEFAULT_MEMO_CHARS = 2_000_000
-"""Characters of remembered texts (about 500k tokens: dozens of long conversations' histories,
-~2-4 MB); a history only needs to outlive the pause before its conversation's next turn."""
+"""Characters of remembered texts, overheads included (about 500k tokens of long histories,
+~2-3 MB; or ~9,000 short messages); a history only needs to outlive the pause before its
+conversation's next turn."""
+ENTRY_OVERHEAD = 200
+"""What an entry costs besides its text's characters, in the same unit (bytes of an ASCII text):
+the text's object header, the verdict and the ordered dict's node, ~180 measured."""
 
 
 class VerdictMemo:
     """Remembered verdicts, thread-safe (long inputs are checked in a worker thread).
 
     Args:
-        max_chars: most characters of text (keys) held at once.
+        max_chars: most characters of text (keys) held at once, each entry counting
+            ``ENTRY_OVERHEAD`` more.
     """
 
     def __init__(self, max_chars: int = DEFAULT_MEMO_CHARS) -> None:
@@ -54,16 +61,16 @@ class VerdictMemo:
 
     def put(self, text: str, verdict: Verdict) -> None:
         """Remember ``verdict`` for ``text`` (a text longer than the whole bound is not kept)."""
-        if len(text) > self._max_chars:
+        if len(text) + ENTRY_OVERHEAD > self._max_chars:
             return
         with self._lock:
             if text in self._verdicts:
                 return
             self._verdicts[text] = verdict
-            self._chars += len(text)
+            self._chars += len(text) + ENTRY_OVERHEAD
             while self._chars > self._max_chars:
                 old, _ = self._verdicts.popitem(last=False)
-                self._chars -= len(old)
+                self._chars -= len(old) + ENTRY_OVERHEAD
 
     def __len__(self) -> int:
         return len(self._verdicts)

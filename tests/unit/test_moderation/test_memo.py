@@ -7,7 +7,7 @@ import threading
 
 from policies.moderation.config import InputChecks, ModerationConfig, OutputChecks
 from policies.moderation.engine import Moderator
-from policies.moderation.memo import VerdictMemo
+from policies.moderation.memo import ENTRY_OVERHEAD, VerdictMemo
 from policies.moderation.verdict import Verdict
 from tests.unit.test_moderation.conftest import KeywordScorer
 
@@ -49,14 +49,21 @@ def test_answers_are_not_remembered(scorer: KeywordScorer) -> None:
 
 
 def test_the_memo_is_bounded_by_characters_least_recent_first() -> None:
-    memo = VerdictMemo(max_chars=10)
+    memo = VerdictMemo(max_chars=10 + 2 * ENTRY_OVERHEAD)
     memo.put("aaaa", Verdict("aaaa"))
     memo.put("bbbb", Verdict("bbbb"))
     assert memo.get("aaaa") is not None  # renewed: bbbb is now the least recent
     memo.put("cccc", Verdict("cccc"))
     assert memo.get("bbbb") is None and memo.get("aaaa") is not None and memo.get("cccc") is not None
-    memo.put("x" * 11, Verdict("x"))  # longer than the whole bound: never kept
+    memo.put("x" * (11 + 2 * ENTRY_OVERHEAD), Verdict("x"))  # longer than the whole bound: never kept
     assert len(memo) == 2
+
+
+def test_each_entry_counts_its_overhead_so_short_texts_cannot_fill_the_memory_long_ones_would() -> None:
+    memo = VerdictMemo(max_chars=100_000)
+    for i in range(10_000):
+        memo.put(f"short {i}", Verdict("x"))
+    assert len(memo) <= 100_000 // ENTRY_OVERHEAD  # was every one of them: ~90k characters
 
 
 def test_the_memo_holds_under_threads() -> None:
@@ -74,5 +81,5 @@ def test_the_memo_holds_under_threads() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sum(len(t) for t in texts if memo.get(t) is not None) <= 500
+    assert sum(len(t) + ENTRY_OVERHEAD for t in texts if memo.get(t) is not None) <= 500
     assert all(v.text == t for t in texts if (v := memo.get(t)) is not None)
