@@ -47,17 +47,21 @@ def placement_key(request: RoutingRequest) -> str:
 
 class _StartLog:
     """The starts the views of one table published, numbered; only the last ``limit`` are
-    kept (a serving replica publishes one per new conversation for as long as it runs)."""
+    kept (a serving replica publishes one per new conversation for as long as it runs), and
+    none while the table has one view (nobody else could read them)."""
 
     def __init__(self, limit: int) -> None:
         self.entries: deque[tuple[int, str, str]] = deque(maxlen=limit)
         self.first = 0  # number of the oldest entry kept
+        self.views = 1
 
     @property
     def end(self) -> int:
         return self.first + len(self.entries)
 
     def append(self, entry: tuple[int, str, str]) -> None:
+        if self.views == 1:
+            return
         if len(self.entries) == self.entries.maxlen:
             self.first += 1
         self.entries.append(entry)
@@ -83,6 +87,7 @@ class MemoryPlacementStore:
     def view(self) -> MemoryPlacementStore:
         """Another replica's handle on the same table and starts."""
         self._views += 1
+        self._starts.views += 1
         other = MemoryPlacementStore.__new__(MemoryPlacementStore)
         other._entries, other._max, other._starts = self._entries, self._max, self._starts
         other._views, other._origin, other._cursor = 0, self._views, self._starts.end

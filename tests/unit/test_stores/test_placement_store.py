@@ -81,6 +81,9 @@ async def test_replicas_see_each_others_starts_not_their_own() -> None:
 
 
 async def test_the_memory_starts_log_stays_bounded_and_views_read_what_others_published() -> None:
+    alone = MemoryPlacementStore(max_entries=3)
+    await alone.publish_start("g", "w0")
+    assert not alone._starts.entries  # one replica: nobody else could read its starts
     table = MemoryPlacementStore(max_entries=3)
     other = table.view()
     for i in range(1_000):  # a replica serving for long: one start per new conversation
