@@ -222,6 +222,8 @@ def check_answer(moderator: Moderator, answer: ChatResponse | TextResponse,
                 choice.message.content, choice.message.tool_calls = None, msgspec.UNSET
                 choice.finish_reason = CONTENT_FILTER
                 continue
+            if verdict.borderline:
+                borderline.append((choice, verdict.text))
         text = choice.message.content if hasattr(choice, "message") else choice.text
         if isinstance(text, str) and text:
             verdict = moderator.check_text(text, "output")
@@ -246,13 +248,19 @@ def check_answer(moderator: Moderator, answer: ChatResponse | TextResponse,
 
 
 async def guard_answer(moderator: Moderator, borderline: list[tuple[Any, str]], record: RequestRecord) -> None:
-    """Ask the policy's guard model about each choice ``check_answer`` found borderline; one
-    it blocks is cut whole (the guard judged all of its text). Nothing without a guard."""
+    """Ask the policy's guard model about each text (answer or reasoning) ``check_answer``
+    found borderline; a choice it blocks is cut whole, reasoning and answer (the guard judged
+    all of that text). Nothing without a guard."""
     for choice, text in borderline:
+        if choice.finish_reason == CONTENT_FILTER:
+            continue  # cut already (its reasoning was blocked)
         findings = await consult_guard(moderator, text, "output", record)
         record.moderated("output", findings, 0.0)
         if any(f.action == "block" for f in findings):
             _set_choice_text(choice, "")
+            message = getattr(choice, "message", None)
+            if message is not None and isinstance(message.reasoning_content, str):
+                message.reasoning_content = ""
             _cut(choice)
 
 
@@ -315,7 +323,8 @@ class StreamGuard:
         self._mode = output.mode if output is not None else "buffered"
         self._guarded = moderator.config.guard is not None
         self._questions: list[str] = []  # borderline windows the guard has not answered yet
-        self._withheld: dict[int, tuple[Any, str]] = {}  # per choice: its delta, the text waiting
+        # per stream key (a choice's answer, or its reasoning): where its text goes back, the text
+        self._withheld: dict[int, tuple[Any, bool, str]] = {}
 
     def _stream(self, index: int) -> StreamModerator:
         stream = self._streams.get(index)
@@ -365,7 +374,7 @@ class StreamGuard:
             if isinstance(text, str) and text:
                 release = self._stream(choice.index).feed(text)
                 self._note(release.findings)
-                _set_delta_text(choice, self._now(choice, release.text))
+                _set_delta_text(choice, self._now(choice.index, release.text, choice))
                 if release.blocked is not None:
                     return self._block(chunk, release.blocked)
             if delta is not None and isinstance(delta.tool_calls, list) and self._checks_tools:
@@ -377,7 +386,7 @@ class StreamGuard:
                 release = self._stream(choice.index).finish()
                 self._note(release.findings)
                 previous = _delta_text(choice)
-                _set_delta_text(choice, previous + self._now(choice, release.text))
+                _set_delta_text(choice, previous + self._now(choice.index, release.text, choice))
                 if release.blocked is not None:
                     return self._block(chunk, release.blocked)
                 held = self._tool_chunks.pop(choice.index, [])
@@ -387,7 +396,7 @@ class StreamGuard:
                         return self._block(chunk, self.blocked)
                     out = [*checked, chunk] if chunk not in checked else checked
         self._spent += time.perf_counter() - started
-        withheld = sum(len(text) for _, text in self._withheld.values())
+        withheld = sum(len(text) for _, _, text in self._withheld.values())
         self._held = max(self._held, sum(s.held for s in self._streams.values()) + withheld)
         self._seen(out)
         return out
@@ -396,17 +405,17 @@ class StreamGuard:
         if self._record.first_visible_at is None and any(map(_is_visible, out)):
             self._record.first_visible()
 
-    def _now(self, choice: Any, text: str) -> str:
-        """What of a choice's released ``text`` goes now: all of it, unless a borderline
-        window waits for the guard's answer (it and what follows it wait with it)."""
+    def _now(self, key: int, text: str, target: Any, stream: StreamModerator | None = None) -> str:
+        """What of the text stream ``key`` released goes now: all of it, unless a borderline
+        window waits for the guard's answer (it and what follows it wait with it, and go back
+        into this chunk's ``target``, a choice or, for reasoning, a delta, if the guard lets them)."""
         if not self._guarded:
             return text
-        asked = self._streams[choice.index].take_borderline()
-        self._questions += asked
-        if self._mode == "async" or not (asked or choice.index in self._withheld):
+        self._questions += (stream or self._streams[key]).take_borderline()
+        if self._mode == "async" or not self._questions:  # questions wait only within this chunk
             return text
-        _, before = self._withheld.get(choice.index, (choice, ""))
-        self._withheld[choice.index] = (choice, before + text)
+        before = self._withheld[key][2] if key in self._withheld else ""
+        self._withheld[key] = (target, key < 0, before + text)
         return ""
 
     @property
@@ -425,8 +434,12 @@ class StreamGuard:
         blocked = next((f for f in findings if f.action == "block"), None)
         if blocked is not None:
             return self._block(chunk, blocked)
-        for choice, text in withheld.values():
-            _set_delta_text(choice, _delta_text(choice) + text)
+        for target, reasoning, text in withheld.values():
+            if reasoning:
+                before = target.reasoning_content if isinstance(target.reasoning_content, str) else ""
+                target.reasoning_content = before + text
+            else:
+                _set_delta_text(target, _delta_text(target) + text)
         self._seen(out)
         return out
 
@@ -438,7 +451,7 @@ class StreamGuard:
         if isinstance(reasoning, str) and reasoning:
             release = self._stream(_reasoning_key(index)).feed(reasoning)
             self._note(release.findings)
-            delta.reasoning_content = release.text
+            delta.reasoning_content = self._now(_reasoning_key(index), release.text, delta)
             if release.blocked is not None:
                 return self._reasoning_blocked(delta, release.blocked)
         return answer_begins and self._end_reasoning(index, delta)
@@ -451,9 +464,10 @@ class StreamGuard:
         self._note(release.findings)
         if release.blocked is not None:
             return self._reasoning_blocked(delta, release.blocked)
-        if release.text:
+        text = self._now(_reasoning_key(index), release.text, delta, stream)
+        if text:
             before = delta.reasoning_content if isinstance(delta.reasoning_content, str) else ""
-            delta.reasoning_content = before + release.text
+            delta.reasoning_content = before + text
         return False
 
     def _reasoning_blocked(self, delta: Any, finding: Finding) -> bool:

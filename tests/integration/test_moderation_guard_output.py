@@ -23,7 +23,7 @@ from tests.conftest import ThreadedStack
 BORDERLINE = ["Here is my ", "honest answer. ", "You ar"]
 """Scored 0.345 for hate as one window by the shipped model (threshold 0.53, borderline from 0.265)."""
 BENIGN = ["The capital of ", "France is Paris."]
-UNSAFE = {"honest answer": ["S10"]}
+UNSAFE: dict[str, tuple[str, ...]] = {"honest answer": ("S10",)}
 """The guard's rule: Llama Guard's S10 (hate), OpenAI's ``hate``."""
 
 
