@@ -335,6 +335,7 @@ class StreamGuard:
             mode: StreamMode | None = "buffered" if index < 0 and self._mode == "incremental" else None
             created = self._moderator.stream(mode)
             assert created is not None
+            created.collect_borderline = self._guarded
             stream = self._streams[index] = created
         return stream
 

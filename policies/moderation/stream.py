@@ -86,6 +86,8 @@ class StreamModerator:
         self._flagged: set[str] = set()
         self.borderline = False
         """Whether a window checked so far was borderline (``Outcome.borderline``)."""
+        self.collect_borderline = False
+        """Keep each borderline window for ``take_borderline`` (a guard model will be asked)."""
         self._borderline_windows: list[str] = []
 
     def take_borderline(self) -> list[str]:
@@ -97,7 +99,8 @@ class StreamModerator:
     def _saw(self, outcome: Outcome, window: Window) -> None:
         if outcome.borderline:
             self.borderline = True
-            self._borderline_windows.append(window.text)
+            if self.collect_borderline:
+                self._borderline_windows.append(window.text)
 
     @property
     def held(self) -> int:
