@@ -304,7 +304,7 @@ class StreamGuard:
     Tool-call deltas are held back until their choice finishes, then checked whole.
 
     With a guard model in the policy, a window the classifier finds borderline is held, with
-    what its choice releases after it, until ``consult`` has the guard's answer (``asking``);
+    what its chunk releases after it, until ``consult`` has the guard's answer (``asking``);
     in ``async`` mode the text is out already and the answer can only end the stream.
     """
 
