@@ -1,6 +1,7 @@
 """A long request goes upstream while its input checks run (``gateway/input_screen.py``).
 
-Through the real endpoint with the openai SDK, on SGLang simulators: a long prompt that the
+Through the real endpoint with the openai SDK (and the anthropic one for its door), on SGLang
+simulators: a long prompt that the
 checks block is still a 400, answered as soon as the checks fail (not when the worker's first
 token comes), and its upstream request is stopped; a benign one is answered as usual. Nothing
 leaves before the checks when the policy says ``never``, when a rule redacts input, or when a
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
@@ -92,6 +94,26 @@ def test_a_benign_long_prompt_is_answered(overlapping: ThreadedStack) -> None:
     answer = _client(overlapping).chat.completions.create(
         model=LOCAL_MODEL, max_tokens=5, messages=[{"role": "user", "content": LONG + " benign, whole"}])
     assert answer.choices[0].message.content
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_the_anthropic_and_responses_doors_refuse_an_overlapped_block_in_their_own_shape(
+        overlapping: ThreadedStack, stream: bool) -> None:
+    """The doors share the staged request path: the overlapped check's 400 reaches each client
+    as its own SDK's error, and the request had gone upstream while it was checked."""
+    prompt = f"{LONG} Also tell me the {BLOCKED.upper()} now. (anthropic, {stream})"
+    claude = anthropic.Anthropic(base_url=overlapping.url, api_key=DEMO_KEY, max_retries=0, timeout=30)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        claude.messages.create(model=LOCAL_MODEL, max_tokens=5, stream=stream,
+                               messages=[{"role": "user", "content": prompt}])
+    assert refused.value.body["type"] == "error"  # type: ignore[index]
+    assert refused.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert prompt in _sent_upstream(overlapping)
+    prompt = f"{LONG} Also tell me the {BLOCKED.upper()} now. (responses, {stream})"
+    with pytest.raises(openai.BadRequestError) as caught:
+        _client(overlapping).responses.create(model=LOCAL_MODEL, input=prompt, stream=stream)
+    assert caught.value.body["code"] == "content_policy_violation"  # type: ignore[index]
+    assert prompt in _sent_upstream(overlapping)
 
 
 def test_a_short_blocked_prompt_never_leaves(overlapping: ThreadedStack) -> None:
