@@ -120,3 +120,27 @@ def test_a_whole_answer_the_guard_blocks_is_cut(guarded: tuple[ThreadedStack, Gu
     finally:
         sim.rules = {}
     assert sim.calls["chat"] + sim.calls["moderations"] == before + 3
+
+
+def test_a_late_guard_releases_or_ends_a_waiting_stream_as_the_policy_says(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    sim = GuardSim(UNSAFE, delay_s=1.0).start()  # it would block, but answers too late
+
+    def edit(document: dict[str, Any]) -> None:
+        def section(on_error: str) -> dict[str, Any]:
+            return {"input": None, "guard": {"kind": "llama_guard", "url": sim.url, "model": "llama-guard-3-1b",
+                                             "timeout_s": 0.2, "on_error": on_error},
+                    "output": {"categories": {"hate": {"action": "block"}}, "pii": {}, "mode": "buffered"}}
+
+        document["moderation"] = {"tenants": {"demo": section("open"), "team-b": section("closed")}}
+
+    stack = ThreadedStack(tmp_path_factory.mktemp("late-guard"), edit_policy=edit)
+    try:
+        # open: the local verdict (under the threshold) stands, the text goes out whole
+        assert _stream(stack, DEMO_KEY, BORDERLINE) == ("".join(BORDERLINE), "stop")
+        # closed: an unanswered question blocks; none of the waiting window went out
+        assert _stream(stack, TEAM_B_KEY, BORDERLINE) == ("", "content_filter")
+        assert _whole(stack, TEAM_B_KEY, BORDERLINE) == ("", "content_filter")
+    finally:
+        stack.close()
+        sim.close()
