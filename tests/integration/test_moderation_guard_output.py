@@ -144,3 +144,32 @@ def test_a_late_guard_releases_or_ends_a_waiting_stream_as_the_policy_says(
     finally:
         stack.close()
         sim.close()
+
+
+def test_a_client_that_leaves_while_its_stream_waits_for_the_guard_releases_everything(
+        guarded: tuple[ThreadedStack, GuardSim]) -> None:
+    import time
+
+    import httpx
+
+    stack, sim = guarded
+    runtime = stack.stack.app.state.gateway.runtime
+    body = {"model": LOCAL_MODEL, "stream": True, "messages": [{"role": "user", "content": "go"}],
+            "sim_reply": BORDERLINE}
+    sim.delay_s = 1.0
+    try:
+        with httpx.Client(timeout=10) as client, client.stream(
+                "POST", stack.url + "/v1/chat/completions", json=body,
+                headers={"authorization": f"Bearer {DEMO_KEY}"}) as response:
+            assert response.status_code == 200
+            chunks = response.iter_raw()  # the role chunk: the text waits for the guard
+            assert next(chunks).startswith(b"data: ")
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and (
+                runtime.accounting._live or sum(w.in_flight for w in runtime.pools["local"].workers)):
+            time.sleep(0.02)
+    finally:
+        sim.delay_s = 0.0
+    assert not runtime.accounting._live, "the stream's ticket was settled"
+    assert sum(w.in_flight for w in runtime.pools["local"].workers) == 0, "the worker's slot was released"
+    assert _stream(stack, DEMO_KEY, BENIGN) == ("".join(BENIGN), "stop")  # and the gateway serves on
