@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from backends.types import ChatParams, ChatRequest, EmbeddingRequest, Message, TextRequest, Tool
+from backends.types import ChatParams, ChatRequest, EmbeddingRequest, Message, TextParams, TextRequest, Tool
 from policies.context_budget import BudgetResult, ContextLengthExceededError, fit_context
 from policies.document import ModelConfig
 from policies.tokens import TokenCounter, prompt_chars
@@ -52,7 +52,7 @@ async def fit_call(counter: TokenCounter, call: Call, config: ModelConfig) -> Fi
     if isinstance(call, TextRequest):
         return await _fit_text(counter, call, config, choices)
     params = call.params
-    tools = params.tools if isinstance(params.tools, list) else None
+    tools = _tools(params)
     requested = _requested(params)
     if config.context is None:
         count = await counter.count_chat_async(params.messages, tools, config.tokens)
@@ -76,7 +76,7 @@ async def _fit_text(counter: TokenCounter, call: TextRequest, config: ModelConfi
                     choices: int) -> Fitted[TextRequest]:
     text = _prompt_text(call)
     count = await counter.offload(len(text), counter.count_text, text, config.tokens)
-    requested = call.params.max_tokens if isinstance(call.params.max_tokens, int) else None
+    requested = _requested(call.params)
     if config.context is None:
         return Fitted(call, count, requested, choices)
     # a text prompt is one turn that cannot be dropped: it fits, or it is refused;
@@ -119,33 +119,32 @@ def uncounted(call: Call) -> Fitted[Call] | None:
     accounting counts it behind, ``count_prompt``). None for embeddings, always counted."""
     if isinstance(call, EmbeddingRequest):
         return None
-    params = call.params
-    if isinstance(params, ChatParams):
-        requested = _requested(params)
-    else:
-        requested = params.max_tokens if isinstance(params.max_tokens, int) else None
-    return Fitted(call, 0, requested, _choices(call), counted=False)
+    return Fitted(call, 0, _requested(call.params), _choices(call), counted=False)
 
 
 def count_prompt(counter: TokenCounter, call: ChatRequest | TextRequest, config: ModelConfig) -> int:
     """The prompt estimate ``fit_call`` makes of ``call`` (for one that ``uncounted`` let through)."""
     if isinstance(call, TextRequest):
         return counter.count_text(_prompt_text(call), config.tokens)
-    tools = call.params.tools if isinstance(call.params.tools, list) else None
-    return counter.count_chat(call.params.messages, tools, config.tokens)
+    return counter.count_chat(call.params.messages, _tools(call.params), config.tokens)
 
 
 def prompt_size(call: ChatRequest | TextRequest) -> int:
     """Characters ``count_prompt`` encodes, roughly (inline or in a thread)."""
     if isinstance(call, TextRequest):
         return len(_prompt_text(call))
-    tools = call.params.tools if isinstance(call.params.tools, list) else None
-    return prompt_chars(call.params.messages, tools)
+    return prompt_chars(call.params.messages, _tools(call.params))
 
 
-def _requested(params: ChatParams) -> int | None:
-    return params.max_completion_tokens if isinstance(params.max_completion_tokens, int) \
-        else params.max_tokens if isinstance(params.max_tokens, int) else None
+def _requested(params: ChatParams | TextParams) -> int | None:
+    """The output bound the client asked for: chat's ``max_completion_tokens``, else ``max_tokens``."""
+    if isinstance(params, ChatParams) and isinstance(params.max_completion_tokens, int):
+        return params.max_completion_tokens
+    return params.max_tokens if isinstance(params.max_tokens, int) else None
+
+
+def _tools(params: ChatParams) -> list[Tool] | None:
+    return params.tools if isinstance(params.tools, list) else None
 
 
 def _prompt_text(call: TextRequest) -> str:

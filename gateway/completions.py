@@ -152,12 +152,13 @@ async def _screened(request: Request[Any, Any, Any], door: Door[Req, Resp, Chunk
     choice, answer = await exchange.complete()
     exchange.mirror(moderator)
     headers.update(_worker_headers(choice))
-    if moderator is not None and door.operation.generates and (off_loop(moderator) or moderator.config.guard):
+    offload = moderator is not None and off_loop(moderator)
+    if moderator is not None and door.operation.generates and (offload or moderator.config.guard):
         # the cascade's encoder costs ms a window: check the answer in a worker thread; a guard
         # model is asked here about what was borderline; then finish inline (settling touches
         # the loop's state) with nothing left to check
         generated: Any = answer  # a ChatResponse or TextResponse: the operation generates
-        borderline = (await asyncio.to_thread(check_answer, moderator, generated, record) if off_loop(moderator)
+        borderline = (await asyncio.to_thread(check_answer, moderator, generated, record) if offload
                       else check_answer(moderator, generated, record))
         await guard_answer(moderator, borderline, record)
         moderator = None

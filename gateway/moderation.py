@@ -219,8 +219,8 @@ def check_answer(moderator: Moderator, answer: ChatResponse | TextResponse,
             findings += verdict.findings
             choice.message.reasoning_content = verdict.text
             if verdict.blocked is not None:
-                choice.message.content, choice.message.tool_calls = None, msgspec.UNSET
-                choice.finish_reason = CONTENT_FILTER
+                choice.message.content = None
+                _cut(choice)
                 continue
             if verdict.borderline:
                 borderline.append((choice, verdict.text))
@@ -397,7 +397,7 @@ class StreamGuard:
                         return self._block(chunk, self.blocked)
                     out = [*checked, chunk] if chunk not in checked else checked
         self._spent += time.perf_counter() - started
-        withheld = sum(len(text) for _, _, text in self._withheld.values())
+        withheld = sum(len(text) for _, _, text in self._withheld.values()) if self._withheld else 0
         self._held = max(self._held, sum(s.held for s in self._streams.values()) + withheld)
         self._seen(out)
         return out

@@ -80,17 +80,15 @@ class MemoryPlacementStore:
         self._entries: OrderedDict[str, str] = OrderedDict()
         self._max = max_entries
         self._starts = _StartLog(max_entries)
-        self._views = 0
         self._origin = 0
         self._cursor = 0
 
     def view(self) -> MemoryPlacementStore:
         """Another replica's handle on the same table and starts."""
-        self._views += 1
         self._starts.views += 1
         other = MemoryPlacementStore.__new__(MemoryPlacementStore)
         other._entries, other._max, other._starts = self._entries, self._max, self._starts
-        other._views, other._origin, other._cursor = 0, self._views, self._starts.end
+        other._origin, other._cursor = self._starts.views - 1, self._starts.end  # the table's own: 0
         return other
 
     async def publish_start(self, group: str, worker_id: str) -> None:
