@@ -148,9 +148,9 @@ def test_a_late_guard_releases_or_ends_a_waiting_stream_as_the_policy_says(
 
 def test_a_client_that_leaves_while_its_stream_waits_for_the_guard_releases_everything(
         guarded: tuple[ThreadedStack, GuardSim]) -> None:
-    import time
-
     import httpx
+
+    from tests.integration.test_gateway_disconnect import in_flight, wait_for
 
     stack, sim = guarded
     runtime = stack.stack.app.state.gateway.runtime
@@ -164,12 +164,9 @@ def test_a_client_that_leaves_while_its_stream_waits_for_the_guard_releases_ever
             assert response.status_code == 200
             chunks = response.iter_raw()  # the role chunk: the text waits for the guard
             assert next(chunks).startswith(b"data: ")
-        deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline and (
-                runtime.accounting._live or sum(w.in_flight for w in runtime.pools["local"].workers)):
-            time.sleep(0.02)
+        wait_for(lambda: not runtime.accounting._live and in_flight(stack) == 0)
     finally:
         sim.delay_s = 0.0
     assert not runtime.accounting._live, "the stream's ticket was settled"
-    assert sum(w.in_flight for w in runtime.pools["local"].workers) == 0, "the worker's slot was released"
+    assert in_flight(stack) == 0, "the worker's slot was released"
     assert _stream(stack, DEMO_KEY, BENIGN) == ("".join(BENIGN), "stop")  # and the gateway serves on

@@ -32,8 +32,8 @@ tenants:
 """
 
 
-def setup() -> tuple[Accounting, Policy, Caller, MemoryUsageLedger]:
-    policy = parse_policy(POLICY)
+def setup(document: str = POLICY) -> tuple[Accounting, Policy, Caller, MemoryUsageLedger]:
+    policy = parse_policy(document)
     ledger = MemoryUsageLedger()
     accounting = Accounting(TokenCounter.load(["cl100k_base"]), MemoryRateLimiter(), ledger, policy.limits)
     return accounting, policy, KeyRing(policy).authenticate("Bearer sy-t"), ledger
@@ -142,10 +142,7 @@ tenants:
 
 
 def unlimited() -> tuple[Accounting, Policy, Caller, MemoryUsageLedger]:
-    policy = parse_policy(UNLIMITED)
-    ledger = MemoryUsageLedger()
-    accounting = Accounting(TokenCounter.load(["cl100k_base"]), MemoryRateLimiter(), ledger, policy.limits)
-    return accounting, policy, KeyRing(policy).authenticate("Bearer sy-t"), ledger
+    return setup(UNLIMITED)
 
 
 def long_chat(words: int) -> ChatRequest:
