@@ -8,12 +8,28 @@ held, computed from the checks a policy turns on:
 - **blocked terms**: the earliest word start whose rest of the text (lower-cased, whitespace
   runs read as one space) is a beginning of a term: ``"the acme sec"`` holds ``"acme sec"``
   when ``"acme secret plan"`` is blocked;
-- **PII with no spaces** (email, secrets, IP addresses, card, phone or SSN numbers written
-  without spaces): the last run of characters such a value can hold (letters, digits and
-  ``. _ % + - @ : / = ~ # ( )``); ``"Write to jane.doe"`` holds ``"jane.doe"``;
+- **PII with no spaces**: the last run of characters such a value can hold (letters, digits
+  and ``. _ % + - @ : / = ~ # ( )``), when it could still begin a value of a type the policy
+  redacts or blocks:
+
+  - e-mail: any run (every word may be a local part); ``"Write to jane.doe"`` holds ``"jane.doe"``;
+  - card, phone or SSN numbers: a run with a digit, ``+`` or ``(``; IP addresses: a run with a
+    digit or ``:``, or a word of up to four hex digits (``"dead"`` may begin ``dead:beef::1``);
+  - secrets: a word that is, or begins, a known key shape (``sk-``, ``AKIA``, ``ghp_``, ...:
+    ``pii.SECRET_PREFIXES``); any run within 48 characters of a key word (``token``,
+    ``password``, ``Bearer``, ...: a keyed value may follow); a run of token characters
+    longer than ``TOKEN_LEAD`` (8);
+  - IBANs: a word that has its two country letters and a digit (``"DE8"``).
+
+  So ``"Sure"`` or ``"The"`` alone holds nothing unless e-mail addresses are redacted;
 - **numbers with spaces** (phone, card, SSN): a trailing run of digits, spaces and ``( ) . -``
   that starts with a digit, ``+`` or ``(``: ``"call +1 415 555 "`` holds ``"+1 415 555 "``;
 - **IBANs with spaces**: a trailing ``CC00`` followed by groups of up to four letters or digits.
+
+What may reach the client of a value found later, by design, is a lead that does not give it
+away: up to ``TOKEN_LEAD`` characters of a random token (32 or more characters, so 24 or more
+are redacted), an IBAN's two country letters. Types a policy only flags hold nothing: their
+values are found when complete, with the released context (``OVERLAP_CHARS``) around them.
 
 A text that ends with a space or a punctuation mark after a word (``"Sure! "``) holds nothing
 but what a term could still begin with. The hold never exceeds ``limit`` characters, so a
@@ -27,8 +43,15 @@ import re
 from collections.abc import Collection, Sequence
 
 from policies.moderation.categories import PiiType
+from policies.moderation.pii import KEY_WORDS, SECRET_PREFIXES
 
-__all__ = ["HoldBack"]
+__all__ = ["TOKEN_LEAD", "HoldBack"]
+
+TOKEN_LEAD = 8
+"""Characters of a run of token characters released before it could be a random token: a
+token the detector redacts has 32 or more (``pii._TOKEN``), so 24 or more of it stay unseen."""
+_KEY_REACH = 48
+"""How far before a run a key word makes it a possible keyed value (``token = "...``)."""
 
 _SPACED_NUMBER = re.compile(r"(?:\+|00)?\(?\d[\d ().\-]*\Z")
 # groups of exactly four, so a long run of letters and digits cannot backtrack exponentially
@@ -41,11 +64,16 @@ _RUN_BACK = re.compile(r"[\w.%+\-@:/=~#()]*")
 _NUMBER_BACK = re.compile(r"[\d ().\-+]*")
 _IBAN_BACK = re.compile(r"[A-Za-z0-9 ]*")
 _DIGIT = re.compile(r"\d")
+_WORD_BACK = re.compile(r"[\w-]*")  # a known key shape starts where such a run does
+_TOKEN_BACK = re.compile(r"[A-Za-z0-9_+/=-]*")
+_ALNUM_BACK = re.compile(r"[A-Za-z0-9]*")
+_NUMBER_LEAD = re.compile(r"[\d+(]")
+_IP_LEAD = re.compile(r"[\d:]")
+_HEX_WORD = re.compile(r"[0-9A-Fa-f]{1,4}")
+_IBAN_LEAD = re.compile(r"[A-Za-z]{2}\d")
 _WORD_START = re.compile(r"(?<!\w)\w")
 _SPACE = re.compile(r"\s+")
 
-_RUN_TYPES: frozenset[PiiType] = frozenset(
-    {"email", "secret", "ip_address", "credit_card", "phone", "us_ssn", "iban"})
 _NUMBER_TYPES: frozenset[PiiType] = frozenset({"phone", "credit_card", "us_ssn"})
 
 
@@ -53,16 +81,19 @@ class HoldBack:
     """The tail of a stream that could still become a blocked term or a PII value.
 
     Args:
-        pii_types: the PII types the policy looks for.
+        pii_types: the PII types whose values the policy changes (redacts or blocks).
         terms: the blocked terms.
         limit: most characters ever held for a possible match.
     """
 
     def __init__(self, pii_types: Collection[PiiType], terms: Sequence[str], limit: int) -> None:
         types = frozenset(pii_types)
-        self._runs = bool(types & _RUN_TYPES)
+        self._emails = "email" in types
         self._numbers = bool(types & _NUMBER_TYPES)
+        self._ips = "ip_address" in types
+        self._secrets = "secret" in types
         self._ibans = "iban" in types
+        self._runs = self._emails or self._numbers or self._ips or self._secrets or self._ibans
         self._terms = tuple(sorted({_normal(t) for t in terms}))
         self._longest = max((len(t) for t in terms), default=0)
         self._limit = limit
@@ -73,8 +104,8 @@ class HoldBack:
         floor = max(0, end - self._limit)
         back = text[floor:][::-1]  # the last `limit` characters, last first
         start = end
-        if self._runs:
-            start = end - _run_length(_RUN_BACK, back)
+        if self._runs and (run := _run_length(_RUN_BACK, back)):
+            start = self._run_start(text, back, end - run)
         digits = (self._numbers or self._ibans) and _DIGIT.search(back) is not None
         if digits and self._numbers:
             start = min(start, _tail_match(_SPACED_NUMBER, _NUMBER_BACK, text, back, end))
@@ -83,6 +114,32 @@ class HoldBack:
         if self._terms:
             start = min(start, self.term_start(text))
         return max(start, floor)
+
+    def _run_start(self, text: str, back: str, run_start: int) -> int:
+        """Where the run ``text[run_start:]`` must be held from, by the types that could still
+        make a value of it (``len(text)``: none)."""
+        end = len(text)
+        run = text[run_start:]
+        if self._emails or (self._numbers and _NUMBER_LEAD.search(run)) or (self._ips and (
+                _IP_LEAD.search(run) or _HEX_WORD.fullmatch(text, end - _run_length(_ALNUM_BACK, back)))):
+            return run_start
+        start = end
+        if self._secrets:
+            start = self._secret_start(text, back, run_start)
+        if self._ibans and _IBAN_LEAD.match(text, iban := end - _run_length(_ALNUM_BACK, back)):
+            start = min(start, iban)
+        return start
+
+    @staticmethod
+    def _secret_start(text: str, back: str, run_start: int) -> int:
+        end = len(text)
+        if any(word in text[max(0, run_start - _KEY_REACH):].lower() for word in KEY_WORDS):
+            return run_start
+        token = end - _run_length(_TOKEN_BACK, back)
+        word = text[end - _run_length(_WORD_BACK, back):]
+        if word and any(word.startswith(p) or p.startswith(word) for p in SECRET_PREFIXES):
+            return min(token, end - len(word))
+        return token if end - token > TOKEN_LEAD else end
 
     def term_start(self, text: str) -> int:
         """Where the beginning of a blocked term ends ``text`` (``len(text)``: none does)."""

@@ -28,7 +28,7 @@ from stdnum.us import ssn as us_ssn
 
 from policies.moderation.categories import PII_TYPES, PiiType
 
-__all__ = ["PRIORITY", "PiiSpan", "find_pii", "iban_valid", "is_valid_phone", "luhn_valid", "ssn_valid"]
+__all__ = ["KEY_WORDS", "PRIORITY", "SECRET_PREFIXES", "PiiSpan", "find_pii", "iban_valid", "is_valid_phone", "luhn_valid", "ssn_valid"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +82,12 @@ _KEYED = re.compile(
     r"(?:bearer\s+|basic\s+|token\s+)?|(?:bearer|basic|token)\s+))([A-Za-z0-9_~+/=-](?:[A-Za-z0-9._~+/=-]*[A-Za-z0-9_~+/=-])?)")
 _PLACEHOLDER = re.compile(r"(?i)your|xxxx|example|placeholder|redacted|\.\.\.|<|\*\*\*")
 _TOKEN = re.compile(r"(?<![\w+/=-])[A-Za-z0-9_+/=-]{32,}(?![\w+/=-])")
-# what every match of _SECRETS holds ("gh" alone is in "through" and "high"); each of them holds
+# what every match of _SECRETS starts with ("gh" alone is in "through" and "high"); each of them holds
 # "xox" or one of _SECRET_CHARS, a cheaper test that most prose fails
-_SECRET_PREFIXES = ("sk-", "sk_", "rk_", "AKIA", "ASIA", "ABIA", "ACCA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_",
-                    "github_pat_", "xox", "AIza", "eyJ", "-----BEGIN")
+SECRET_PREFIXES = ("sk-", "sk_", "rk_", "AKIA", "ASIA", "ABIA", "ACCA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_",
+                   "github_pat_", "xox", "AIza", "eyJ", "-----BEGIN")
 _SECRET_CHARS = re.compile(r"[-_AJ]")
-_KEY_WORDS = ("bearer", "basic", "token", "key", "secret", "auth", "passw", "pwd", "sig")
+KEY_WORDS = ("bearer", "basic", "token", "key", "secret", "auth", "passw", "pwd", "sig")
 _WORDISH = re.compile(r"[A-Z]?[a-z]{3,}|[A-Z]{4,}")
 
 IBAN_LENGTHS = {
@@ -292,13 +292,13 @@ def _keyed_value_ok(value: str) -> bool:
 def _secrets(text: str) -> Iterator[tuple[int, int]]:
     # substring checks first: most text holds none of the prefixes, keys or long runs, and
     # these three regexes are the slowest of the detectors
-    if (_SECRET_CHARS.search(text) is not None or "xox" in text) and any(p in text for p in _SECRET_PREFIXES):
+    if (_SECRET_CHARS.search(text) is not None or "xox" in text) and any(p in text for p in SECRET_PREFIXES):
         for m in _SECRETS.finditer(text):
             yield m.span()
     if _HAS_DIGIT.search(text) is None:
         return  # a keyed value and a random token both hold digits (_keyed_value_ok, _looks_random)
     lower = text.lower()
-    if any(key in lower for key in _KEY_WORDS):
+    if any(key in lower for key in KEY_WORDS):
         for m in _KEYED.finditer(text):
             if _keyed_value_ok(m.group(1)):
                 yield m.span(1)

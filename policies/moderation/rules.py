@@ -101,7 +101,8 @@ class Rules:
         self._terms = term_pattern(checks.blocked_terms)
         self._release_below = release_below
         self._release_ahead = release_ahead
-        self.hold = HoldBack(self._pii.keys(), checks.blocked_terms, hold_limit)
+        self.hold = HoldBack([t for t, action in self._pii.items() if action != "flag"], checks.blocked_terms,
+                             hold_limit)
         """What an incremental stream must hold back (``holdback.py``)."""
 
     @property

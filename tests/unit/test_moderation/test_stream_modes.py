@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from policies.moderation import ModerationConfig, Moderator, StreamModerator
 from policies.moderation.config import OVERLAP_CHARS, OutputChecks
 from policies.moderation.early import IncrementalStreamModerator
-from policies.moderation.holdback import HoldBack
+from policies.moderation.holdback import TOKEN_LEAD, HoldBack
 from policies.moderation.rules import Rules
 from policies.moderation.stream import classifier_windows
 from policies.moderation.verdict import Release
@@ -256,6 +256,46 @@ def test_async_records_pii_it_could_not_redact() -> None:
 def test_hold_back(text: str, held: str) -> None:
     hold = HoldBack(["email", "phone", "iban", "credit_card"], ["ACME secret plan"], limit=159)
     assert text[hold.start(text):] == held
+
+
+@pytest.mark.parametrize(("text", "held"), [
+    ("Sure", ""),  # no redacted type can begin with an ordinary short word
+    ("I", ""),
+    ("Here is the key sk", "sk"),  # may become sk-...
+    ("use AKIA", "AKIA"),
+    ("the value is ghp_abc", "ghp_abc"),
+    ("Authorization: Bearer abc", "abc"),  # a keyed value may follow a key word
+    ("x = AbQcdEfW", ""),  # eight characters of token characters: a lead at most
+    ("x = AbQcdEfWz", "AbQcdEfWz"),  # nine: could be a random token
+    ("pay to DE", ""),  # country letters alone give nothing away
+    ("pay to DE8", "DE8"),
+    ("call +1", "+1"),
+    ("room 12", "12"),
+])
+def test_hold_back_holds_a_word_only_if_a_redacted_type_could_still_begin_there(text: str, held: str) -> None:
+    hold = HoldBack(["phone", "iban", "credit_card", "us_ssn", "secret"], [], limit=159)
+    assert text[hold.start(text):] == held
+
+
+RANDOM_TOKEN = "Qx7bLm2PzR9tKv4WsY6nHc3JdF8gTa5E"
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.randoms(use_true_random=False), st.sampled_from(STRICT))
+def test_at_most_a_lead_of_a_random_token_reaches_the_client(rng: random.Random, mode: str) -> None:
+    text = around(RANDOM_TOKEN, rng)
+    out, _ = run(stream_of(mode=mode, pii={"secret": {"action": "redact"}}), split(text, rng))
+    assert "[REDACTED:SECRET]" in out
+    leaked = out.split("[REDACTED:SECRET]")[0].rsplit(" ", 1)[-1]
+    assert RANDOM_TOKEN.startswith(leaked) and len(leaked) <= 8 == TOKEN_LEAD  # 24 of its 32 never seen
+
+
+def test_a_type_the_policy_only_flags_holds_nothing() -> None:
+    stream = stream_of(pii={"email": {"action": "flag"}})
+    assert stream.feed("Write to jane").text == "Write to jane"
+    out = stream.feed(".doe@example.com and more ")
+    assert out.text == ".doe@example.com and more "
+    assert [f.name for f in out.findings] == ["email"]
 
 
 def test_nothing_to_hold_without_terms_or_pii() -> None:
