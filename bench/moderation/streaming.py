@@ -2,11 +2,11 @@
 
 One ``switchyard serve`` process pinned to its own core, in front of one simulated SGLang
 worker (``switchyard sim``: 20 ms to the first token, 10 ms between tokens, no batch slowdown)
-on the other core with this load generator. The policy has four models on that worker, the
+on the other core with this load generator. The policy has five models on that worker, the
 same in all but output moderation: off, ``incremental``, ``buffered``, ``async`` (the shipped
-classifier and the default checks; input moderation off so only the output side differs). A
-stream starts every ``1 / rate`` seconds, the four models in turn, so all four share one run
-and one machine state. Each stream asks for ``--tokens`` tokens of the simulator's benign
+classifier and the default checks), and ``incremental`` with e-mail addresses redacted; input
+moderation off so only the output side differs. A stream starts every ``1 / rate`` seconds, the
+models in turn, so all share one run and one machine state. Each stream asks for ``--tokens`` tokens of the simulator's benign
 words.
 
 Per mode: time to first *visible* token (the first SSE chunk whose delta carries text, as a
@@ -36,14 +36,24 @@ from bench.overhead.procs import CLIENT_CORE, GATEWAY_CORE, Service, bin_path, f
 from bench.overhead.stack import API_KEY, SIM_MODEL
 from policies.keys import hash_key
 
-MODES = ("off", "incremental", "buffered", "async")
+MODES = ("off", "incremental", "buffered", "async", "incremental-email")
+"""``incremental-email``: the default mode with e-mail addresses redacted (the default flags
+them): every first word then waits for the next token, as it could begin an address."""
+EMAIL_REDACTED = {t: {"action": "flag" if t == "ip_address" else "redact"}
+                  for t in ("email", "phone", "credit_card", "iban", "us_ssn", "ip_address", "secret")}
+
+
+def _output(mode: str) -> dict[str, Any]:
+    if mode == "incremental-email":
+        return {"mode": "incremental", "pii": EMAIL_REDACTED}
+    return {"mode": mode}
 RESULTS = Path(__file__).resolve().parent / "streaming.json"
 TERM = "acme secret plan"
 
 
 def _policy(sim_url: str, classifier: str = "ngrams") -> dict[str, Any]:
     models = {f"mod-{mode}": {"deployments": [{"backend": "sim", "model": SIM_MODEL}]} for mode in MODES}
-    moderation = {f"mod-{mode}": {"input": None, "output": {"mode": mode}, "classifier": classifier}
+    moderation = {f"mod-{mode}": {"input": None, "output": _output(mode), "classifier": classifier}
                   for mode in MODES if mode != "off"}
     return {
         "version": "bench-moderation-streaming",
@@ -110,7 +120,7 @@ async def _load(url: str, seconds: float, rate: float, tokens: int,
         for i in range(int(seconds * rate)):
             await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
             mode = MODES[i % len(MODES)]
-            # the same text for the four modes in turn: rounds of four streams share one answer
+            # the same text for the modes in turn: each round of streams shares one answer
             reply = replies[(i // len(MODES)) % len(replies)] if replies else None
             tasks.append((mode, asyncio.create_task(_stream(session, url, f"mod-{mode}", tokens, reply))))
         for mode, task in tasks:
@@ -197,7 +207,7 @@ def answers(data: Path, count: int, tokens: int) -> list[list[str]]:
 def holdback(data: Path, texts: int = 300) -> dict[str, dict[str, float]]:
     """``incremental`` on real model answers (XSTest completions, labelled safe), split into
     words with their leading space as tokens: characters held after each token, per
-    ``release_below``."""
+    ``release_below``, and with e-mail addresses redacted."""
     import gzip
     import re
 
@@ -208,9 +218,9 @@ def holdback(data: Path, texts: int = 300) -> dict[str, dict[str, float]]:
         rows = [json.loads(line) for line in f]
     answers = [r["text"] for r in rows if r.get("label") == 0][:texts]
     out: dict[str, dict[str, float]] = {}
-    for below in (0.5, 0.75, 1.0):
-        moderator = Moderator(ModerationConfig.model_validate({"input": None, "output": {"release_below": below}}),
-                              classifier)
+    for name, output in (("0.5", {}), ("0.75", {"release_below": 0.75}), ("1.0", {"release_below": 1.0}),
+                         ("0.5, e-mail redacted", {"pii": EMAIL_REDACTED})):
+        moderator = Moderator(ModerationConfig.model_validate({"input": None, "output": output}), classifier)
         held: list[float] = []
         firsts: list[float] = []
         for answer in answers:
@@ -225,7 +235,7 @@ def holdback(data: Path, texts: int = 300) -> dict[str, dict[str, float]]:
                 if first is None and release.text:
                     first = k
             firsts.append(float(first if first is not None else 200))
-        out[str(below)] = {"answers": len(answers), "held_p50": _pct(held, 50), "held_p90": _pct(held, 90),
+        out[name] = {"answers": len(answers), "held_p50": _pct(held, 50), "held_p90": _pct(held, 90),
                            "held_p99": _pct(held, 99), "first_release_token_p50": _pct(firsts, 50),
                            "first_release_token_p99": _pct(firsts, 99)}
     return out
@@ -280,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     held = holdback(args.data) if (args.data / "mod_xstest_completions").is_dir() else {}
     if held:
         print("\nHold-back on XSTest's safe model answers (tokens: words with their leading space):\n")
-        print("| release_below | answers | characters held after a token p50 / p90 / p99 "
+        print("| release_below (checks) | answers | characters held after a token p50 / p90 / p99 "
               "| first text after token p50 / p99 |\n| --- | --- | --- | --- |")
         for below, r in held.items():
             print(f"| {below} | {int(r['answers'])} | {r['held_p50']:.0f} / {r['held_p90']:.0f} / {r['held_p99']:.0f} "

@@ -9,8 +9,12 @@ What each side checks by default, and why:
   or worried, and a wrong block on input costs a whole request); PII is flagged, not changed
   (it is the user's own data, sent on purpose).
 * **output** (what the model sends back, streamed or not, and tool-call arguments): every
-  category blocks at the model's tuned threshold; email, phone, card, IBAN, SSN and secrets are
-  redacted (``[REDACTED:EMAIL]``); IP addresses are flagged.
+  category blocks at the model's tuned threshold; phone, card, IBAN, SSN and secrets are
+  redacted (``[REDACTED:PHONE]``); e-mail and IP addresses are flagged. An address in an answer
+  is most often one the user gave or a public contact, and redacting e-mail costs every stream
+  its first word: any word may begin an address, so it waits for the next token (one
+  inter-token gap of time to first visible token, ``docs/moderation-model.md``). Set
+  ``email: {action: redact}`` to redact them.
 
 Thresholds left unset use the shipped model's per-category thresholds, tuned on its dev split
 (``docs/moderation-model.md``).
@@ -142,8 +146,9 @@ class OutputChecks(CheckSet):
 
     categories: dict[Category, CategoryRule] = Field(default_factory=lambda: _all_categories("block"))
     """Categories to check in answers (default: all, blocking at the model's thresholds)."""
-    pii: dict[PiiType, PiiRule] = Field(default_factory=lambda: _all_pii("redact", except_={"ip_address": "flag"}))
-    """PII types to look for in answers (default: all redacted, IP addresses flagged)."""
+    pii: dict[PiiType, PiiRule] = Field(
+        default_factory=lambda: _all_pii("redact", except_={"email": "flag", "ip_address": "flag"}))
+    """PII types to look for in answers (default: all redacted, e-mail and IP addresses flagged)."""
     window_chars: Annotated[int, Field(ge=2 * OVERLAP_CHARS, le=4096)] = 160
     """Most characters of a stream held back at once. Text is released at sentence ends, or when
     this much is waiting (then at the last space, keeping 48 characters back), after it passed

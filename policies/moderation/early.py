@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 
 from policies.moderation.config import OVERLAP_CHARS
+from policies.moderation.pii import PiiSpan
 from policies.moderation.rules import Rules, Window
 from policies.moderation.stream import StreamModerator, next_cut
 from policies.moderation.verdict import Finding, Release
@@ -54,6 +55,7 @@ class IncrementalStreamModerator(StreamModerator):
         self._cleared = 0  # stream position up to which complete windows passed the classifier
         self._scored_end = 0  # stream position up to which the last running score read
         self._trusted: int | None = 0  # stream position that score lets text go to; None: borderline
+        self._flags_to = 0  # stream position up to which flagged PII values were reported
 
     def feed(self, delta: str) -> Release:
         """Take the next piece of text; return what may be sent now."""
@@ -131,8 +133,10 @@ class IncrementalStreamModerator(StreamModerator):
                 end = span.start if span.start > base else span.end
         if end <= base:
             return "", ()
-        outcome = self._rules.check([Window(text, base, end, self._offset - base, tuple(spans))], classify=False)[0]
-        findings = tuple(f for f in outcome.findings if self._is_new(f))
+        flagged = self._rules.flagged_pii
+        window = Window(text, base, end, self._offset - base, tuple(s for s in spans if s.type not in flagged))
+        outcome = self._rules.check([window], classify=False)[0]
+        findings = tuple(f for f in outcome.findings if self._is_new(f)) + self._settled_flags(spans, text, base, final)
         if outcome.blocked is not None:
             self._blocked = outcome.blocked
             return "", findings
@@ -141,6 +145,24 @@ class IncrementalStreamModerator(StreamModerator):
         self._pending = self._pending[len(released):]
         self._offset += len(released)
         return outcome.text, findings
+
+    def _settled_flags(self, spans: list[PiiSpan], text: str, base: int, final: bool) -> tuple[Finding, ...]:
+        """Findings of the flagged values that can no longer grow, each once, whole.
+
+        Flagged values are not held (``HoldBack``), so one may go out in pieces and still be
+        growing at the end of the text (``jane@example.or``): it is reported once something
+        follows it, with the offsets a whole-text check gives (the released context keeps
+        ``OVERLAP_CHARS`` of it, so a value up to that long is seen whole).
+        """
+        out: list[Finding] = []
+        for span in spans:
+            start = self._offset - base + span.start
+            if span.type not in self._rules.flagged_pii or start < self._flags_to or \
+                    (span.end == len(text) and not final):
+                continue
+            self._flags_to = start + span.end - span.start
+            out.append(Finding("pii", span.type, "flag", 1.0, start, self._flags_to))
+        return tuple(out)
 
     def _scored_limit(self, text: str, base: int, wanted: int) -> int:
         """Stream position up to which the running score lets text go (``wanted`` at most).

@@ -101,8 +101,9 @@ class Rules:
         self._terms = term_pattern(checks.blocked_terms)
         self._release_below = release_below
         self._release_ahead = release_ahead
-        self.hold = HoldBack([t for t, action in self._pii.items() if action != "flag"], checks.blocked_terms,
-                             hold_limit)
+        self.flagged_pii = frozenset(t for t, action in self._pii.items() if action == "flag")
+        """PII types only recorded: an incremental stream does not hold text for them."""
+        self.hold = HoldBack(self._pii.keys() - self.flagged_pii, checks.blocked_terms, hold_limit)
         """What an incremental stream must hold back (``holdback.py``)."""
 
     @property

@@ -51,7 +51,7 @@ def _edit(document: dict[str, Any]) -> None:
     models[LOCAL_MODEL]["aliases"] = ["claude-3-5-haiku-*"]
     document["moderation"] = {"models": {ANTHROPIC_MODEL: {
         "input": {"categories": {}, "pii": {"email": {"action": "redact"}}, "blocked_terms": ["forbidden launch codes"]},
-        "output": {"categories": {}, "blocked_terms": [TERM]}}}}
+        "output": {"categories": {}, "pii": {"email": {"action": "redact"}}, "blocked_terms": [TERM]}}}}
     # a canary splitting users between two backend kinds: both must answer in Anthropic's shape
     models[CANARY_MODEL] = {"versions": {"v1": {"deployments": [{"backend": "local", "model": "sim-llama"}]},
                                          "v2": {"deployments": [{"backend": "claude", "model": "sim-claude"}]}},

@@ -27,7 +27,9 @@ def _moderated(document: dict[str, Any]) -> None:
     document["moderation"] = {
         "models": {LOCAL_MODEL: {
             "input": {"categories": {}, "pii": {}, "blocked_terms": ["forbidden launch codes"]},
-            "output": {"categories": {}, "blocked_terms": [TERM]},
+            # e-mail redacted too (the default flags it), so a split address shows the hold-back
+            "output": {"categories": {}, "blocked_terms": [TERM],
+                       "pii": {t: {"action": "redact"} for t in ("email", "phone", "credit_card", "iban", "secret")}},
         }},
         "tenants": {"team-b": {"input": None, "output": None}},  # the tenant's section wins: none
     }

@@ -10,9 +10,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from policies.moderation.categories import CATEGORIES, Category
+from policies.moderation.categories import CATEGORIES, PII_TYPES, Category
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+REDACT_EMAIL = {t: {"action": "flag" if t == "ip_address" else "redact"} for t in PII_TYPES}
+"""Output PII rules that redact e-mail addresses too (the default only flags them)."""
 
 
 class KeywordScorer:

@@ -23,7 +23,7 @@ def test_defaults() -> None:
     assert {t: r.action for t, r in config.input.pii.items()} == dict.fromkeys(PII_TYPES, "flag")
     assert {c: r.action for c, r in config.output.categories.items()} == dict.fromkeys(CATEGORIES, "block")
     assert {t: r.action for t, r in config.output.pii.items()} == {
-        t: "flag" if t == "ip_address" else "redact" for t in PII_TYPES}
+        t: "flag" if t in ("email", "ip_address") else "redact" for t in PII_TYPES}
     assert all(r.threshold is None for r in config.output.categories.values())
     assert config.output.window_chars == 160 and config.output.tool_arguments
     assert config.capture_content is False

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from backends.errors import SwitchyardError
 from policies.moderation import ContentPolicyViolation, ModerationConfig, Moderator, StreamModerator
 from policies.moderation.rules import Rules
-from tests.unit.test_moderation.conftest import KeywordScorer
+from tests.unit.test_moderation.conftest import REDACT_EMAIL, KeywordScorer
 
 TOXIC = "Fine. I will hurt you badly, and nobody will stop me. Goodbye."
 
@@ -38,8 +38,10 @@ def test_input_pii_is_flagged_not_changed_by_default(scorer: KeywordScorer) -> N
     assert [f.name for f in verdict.findings] == ["credit_card", "email"]
 
 
-def test_whole_text_and_stream_agree(scorer: KeywordScorer) -> None:
-    moderator = Moderator(ModerationConfig(), scorer)
+@pytest.mark.parametrize("email", ["flag", "redact"])
+def test_whole_text_and_stream_agree(scorer: KeywordScorer, email: str) -> None:
+    pii = {"pii": REDACT_EMAIL} if email == "redact" else {}
+    moderator = Moderator(ModerationConfig.model_validate({"output": pii}), scorer)
     text = ("Reach me at jane@example.org. " * 3 + "No sentence end here but a lot of words " * 8 +
             "and a key sk-abcdefghijklmnopqrstuvwxyz012345 in the end.")
     verdict = moderator.check_text(text, "output")
@@ -48,7 +50,9 @@ def test_whole_text_and_stream_agree(scorer: KeywordScorer) -> None:
     releases = [stream.feed(text[i:i + 3]) for i in range(0, len(text), 3)] + [stream.finish()]
     assert "".join(r.text for r in releases) == verdict.text
     assert tuple(f for r in releases for f in r.findings) == verdict.findings
-    assert "[REDACTED:SECRET]" in verdict.text and verdict.text.count("[REDACTED:EMAIL]") == 3
+    assert "[REDACTED:SECRET]" in verdict.text
+    assert verdict.text.count("[REDACTED:EMAIL]" if email == "redact" else "jane@example.org") == 3
+    assert [f.action for f in verdict.findings if f.name == "email"] == [email] * 3
 
 
 def test_policy_thresholds_override_the_models(scorer: KeywordScorer) -> None:
@@ -70,12 +74,13 @@ def test_unchecked_sides_pass_through(scorer: KeywordScorer) -> None:
 def test_categories_without_a_classifier_is_an_error() -> None:
     with pytest.raises(ValueError, match="no classifier"):
         Moderator(ModerationConfig())
-    pii_only = ModerationConfig.model_validate({"input": {"categories": {}}, "output": {"categories": {}}})
+    pii_only = ModerationConfig.model_validate({"input": {"categories": {}},
+                                                "output": {"categories": {}, "pii": REDACT_EMAIL}})
     assert Moderator(pii_only).check_text("a@example.org", "output").text == "[REDACTED:EMAIL]"
 
 
 def test_tool_arguments_redacted_inside_strings(scorer: KeywordScorer) -> None:
-    moderator = Moderator(ModerationConfig(), scorer)
+    moderator = Moderator(ModerationConfig.model_validate({"output": {"pii": REDACT_EMAIL}}), scorer)
     arguments = '{"to": "jane@example.org", "body": "Hi Jane, call 415-555-0132.", "n": [1, {"k": "ok"}]}'
     verdict = moderator.check_tool_arguments(arguments)
     assert json.loads(verdict.text) == {"to": "[REDACTED:EMAIL]", "body": "Hi Jane, call [REDACTED:PHONE].",
@@ -109,7 +114,7 @@ def test_findings_carry_no_text(scorer: KeywordScorer) -> None:
     (finding,) = verdict.findings
     assert "jane" not in repr(finding) and "jane" not in repr(finding.attributes())
     assert finding.attributes() == {"moderation.kind": "pii", "moderation.name": "email",
-                                    "moderation.action": "redact", "moderation.score": 1.0}
+                                    "moderation.action": "flag", "moderation.score": 1.0}
 
 
 @settings(max_examples=150, deadline=None)

@@ -17,7 +17,7 @@ from policies.moderation.stream import (
     next_cut,
 )
 from policies.moderation.verdict import Release
-from tests.unit.test_moderation.conftest import KeywordScorer
+from tests.unit.test_moderation.conftest import REDACT_EMAIL, KeywordScorer
 
 MODES = ("incremental", "buffered", "async")
 
@@ -112,7 +112,7 @@ def test_a_blocked_term_split_across_a_window_cut_is_never_released(scorer: Keyw
 @pytest.mark.parametrize("size", [1, 3, 4, 6, 11])
 def test_an_email_split_across_chunks_arrives_redacted(scorer: KeywordScorer, size: int, mode: str) -> None:
     text = "You can write to jane.doe@example.com or call +1 (415) 555-0132 any time. Thanks!"
-    stream = moderator(scorer, mode=mode).stream()
+    stream = moderator(scorer, mode=mode, pii=REDACT_EMAIL).stream()
     assert stream is not None
     out, releases = run(stream, chunked(text, size))
     assert out == "You can write to [REDACTED:EMAIL] or call [REDACTED:PHONE] any time. Thanks!"

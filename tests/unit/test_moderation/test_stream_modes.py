@@ -20,7 +20,7 @@ from policies.moderation.holdback import TOKEN_LEAD, HoldBack
 from policies.moderation.rules import Rules
 from policies.moderation.stream import classifier_windows
 from policies.moderation.verdict import Release
-from tests.unit.test_moderation.conftest import KeywordScorer
+from tests.unit.test_moderation.conftest import REDACT_EMAIL, KeywordScorer
 
 FILLER = ("Sure, here is the plan for the week. We start on Monday with the design review, then "
           "write the code and test it well. Ask me if anything is unclear!\nThanks for reading. ").split(" ")
@@ -96,13 +96,20 @@ PII = {
 @given(st.randoms(use_true_random=False), st.sampled_from(STRICT), st.sampled_from(sorted(PII)))
 def test_pii_is_redacted_in_any_chunking(rng: random.Random, mode: str, value: str) -> None:
     text = around(value, rng)
-    out, _ = run(stream_of(mode=mode), split(text, rng))
+    out, _ = run(stream_of(mode=mode, pii=REDACT_EMAIL), split(text, rng))
     assert f"[REDACTED:{PII[value]}]" in out
     assert "jane" not in out and "555" not in out and "1111" not in out and "3704" not in out and "abcdef" not in out
 
 
-def test_incremental_releases_each_word_once_the_next_one_begins() -> None:
+def test_incremental_releases_each_word_at_once_by_default() -> None:
     stream = stream_of(KeywordScorer({"violence": ["hurt you"]}))
+    tokens = ["Sure", " here", " is", " the", " plan", ".", " First", " we"]
+    assert [stream.feed(t).text for t in tokens] == tokens
+    assert stream.held == 0 and stream.finish().text == ""
+
+
+def test_incremental_redacting_email_releases_each_word_once_the_next_one_begins() -> None:
+    stream = stream_of(KeywordScorer({"violence": ["hurt you"]}), pii=REDACT_EMAIL)
     tokens = ["Sure", " here", " is", " the", " plan", ".", " First", " we"]
     released = [stream.feed(t).text for t in tokens]
     assert released == ["", "Sure ", "here ", "is ", "the ", "", "plan. ", "First "]
@@ -213,8 +220,11 @@ def test_incremental_blocks_on_the_classifier_and_stops_releasing() -> None:
     text = "Okay, listen to me carefully now. I will hurt you badly if you come back here. Bye."
     stream = stream_of(KeywordScorer({"violence": ["hurt you badly"]}))
     out, releases = run(stream, [text[i:i + 3] for i in range(0, len(text), 3)])
-    assert any(r.blocked is not None and r.blocked.name == "violence" for r in releases)
-    assert "badly" not in out and text.startswith(out)
+    first = next(i for i, r in enumerate(releases) if r.blocked is not None)
+    assert releases[first].blocked is not None and releases[first].blocked.name == "violence"
+    assert not "".join(r.text for r in releases[first:]) and text.startswith(out)
+    # text no score had read yet goes at most release_ahead characters past the phrase
+    assert len(out) <= text.index("hurt you badly") + len("hurt you badly") + OVERLAP_CHARS
 
 
 def test_async_releases_every_delta_at_once_and_cuts_after_a_check_fires() -> None:
