@@ -96,13 +96,17 @@ class ModerationClassifier:
         Raises:
             ModerationModelError: onnxruntime failed to run the model.
         """
+        if len(texts) <= BATCH:  # one run (a request's message, a stream's window): no copy
+            return self._run(texts)
         out = np.zeros((len(texts), len(CATEGORIES)), dtype=np.float32)
         for start in range(0, len(texts), BATCH):
             out[start:start + BATCH] = self._run(texts[start:start + BATCH])
         return out
 
     def _run(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        indices, values = batch_inputs(self._extractor.extract_many(texts))
+        rows = self._extractor.extract_many(texts)
+        # one text's values are its own row (a view): nothing to lay out
+        indices, values = (rows[0].indices, rows[0].values[None, :]) if len(rows) == 1 else batch_inputs(rows)
         try:
             (out,) = self._session.run([OUTPUT], {"indices": indices, "values": values})
         except Exception as e:
