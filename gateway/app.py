@@ -31,7 +31,6 @@ from gateway.probes import (
     retrieve_model,
 )
 from gateway.responses_api import RESPONSE_STORE_STATE, RESPONSES_HANDLERS
-from gateway.score_batch import BatchingScorer
 from gateway.settings import Settings
 from gateway.state import Gateway
 from gateway.telemetry import Telemetry
@@ -57,8 +56,7 @@ def _load_moderation(settings: Settings) -> tuple[ModerationModels | None, str]:
     (policies that moderate categories are then refused with that reason). The cascade's
     encoder is loaded later, by the first policy that names it."""
     try:
-        # one classifier run for the checks requests reach in the same turn of the loop
-        return ModerationModels(BatchingScorer(ModerationClassifier.load(settings.moderation_model_path))), ""
+        return ModerationModels(ModerationClassifier.load(settings.moderation_model_path)), ""
     except ModerationModelError as exc:
         log.error("moderation classifier: %s", exc)
         return None, str(exc)

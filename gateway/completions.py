@@ -32,7 +32,7 @@ from gateway.doors import OPENAI_CHAT, OPENAI_TEXT, Door
 from gateway.errors import DOOR_STATE, REQUEST_ID_STATE
 from gateway.exchange import Exchange
 from gateway.input_screen import Screen, screen_input
-from gateway.moderation import StreamGuard, check_answer, guard_answer, off_loop, prescore_answer
+from gateway.moderation import StreamGuard, check_answer, guard_answer, off_loop
 from gateway.operations import Chunk, Req, Resp, request_attributes
 from gateway.relay import (
     StreamLease,
@@ -162,8 +162,6 @@ async def _screened(request: Request[Any, Any, Any], door: Door[Req, Resp, Chunk
                       else check_answer(moderator, generated, record))
         await guard_answer(moderator, borderline, record)
         moderator = None
-    elif moderator is not None and door.operation.generates:
-        await prescore_answer(moderator, answer)  # type: ignore[arg-type]  # generates: a text answer
     return _whole(exchange, door, record, target, ticket, choice, call, answer, moderator, cached, headers)
 
 

@@ -31,10 +31,8 @@ from backends.types import (
     ToolCallDelta,
 )
 from gateway.guard_check import consult_guard
-from gateway.score_batch import BatchingScorer
 from gateway.telemetry import RequestRecord
 from policies.moderation import ModerationConfig, Moderator, StreamModerator
-from policies.moderation.categories import Direction
 from policies.moderation.config import StreamMode
 from policies.moderation.rules import Scorer
 from policies.moderation.scorers import ModerationModels
@@ -119,7 +117,6 @@ async def check_request(moderator: Moderator, call: Call, record: RequestRecord)
         if input_chars(call, roles) > OFFLOAD_CHARS or off_loop(moderator):
             outcome = await asyncio.to_thread(_moderate_input, moderator, call, roles)
         else:
-            await _prescore(moderator, _input_texts(call, roles), "input")
             outcome = _moderate_input(moderator, call, roles)
         record.moderated("input", outcome.findings, time.perf_counter() - started)
     if outcome.blocked is None and outcome.borderline:
@@ -133,41 +130,6 @@ async def check_request(moderator: Moderator, call: Call, record: RequestRecord)
         raise ContentPolicyViolation.of(outcome.blocked, param=outcome.param)
     result: Call = outcome.call
     return result
-
-
-async def _prescore(moderator: Moderator, texts: Iterator[str], direction: Direction) -> None:
-    """Score what the checks of ``texts`` will read together with the other requests' checks
-    of this turn of the loop (``gateway.score_batch``), before they run."""
-    scorer = moderator.scorer
-    if isinstance(scorer, BatchingScorer):
-        await scorer.prescore([w for text in texts for w in moderator.texts_to_score(text, direction)])
-
-
-def _input_texts(call: ChatRequest | TextRequest | EmbeddingRequest, roles: tuple[str, ...]) -> Iterator[str]:
-    """The texts ``_moderate_input`` checks (a token-id prompt printed as it does)."""
-    if isinstance(call, EmbeddingRequest):
-        value = call.params.input
-        yield from ([value] if isinstance(value, str) else (v for v in value if isinstance(v, str)))
-    elif isinstance(call, TextRequest):
-        prompt = call.params.prompt
-        yield prompt if isinstance(prompt, str) else "\n".join(map(str, prompt))
-    else:
-        yield from (_text_of(m.content) for m in call.params.messages if m.role in roles)
-
-
-async def prescore_answer(moderator: Moderator, answer: ChatResponse | TextResponse) -> None:
-    """``_prescore`` for the texts ``check_answer`` reads: each choice's reasoning and text."""
-    if moderator.checks_output:
-        await _prescore(moderator, _answer_texts(answer), "output")
-
-
-def _answer_texts(answer: ChatResponse | TextResponse) -> Iterator[str]:
-    for choice in answer.choices:
-        message = getattr(choice, "message", None)
-        for text in (getattr(message, "reasoning_content", None),
-                     message.content if message is not None else getattr(choice, "text", None)):
-            if isinstance(text, str) and text:
-                yield text
 
 
 def input_chars(call: ChatRequest | TextRequest | EmbeddingRequest, roles: tuple[str, ...]) -> int:

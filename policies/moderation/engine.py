@@ -23,7 +23,7 @@ from policies.moderation.config import ModerationConfig, StreamMode
 from policies.moderation.early import AsyncStreamModerator, IncrementalStreamModerator
 from policies.moderation.memo import VerdictMemo
 from policies.moderation.rules import Rules, Scorer, Window
-from policies.moderation.stream import StreamModerator, classifier_windows, next_cut
+from policies.moderation.stream import StreamModerator, next_cut
 from policies.moderation.verdict import Finding, Verdict
 
 __all__ = ["INPUT_WINDOW_CHARS", "Moderator"]
@@ -53,8 +53,6 @@ class Moderator:
             output, classifier, release_below=output.release_below, hold_limit=output.window_chars - 1,
             running=running)
         self._window = config.output.window_chars if config.output is not None else INPUT_WINDOW_CHARS
-        self.scorer = classifier
-        """The classifier both sides score with (None when neither checks a category)."""
         # each turn of a chat re-sends its history: its messages were checked on the turns before
         self.input_memo = VerdictMemo() if self._input is not None else None
 
@@ -89,18 +87,6 @@ class Moderator:
         if memo is not None:
             memo.put(text, verdict)
         return verdict
-
-    def texts_to_score(self, text: str, direction: Direction) -> list[str]:
-        """What ``check_text(text, direction)`` will ask the classifier to score, to score it
-        ahead with other requests' texts; empty when it scores nothing (no category checked,
-        or the verdict is remembered). A cut that a PII value moves is scored when checked."""
-        rules = self._rules(direction)
-        if rules is None or not text or not rules.classifies:
-            return []
-        memo = self.input_memo if direction == "input" else None
-        if memo is not None and text in memo:
-            return []
-        return classifier_windows(text, self._window if direction == "output" else INPUT_WINDOW_CHARS)
 
     def stream(self, mode: StreamMode | None = None) -> StreamModerator | None:
         """A new moderator for one streamed answer, in ``mode`` (default: the policy's), or None

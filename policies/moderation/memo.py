@@ -72,9 +72,5 @@ class VerdictMemo:
                 old, _ = self._verdicts.popitem(last=False)
                 self._chars -= len(old) + ENTRY_OVERHEAD
 
-    def __contains__(self, text: object) -> bool:
-        """Whether a verdict is remembered for ``text`` (not counted as a hit or a miss)."""
-        return text in self._verdicts
-
     def __len__(self) -> int:
         return len(self._verdicts)
