@@ -118,22 +118,24 @@ class HoldBack:
     def _run_start(self, text: str, back: str, run_start: int) -> int:
         """Where the run ``text[run_start:]`` must be held from, by the types that could still
         make a value of it (``len(text)``: none)."""
+        if self._emails:
+            return run_start
         end = len(text)
         run = text[run_start:]
-        if self._emails or (self._numbers and _NUMBER_LEAD.search(run)) or (self._ips and (
-                _IP_LEAD.search(run) or _HEX_WORD.fullmatch(text, end - _run_length(_ALNUM_BACK, back)))):
+        alnum = end - _run_length(_ALNUM_BACK, back)  # where the trailing word of letters and digits starts
+        if (self._numbers and _NUMBER_LEAD.search(run)) or (
+                self._ips and (_IP_LEAD.search(run) or _HEX_WORD.fullmatch(text, alnum))):
             return run_start
-        start = end
-        if self._secrets:
-            start = self._secret_start(text, back, run_start)
-        if self._ibans and _IBAN_LEAD.match(text, iban := end - _run_length(_ALNUM_BACK, back)):
-            start = min(start, iban)
+        start = self._secret_start(text, back, run_start) if self._secrets else end
+        if self._ibans and _IBAN_LEAD.match(text, alnum):
+            start = min(start, alnum)
         return start
 
     @staticmethod
     def _secret_start(text: str, back: str, run_start: int) -> int:
         end = len(text)
-        if any(word in text[max(0, run_start - _KEY_REACH):].lower() for word in KEY_WORDS):
+        near = text[max(0, run_start - _KEY_REACH):].lower()
+        if any(word in near for word in KEY_WORDS):
             return run_start
         token = end - _run_length(_TOKEN_BACK, back)
         word = text[end - _run_length(_WORD_BACK, back):]
