@@ -35,12 +35,12 @@ import yaml
 from bench.overhead.procs import CLIENT_CORE, GATEWAY_CORE, Service, bin_path, free_port, pinned, start
 from bench.overhead.stack import API_KEY, SIM_MODEL
 from policies.keys import hash_key
+from policies.moderation.categories import PII_TYPES
 
 MODES = ("off", "incremental", "buffered", "async", "incremental-email")
 """``incremental-email``: the default mode with e-mail addresses redacted (the default flags
 them): every first word then waits for the next token, as it could begin an address."""
-EMAIL_REDACTED = {t: {"action": "flag" if t == "ip_address" else "redact"}
-                  for t in ("email", "phone", "credit_card", "iban", "us_ssn", "ip_address", "secret")}
+EMAIL_REDACTED = {t: {"action": "flag" if t == "ip_address" else "redact"} for t in PII_TYPES}
 
 
 def _output(mode: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from bench.overhead.procs import CLIENT_CORE, pinned
-from bench.overhead.stack import API_KEY, PUBLIC_MODEL, production_policy, start_gateway, start_sim
+from bench.overhead.stack import API_KEY, PUBLIC_MODEL, SIM_MODEL, production_policy, start_gateway, start_sim
 from policies.keys import hash_key
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "overhead-ablation.json"
@@ -55,21 +55,20 @@ def policy(sim_url: str) -> dict[str, Any]:
     document["version"] = "bench-overhead-ablation"
     document["backends"]["sim-rr"] = {**document["backends"]["sim"], "selection": {"type": "round_robin"}}
     prod = document["models"].pop(PUBLIC_MODEL)
+    round_robin = [{"backend": "sim-rr", "model": SIM_MODEL}]
     models = {"prod": prod, "prod-no-input-moderation": prod, "prod-no-output-moderation": prod,
               "prod-no-moderation": prod, "prod-no-context": {k: v for k, v in prod.items() if k != "context"},
-              "prod-round-robin": {**prod, "deployments": [{"backend": "sim-rr", "model": prod["deployments"][0]["model"]}]},
+              "prod-round-robin": {**prod, "deployments": round_robin},
               "prod-no-prices": {k: v for k, v in prod.items() if k != "prices"},
-              "bare": {"deployments": [{"backend": "sim-rr", "model": prod["deployments"][0]["model"]}]}}
+              "bare": {"deployments": round_robin}}
     document["models"] = copy.deepcopy(models)
     both: dict[str, Any] = {"input": {}, "output": {}}
     document["moderation"] = {"models": {
         "prod": both, "prod-no-input-moderation": {"input": None, "output": {}},
         "prod-no-output-moderation": {"input": {}, "output": None}, "prod-no-context": both,
         "prod-round-robin": both, "prod-no-prices": both}}
-    tenant = document["tenants"]["bench"]
     document["tenants"]["bench-no-limits"] = {
         "models": ["*"], "keys": [{"name": "no-limits-key", "sha256": hash_key(NO_LIMITS_KEY)}]}
-    tenant["models"] = ["*"]
     return document
 
 
