@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 
@@ -14,6 +17,18 @@ from tests.conftest import ThreadedStack
 def in_flight(stack: ThreadedStack) -> int:
     pools = stack.stack.app.state.gateway.runtime.pools
     return sum(w.in_flight for w in pools["local"].workers)
+
+
+@contextlib.contextmanager
+def first_chunk_then_leave(stack: ThreadedStack, body: dict[str, Any]) -> Iterator[None]:
+    """A streamed request whose first chunk has arrived; leaving the block closes the connection."""
+    with httpx.Client(timeout=10) as client, client.stream(
+            "POST", stack.url + "/v1/chat/completions", json=body,
+            headers={"authorization": f"Bearer {DEMO_KEY}"}) as response:
+        assert response.status_code == 200
+        chunks = response.iter_raw()  # keep a reference: a dropped generator closes the response
+        assert next(chunks).startswith(b"data: ")
+        yield
 
 
 def wait_for(predicate, timeout: float = 3.0) -> bool:  # type: ignore[no-untyped-def]
@@ -30,12 +45,7 @@ def test_disconnect_mid_stream_cancels_upstream(stack: ThreadedStack) -> None:
     before = sum(stack.sim_stats(s.url)["cancelled"] for s in sims)
     body = {"model": LOCAL_MODEL, "stream": True, "max_tokens": 5000,
             "messages": [{"role": "user", "content": "Write a very long story."}]}
-    with httpx.Client(timeout=10) as client, client.stream(
-            "POST", stack.url + "/v1/chat/completions", json=body,
-            headers={"authorization": f"Bearer {DEMO_KEY}"}) as response:
-        assert response.status_code == 200
-        chunks = response.iter_raw()  # keep a reference: a dropped generator closes the response
-        assert next(chunks).startswith(b"data: ")
+    with first_chunk_then_leave(stack, body):
         assert in_flight(stack) == 1
         started = time.monotonic()
     # leaving the block closes the connection; the simulator must see its request cancelled

@@ -148,9 +148,7 @@ def test_a_late_guard_releases_or_ends_a_waiting_stream_as_the_policy_says(
 
 def test_a_client_that_leaves_while_its_stream_waits_for_the_guard_releases_everything(
         guarded: tuple[ThreadedStack, GuardSim]) -> None:
-    import httpx
-
-    from tests.integration.test_gateway_disconnect import in_flight, wait_for
+    from tests.integration.test_gateway_disconnect import first_chunk_then_leave, in_flight, wait_for
 
     stack, sim = guarded
     runtime = stack.stack.app.state.gateway.runtime
@@ -158,12 +156,8 @@ def test_a_client_that_leaves_while_its_stream_waits_for_the_guard_releases_ever
             "sim_reply": BORDERLINE}
     sim.delay_s = 1.0
     try:
-        with httpx.Client(timeout=10) as client, client.stream(
-                "POST", stack.url + "/v1/chat/completions", json=body,
-                headers={"authorization": f"Bearer {DEMO_KEY}"}) as response:
-            assert response.status_code == 200
-            chunks = response.iter_raw()  # the role chunk: the text waits for the guard
-            assert next(chunks).startswith(b"data: ")
+        with first_chunk_then_leave(stack, body):
+            pass  # the role chunk has come: the text waits for the guard
         wait_for(lambda: not runtime.accounting._live and in_flight(stack) == 0)
     finally:
         sim.delay_s = 0.0
