@@ -228,3 +228,26 @@ def test_a_prompt_too_long_for_the_model_is_refused_before_it_is_moderated(
         _client(stack).chat.completions.create(
             model=LOCAL_MODEL, messages=[{"role": "user", "content": "forbidden launch codes " + "word " * 20_000}])
     assert caught.value.body["code"] == "context_length_exceeded"  # type: ignore[index]
+
+
+def test_an_email_in_the_output_is_flagged_not_redacted_by_default_and_costs_no_word(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The default output PII rules flag e-mail: the address reaches the client as written,
+    the verdict is recorded, and the first word goes out as it comes (nothing can still
+    become a redacted value)."""
+
+    def pii_defaults(document: dict[str, Any]) -> None:
+        document["moderation"] = {"default": {"input": None, "output": {"categories": {}}}}
+
+    stack = ThreadedStack(tmp_path_factory.mktemp("email-flagged"), edit_policy=pii_defaults)
+    try:
+        pieces = ["Sure", ", write", " to", " jane.doe@exa", "mple.com", " today."]
+        text, chunks = _stream(stack, pieces)
+        assert text == "".join(pieces)
+        contents = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        assert contents[0] == "Sure"  # released with its own chunk, not held for the next one
+        metrics = httpx.get(stack.url + "/metrics").text
+        assert ('switchyard_moderation_verdicts_total{action="flag",category="email",direction="output",'
+                f'model="{LOCAL_MODEL}"') in metrics
+    finally:
+        stack.close()
