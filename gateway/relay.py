@@ -126,15 +126,17 @@ async def published(chunks: AsyncIterator[Any], model: str, include_usage: bool,
 
 async def encoded(chunks: AsyncIterator[Any], encoder: StreamEncoder, lease: StreamLease,
                   on_done: Callable[[StreamTally], Awaitable[None]]) -> AsyncIterator[bytes]:
-    """The door's stream format; ``on_done`` once the client has the end of a whole stream."""
+    """The door's stream format; ``on_done`` once a whole stream was relayed, before its end
+    marker: a client that repeats the request as soon as it has the end finds the cache entry
+    (the marker waits for one cache write, not for anything before it)."""
     try:
         async for chunk in chunks:
             data = encoder.chunk(chunk)
             if data:
                 yield data
-        yield encoder.done()
         if lease.tally.complete:  # not cut by moderation: routing and the cache may learn from it
             await on_done(lease.tally)
+        yield encoder.done()
     except SwitchyardError as exc:
         # after the first byte nothing can be retried: end with the error the door's SDK raises
         lease.error = exc
