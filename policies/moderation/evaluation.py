@@ -79,13 +79,16 @@ def tune_threshold(labels: FloatArray, scores: FloatArray, benign: FloatArray, *
     ``max_fpr`` of the ``benign`` scores, never below ``floor`` (ties: the higher threshold).
 
     Candidates are the scores rounded to 0.01 (so the value is stable from run to run) from the
-    floor up; if none meets the false-positive bound, the least threshold that does.
+    floor up; if none meets the false-positive bound, the least threshold that does. If no
+    allowed threshold finds a single positive (F1 0 at all of them), the least allowed one:
+    the tie rule would pick 0.99 and turn the category off on evidence of nothing.
     """
     candidates = np.unique(np.round(np.r_[scores[scores >= floor], benign[benign >= floor], floor, 0.99], 2))
     allowed = [float(t) for t in candidates if false_positive_rate(benign, float(t)) <= max_fpr]
     if not allowed:
         return 0.99
-    return max(allowed[::-1], key=lambda t: metrics_at(labels, scores, t).f1)
+    best = max(allowed[::-1], key=lambda t: metrics_at(labels, scores, t).f1)
+    return best if metrics_at(labels, scores, best).f1 > 0 else allowed[0]
 
 
 def known_rows(scores: Mapping[str, FloatArray], dev: Mapping[str, list[D.Example]], names: Iterable[str],

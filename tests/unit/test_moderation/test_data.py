@@ -58,6 +58,9 @@ def test_metrics() -> None:
     # 0.7 would flag nothing extra among labelled rows but a third of benign rows: not allowed
     assert tune_threshold(labels, scores, benign, max_fpr=0.0) == 0.99
     assert tune_threshold(labels, scores, benign, max_fpr=0.34) == 0.7
+    # no allowed threshold finds a positive: the most sensitive allowed one, not the tie's 0.99
+    missed = np.array([0.0, 0.8, 0.0, 0.6, 0.55])
+    assert tune_threshold(labels, missed, np.array([0.1, 0.2, 0.3]), max_fpr=0.0) == 0.5
 
 
 def test_every_set_loads(data_dir: Path) -> None:
