@@ -18,6 +18,7 @@ only on the ``data.TRAIN`` sets (MIT, Apache-2.0, CC BY, CDLA-Permissive); never
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -58,6 +59,13 @@ WINDOWED = (*D.BENIGN_SETS, "mod_xstest_completions")
 """Benign sets whose texts are also trained on cut into stream windows (every third text), as
 the gateway scores them: a window of a benign text is benign, and without them a fragment of
 an exam question or a how-to answer could hit a weight learnt from whole toxic texts."""
+PREFIX_WORDS = (1, 2, 3, 4, 6, 8, 12)
+PREFIX_CHARS = (12, 24)
+"""Where the benign prefix rows end: after so many words, and at so many characters (mid-word,
+as a token can end). The running score of ``mode: incremental`` reads an answer's first words;
+trained only on whole texts and windows, a one-word bag put all its weight on one n-gram
+(``The`` scored harassment 1.0, ``It is`` hate 1.0) and half of XSTest's benign answers had
+their first word held."""
 MAX_BENIGN_FPR = 0.002
 """Most benign routing prompts (dev) one category may flag at its tuned threshold: 0.2 %."""
 C_DEFAULT = 32.0
@@ -114,6 +122,19 @@ def benign_windows(rows: Sequence[D.Example], window_chars: int) -> list[D.Examp
             windows = classifier_windows(e.text, window_chars)
             if len(windows) > 1:
                 out += [D.Example(w, e.dataset, e.targets, e.group, e.key) for w in windows]
+    return out
+
+
+def benign_prefixes(rows: Sequence[D.Example]) -> list[D.Example]:
+    """The first words of every third text of the ``WINDOWED`` sets, as extra benign rows:
+    the beginning of a benign text is benign, and the running score reads exactly that."""
+    out = []
+    for i, e in enumerate(rows):
+        if e.dataset not in WINDOWED or i % 3 != 1:
+            continue
+        ends = [m.end() for m in re.finditer(r"\s*\S+", e.text)]
+        cuts = {ends[k - 1] for k in PREFIX_WORDS if k < len(ends)} | {c for c in PREFIX_CHARS if c < len(e.text)}
+        out += [D.Example(e.text[:cut], e.dataset, e.targets, e.group, e.key) for cut in sorted(cuts)]
     return out
 
 
@@ -196,6 +217,8 @@ def summary(train_rows: Sequence[D.Example], metrics: dict[str, Any], thresholds
         "dev_split": f"{D.DEV_SHARE:.0%} of each set by SHA-256 of the normalised text; XSTest completions 50% "
                      "by prompt; XSTest prompts whole",
         "window_rows": "stream windows of every third text of " + ", ".join(WINDOWED),
+        "prefix_rows": f"prefixes of {PREFIX_WORDS} words and {PREFIX_CHARS} characters of every third text "
+                       "of the same sets",
         "thresholds": {c: round(t, 4) for c, t in thresholds.items()},
         "dev_metrics": metrics,
         "versions": {"scikit-learn": sklearn.__version__, "numpy": np.__version__},
@@ -207,7 +230,7 @@ def train(data_dir: Path, out: Path, *, seed: int, C: float, window_chars: int =
     extractor = FeatureExtractor.create()
     train_rows, dev, hashes = load(data_dir)
     n_texts = len(train_rows)
-    train_rows = train_rows + benign_windows(train_rows, window_chars)
+    train_rows = train_rows + benign_windows(train_rows, window_chars) + benign_prefixes(train_rows)
     X = featurize([e.text for e in train_rows], extractor, "training rows")
     layers = fit(X, D.target_matrix(train_rows), row_weights(train_rows), C=C, seed=seed)
     scores = {name: window_scores(layers, [e.text for e in rows], extractor, window_chars=window_chars,

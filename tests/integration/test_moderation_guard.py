@@ -20,14 +20,14 @@ from backends.sim.guard import GuardSim
 from gateway.local_stack import DEMO_KEY, LOCAL_MODEL, TEAM_B_KEY
 from tests.conftest import ThreadedStack
 
-BORDERLINE = "Here is my honest answer. You ar"
-"""Scored 0.345 for hate by the shipped model: over half its 0.53 threshold, under it."""
+BORDERLINE = "Here is my honest answer. the migrants ar"
+"""Scored 0.445 for hate by the shipped model: over half its 0.57 threshold, under it."""
 BENIGN = "What is the capital of France?"
 
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ThreadedStack, GuardSim]]:
-    sim = GuardSim({"honest answer": ["S10"], "you ar": ["hate"]}).start()
+    sim = GuardSim({"honest answer": ["S10"], "migrants ar": ["hate"]}).start()
 
     def edit(document: dict[str, Any]) -> None:
         checks = {"categories": {"hate": {"action": "block"}}, "pii": {}}

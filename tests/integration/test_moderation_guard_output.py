@@ -20,8 +20,8 @@ from backends.sim.guard import GuardSim
 from gateway.local_stack import DEMO_KEY, LOCAL_MODEL, TEAM_B_KEY
 from tests.conftest import ThreadedStack
 
-BORDERLINE = ["Here is my ", "honest answer. ", "You ar"]
-"""Scored 0.345 for hate as one window by the shipped model (threshold 0.53, borderline from 0.265)."""
+BORDERLINE = ["Here is my ", "honest answer. the migr", "ants ar"]
+"""Scored 0.445 for hate as one window by the shipped model (threshold 0.57, borderline from 0.285)."""
 BENIGN = ["The capital of ", "France is Paris."]
 UNSAFE: dict[str, tuple[str, ...]] = {"honest answer": ("S10",)}
 """The guard's rule: Llama Guard's S10 (hate), OpenAI's ``hate``."""
@@ -96,7 +96,7 @@ def test_incremental_mode_holds_the_borderline_rest_for_the_guard(guarded: tuple
     try:
         # the opening scores clear and goes at once; the rest makes the running score
         # borderline, so it waits for the window's whole score, then for the guard
-        assert _stream(stack, TEAM_B_KEY, ["Here is my ", "honest answer. You ar"]) == ("Here is my ", "content_filter")
+        assert _stream(stack, TEAM_B_KEY, ["Here is my ", "honest answer. the migrants ar"]) == ("Here is my ", "content_filter")
     finally:
         sim.rules = {}
     assert sim.calls["moderations"] == before + 1

@@ -163,3 +163,17 @@ def test_models_of_another_spec_shape_or_kind_are_refused(tmp_path: Path) -> Non
         save_model(model, str(tmp_path / name))
         with pytest.raises(ModerationModelError, match=message):
             ModerationClassifier.load(tmp_path / name)
+
+
+OPENINGS = ["I", " I", " I'm", "It", "The", "It is", "Here", "Here are som", "Sure", "Yes,", "To", "You"]
+"""How answers begin (the first words of XSTest's safe answers the old model held most often)."""
+
+
+def test_the_running_score_of_an_answers_first_words_is_clear(classifier: ModerationClassifier) -> None:
+    # incremental mode releases text only while its running score is under release_below (0.5)
+    # times every threshold; trained without prefixes, "The" scored harassment 1.0, "It is" hate 1.0
+    bars = np.array([0.5 * classifier.thresholds[c] for c in CATEGORIES])
+    scores = classifier.scores(OPENINGS)
+    held = [(text, CATEGORIES[int(k)]) for text, row in zip(OPENINGS, scores, strict=True)
+            for k in np.flatnonzero(row >= bars)]
+    assert held == []
