@@ -191,32 +191,38 @@ def leak(texts: int = 300, seed: int = 7) -> dict[str, dict[str, float]]:
     return out
 
 
-def answers(data: Path, count: int, tokens: int) -> list[list[str]]:
-    """Benign model answers (XSTest completions labelled safe), each cut into ``tokens`` words
-    with their leading space: what a real model streams, not the simulator's word salad."""
+def safe_answers(data: Path) -> list[str]:
+    """XSTest's model answers labelled safe, from its dev split only (by prompt, as the
+    classifier's training splits it): the classifier never trained on them, whole or cut."""
     import gzip
+
+    from policies.moderation import data as D
+
+    share = D.SETS["mod_xstest_completions"].dev_share
+    with gzip.open(D.set_path(data, "mod_xstest_completions"), "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    return [r["text"] for r in rows if r.get("label") == 0 and D.is_dev(str(r["xstest_prompt_id"]), share)]
+
+
+def answers(data: Path, count: int, tokens: int) -> list[list[str]]:
+    """Benign model answers (``safe_answers``), each cut into ``tokens`` words with their
+    leading space: what a real model streams, not the simulator's word salad."""
     import re
 
-    with gzip.open(data / "mod_xstest_completions" / "train.jsonl.gz", "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f]
-    texts = [r["text"] for r in rows if r.get("label") == 0]
-    out = [re.findall(r"\s*\S+", t)[:tokens] for t in texts]
+    out = [re.findall(r"\s*\S+", t)[:tokens] for t in safe_answers(data)]
     return [pieces for pieces in out if len(pieces) == tokens][:count]
 
 
 def holdback(data: Path, texts: int = 300) -> dict[str, dict[str, float]]:
-    """``incremental`` on real model answers (XSTest completions, labelled safe), split into
-    words with their leading space as tokens: characters held after each token, per
-    ``release_below``, and with e-mail addresses redacted."""
-    import gzip
+    """``incremental`` on real model answers (``safe_answers``), split into words with their
+    leading space as tokens: characters held after each token, per ``release_below``, and with
+    e-mail addresses redacted."""
     import re
 
     from policies.moderation import ModerationClassifier, ModerationConfig, Moderator
 
     classifier = ModerationClassifier.load()
-    with gzip.open(data / "mod_xstest_completions" / "train.jsonl.gz", "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f]
-    answers = [r["text"] for r in rows if r.get("label") == 0][:texts]
+    answers = safe_answers(data)[:texts]
     out: dict[str, dict[str, float]] = {}
     for name, output in (("0.5", {}), ("0.75", {"release_below": 0.75}), ("1.0", {"release_below": 1.0}),
                          ("0.5, e-mail redacted", {"pii": EMAIL_REDACTED})):
