@@ -193,15 +193,20 @@ def leak(texts: int = 300, seed: int = 7) -> dict[str, dict[str, float]]:
 
 def safe_answers(data: Path) -> list[str]:
     """XSTest's model answers labelled safe, from its dev split only (by prompt, as the
-    classifier's training splits it): the classifier never trained on them, whole or cut."""
+    classifier's training splits it): the classifier never trained on them, whole or cut.
+    Shuffled with a fixed seed: the file is grouped by model, so the first 120 were all GPT-4's
+    and a short run measured one model's way of opening an answer."""
     import gzip
+    import random
 
     from policies.moderation import data as D
 
     share = D.SETS["mod_xstest_completions"].dev_share
     with gzip.open(D.set_path(data, "mod_xstest_completions"), "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
-    return [r["text"] for r in rows if r.get("label") == 0 and D.is_dev(str(r["xstest_prompt_id"]), share)]
+    texts = [r["text"] for r in rows if r.get("label") == 0 and D.is_dev(str(r["xstest_prompt_id"]), share)]
+    random.Random(0).shuffle(texts)
+    return texts
 
 
 def answers(data: Path, count: int, tokens: int) -> list[list[str]]:
