@@ -16,7 +16,7 @@ from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 
 from backends.circuit import CircuitBreakerConfig
 from backends.config import StrictModel
-from backends.discovery import DiscoveryConfig
+from backends.discovery_config import DiscoveryConfig
 from policies.bounds_config import BoundsConfig
 from policies.canary.config import CanaryConfig
 from policies.limits_config import (

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from backends.discovery import DnsDiscoveryConfig, KubernetesDiscoveryConfig
+from backends.discovery_config import DnsDiscoveryConfig, KubernetesDiscoveryConfig
 from policies.document import SGLangBackendConfig
 from policies.loader import parse_policy
 
