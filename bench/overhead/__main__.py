@@ -248,13 +248,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cli_startup(repeat: int = 7) -> dict[str, Any]:
-    """Wall time of ``switchyard --help`` and ``switchyard keys hash`` (median of ``repeat``).
+    """Wall time of CLI commands that do not serve (median of ``repeat``): ``--help``,
+    ``keys hash``, and ``policy check`` / ``policy diff`` of the example policy.
 
     Each is a new process, as an operator runs it; the first run warms the page cache and is
     not counted.
     """
+    example = str(REPO / "examples" / "policy.yaml")
     commands = {"switchyard --help": [bin_path("switchyard"), "--help"],
-                "switchyard keys hash x": [bin_path("switchyard"), "keys", "hash", "x"]}
+                "switchyard keys hash x": [bin_path("switchyard"), "keys", "hash", "x"],
+                "switchyard policy check examples/policy.yaml": [bin_path("switchyard"), "policy", "check", example],
+                "switchyard policy diff examples/policy.yaml examples/policy.yaml":
+                    [bin_path("switchyard"), "policy", "diff", example, example]}
     out: dict[str, Any] = {}
     for label, argv in commands.items():
         times = []
