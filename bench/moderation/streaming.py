@@ -6,8 +6,10 @@ on the other core with this load generator. The policy has five models on that w
 same in all but output moderation: off, ``incremental``, ``buffered``, ``async`` (the shipped
 classifier and the default checks), and ``incremental`` with e-mail addresses redacted; input
 moderation off so only the output side differs. A stream starts every ``1 / rate`` seconds, the
-models in turn, so all share one run and one machine state. Each stream asks for ``--tokens`` tokens of the simulator's benign
-words.
+models in turn, so all share one run and one machine state. Each stream is ``--tokens`` tokens:
+with ``--text answers`` (the default) the first words of one of XSTest's safe model answers
+from the classifier's dev split (``safe_answers``), each word with its leading space a token;
+with ``--text sim`` the simulator's own benign words.
 
 Per mode: time to first *visible* token (the first SSE chunk whose delta carries text, as a
 client shows it) and inter-token latency (gaps between chunks with text), p50 and p99, and the
