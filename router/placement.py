@@ -36,7 +36,8 @@ class PlacementStore(Protocol):
         ...
 
     async def starts_elsewhere(self) -> list[tuple[str, str]]:
-        """The ``(group, worker_id)`` starts other replicas published since the last call."""
+        """The ``(group, worker_id)`` starts other replicas published since the last call;
+        calls that overlap return each start once, to one of them."""
         ...
 
 

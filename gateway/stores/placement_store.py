@@ -42,6 +42,11 @@ class RedisPlacementStore:
         self._origin = uuid.uuid4().hex[:12]
         self._cursor: str | None = None
         self._failing = False
+        # concurrent catch-ups read one after another from the cursor the last read left, so
+        # each start is returned once; a caller whom a read begun after it arrived has covered
+        # reads nothing (a burst of new conversations costs two reads, not one each)
+        self._reading = asyncio.Lock()
+        self._reads_started = 0
 
     async def publish_start(self, group: str, worker_id: str) -> None:
         try:
@@ -52,6 +57,14 @@ class RedisPlacementStore:
             self._failed(exc)
 
     async def starts_elsewhere(self) -> list[tuple[str, str]]:
+        arrived = self._reads_started
+        async with self._reading:
+            if self._reads_started > arrived:  # a read begun since (and done) returned them
+                return []
+            self._reads_started += 1
+            return await self._read_starts()
+
+    async def _read_starts(self) -> list[tuple[str, str]]:
         try:
             if self._cursor is None:  # joining: the recent starts, newest 1,000, oldest first
                 reply = await asyncio.wait_for(

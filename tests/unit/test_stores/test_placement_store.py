@@ -80,6 +80,28 @@ async def test_replicas_see_each_others_starts_not_their_own() -> None:
         await client.aclose()
 
 
+async def test_concurrent_catch_ups_return_each_start_once() -> None:
+    # a replica places many new conversations at once: each asks for the others' starts before
+    # it picks, and each start must be counted once on its line, or the replicas' lines drift
+    client = await connect_or_skip()
+    pool = f"test-{uuid.uuid4().hex[:8]}"
+    try:
+        a, b = RedisPlacementStore(client, pool), RedisPlacementStore(client, pool)
+        for i in range(5):
+            await b.publish_start(f"{i:04x}", "pool/1")
+        first = await asyncio.gather(*(a.starts_elsewhere() for _ in range(4)))  # joining
+        assert sorted(s for got in first for s in got) == [(f"{i:04x}", "pool/1") for i in range(5)]
+        for i in range(5, 8):
+            await b.publish_start(f"{i:04x}", "pool/2")
+        later = await asyncio.gather(*(a.starts_elsewhere() for _ in range(6)))
+        assert sorted(s for got in later for s in got) == [(f"{i:04x}", "pool/2") for i in range(5, 8)]
+        await b.publish_start("0100", "pool/3")
+        assert await a.starts_elsewhere() == [("0100", "pool/3")]
+    finally:
+        await client.delete(f"switchyard:line:{{{pool}}}")
+        await client.aclose()
+
+
 async def test_the_memory_starts_log_stays_bounded_and_views_read_what_others_published() -> None:
     alone = MemoryPlacementStore(max_entries=3)
     await alone.publish_start("g", "w0")
