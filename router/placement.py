@@ -40,6 +40,11 @@ class PlacementStore(Protocol):
         calls that overlap return each start once, to one of them."""
         ...
 
+    async def record(self, placement: tuple[str, str] | None, start: tuple[str, str] | None) -> None:
+        """What one routing decision writes: ``put(*placement)`` and ``publish_start(*start)``,
+        each if given, in one round trip where the store has round trips."""
+        ...
+
 
 def placement_key(request: RoutingRequest) -> str:
     """The conversation's identity, the same on every replica: its sticky key and head."""
@@ -102,6 +107,12 @@ class MemoryPlacementStore:
 
     async def get(self, key: str) -> str | None:
         return self._entries.get(key)
+
+    async def record(self, placement: tuple[str, str] | None, start: tuple[str, str] | None) -> None:
+        if placement is not None:
+            await self.put(*placement)
+        if start is not None:
+            await self.publish_start(*start)
 
     async def put(self, key: str, address: str) -> None:
         self._entries[key] = address

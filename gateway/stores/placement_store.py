@@ -49,12 +49,26 @@ class RedisPlacementStore:
         self._reads_started = 0
 
     async def publish_start(self, group: str, worker_id: str) -> None:
+        await self.record(None, (group, worker_id))
+
+    async def record(self, placement: tuple[str, str] | None, start: tuple[str, str] | None) -> None:
+        """The placement's SET and the start's XADD in one pipeline (both keys carry the pool's
+        hash tag, so a Redis Cluster sends them to one node): a new conversation paid two
+        round trips for them."""
+        if placement is None and start is None:
+            return
         try:
-            await asyncio.wait_for(self._client.xadd(
-                self._stream, {"g": group, "w": worker_id, "o": self._origin},
-                maxlen=self._max_starts, approximate=True), self._timeout_s)
-        except Exception as exc:  # noqa: BLE001 - the others' lines miss one start
+            async with self._client.pipeline(transaction=False) as pipe:
+                if placement is not None:
+                    pipe.set(self._prefix + placement[0], placement[1], px=self._ttl_ms)
+                if start is not None:
+                    pipe.xadd(self._stream, {"g": start[0], "w": start[1], "o": self._origin},
+                              maxlen=self._max_starts, approximate=True)
+                await asyncio.wait_for(pipe.execute(), self._timeout_s)
+        except Exception as exc:  # noqa: BLE001 - another replica places it by its own line
             self._failed(exc)
+        else:
+            self._failing = False
 
     async def starts_elsewhere(self) -> list[tuple[str, str]]:
         arrived = self._reads_started
@@ -101,12 +115,7 @@ class RedisPlacementStore:
         return value if isinstance(value, str) else None
 
     async def put(self, key: str, address: str) -> None:
-        try:
-            await asyncio.wait_for(self._client.set(self._prefix + key, address, px=self._ttl_ms), self._timeout_s)
-        except Exception as exc:  # noqa: BLE001 - another replica will place it by its own line
-            self._failed(exc)
-        else:
-            self._failing = False
+        await self.record((key, address), None)
 
     def _failed(self, exc: BaseException) -> None:
         if not self._failing:

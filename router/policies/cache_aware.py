@@ -215,9 +215,9 @@ class CacheAware(BasePolicy):
                      scores: dict[str, float], group: bytes | None) -> Selection:
         """Record the pick. ``group``: set when the line placed the request (rule 3)."""
         config = self._config
-        if reason not in _FOLLOWED:
-            # a new conversation placed, or one moved: the other replicas must follow it
-            await self._placements.put(placement_key(request), worker.address)
+        # a new conversation placed, or one moved: the other replicas must follow it
+        placement = (placement_key(request), worker.address) if reason not in _FOLLOWED else None
+        start: tuple[str, str] | None = None
         if worker.capacity_tokens:
             blocks = int(worker.capacity_tokens * config.chars_per_token) // config.block_chars
             self._index.set_limit(worker.id, blocks)
@@ -229,7 +229,8 @@ class CacheAware(BasePolicy):
             # start was counted by its first attempt (on the worker that failed it)
             self._line.count(group, worker.id)
             if len(request.prompt) <= request.head_chars:  # a start: the other replicas count it too
-                await self._placements.publish_start(group.hex(), worker.id)
+                start = (group.hex(), worker.id)
+        await self._placements.record(placement, start)
         # optimistic: the worker will hold the prompt once it has prefilled it
         self._index.insert(worker.id, keys)
         return Selection(worker, reason=reason, scores=scores)

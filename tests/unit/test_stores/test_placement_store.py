@@ -39,6 +39,14 @@ async def test_a_placement_is_read_back_and_replaced(store: PlacementStore) -> N
     assert await store.get("conv-a") == "http://10.0.0.2:30000"
 
 
+async def test_a_routing_decision_is_recorded_in_one_call(store: PlacementStore) -> None:
+    await store.record(("conv-b", "http://10.0.0.3:30000"), ("0b0b", "pool/3"))
+    await store.record(None, None)  # nothing decided: nothing written
+    assert await store.get("conv-b") == "http://10.0.0.3:30000"
+    await store.record(("conv-b", "http://10.0.0.4:30000"), None)  # moved, not a start
+    assert await store.get("conv-b") == "http://10.0.0.4:30000"
+
+
 async def test_placements_expire() -> None:
     client = await connect_or_skip()
     try:
@@ -67,7 +75,8 @@ async def test_replicas_see_each_others_starts_not_their_own() -> None:
     try:
         a, b = RedisPlacementStore(client, pool), RedisPlacementStore(client, pool)
         assert await a.starts_elsewhere() == [] and await b.starts_elsewhere() == []
-        await a.publish_start("0a0b", "pool/1")
+        await a.record(("conv", "http://10.0.0.1:30000"), ("0a0b", "pool/1"))  # one pipeline
+        assert await b.get("conv") == "http://10.0.0.1:30000"
         await b.publish_start("0c0d", "pool/2")
         await a.publish_start("0e0f", "pool/3")
         assert await b.starts_elsewhere() == [("0a0b", "pool/1"), ("0e0f", "pool/3")]
