@@ -16,6 +16,7 @@ response ends, whichever way it ends.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -34,6 +35,8 @@ from gateway.response_cache import replay
 from gateway.stream_tally import StreamTally
 from gateway.telemetry import RequestRecord, finish_reasons
 from router.isolation import without_cached_tokens
+
+log = logging.getLogger("switchyard.gateway")
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -135,7 +138,10 @@ async def encoded(chunks: AsyncIterator[Any], encoder: StreamEncoder, lease: Str
             if data:
                 yield data
         if lease.tally.complete:  # not cut by moderation: routing and the cache may learn from it
-            await on_done(lease.tally)
+            try:
+                await on_done(lease.tally)
+            except Exception:  # bookkeeping must not cost the client the end of what it has whole
+                log.exception("after a whole stream: the cache write or routing's outcome failed")
         yield encoder.done()
     except SwitchyardError as exc:
         # after the first byte nothing can be retried: end with the error the door's SDK raises

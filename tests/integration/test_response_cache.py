@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -68,6 +69,23 @@ def test_a_streamed_answer_is_cached_for_plain_requests(cached_stack: ThreadedSt
     state, streamed = ask(cached_stack, messages=prompt, seed=5, stream=True)
     assert state == "miss"
     assert ask(cached_stack, messages=prompt, seed=5) == ("hit", streamed)
+
+
+def test_a_cache_write_that_raises_still_ends_the_stream(cached_stack: ThreadedStack,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # the write runs before the end marker (so a repeat finds it): a fault in it must not cost
+    # the client the end of an answer it already has whole
+    async def broken(key: str, response: object) -> None:
+        raise RuntimeError("a fault in the cache write")
+
+    for cache in cached_stack.stack.app.state.gateway.runtime.response_caches.values():
+        monkeypatch.setattr(cache, "put", broken)
+    body = {"model": LOCAL_MODEL, "messages": messages(), "seed": 5, "max_tokens": 12, "stream": True}
+    with httpx.stream("POST", cached_stack.url + "/v1/chat/completions", json=body, timeout=30,
+                      headers={"authorization": f"Bearer {DEMO_KEY}"}) as response:
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert response.status_code == 200 and events[-1] == "data: [DONE]"
+    assert any('"content"' in e for e in events[:-1])
 
 
 def test_tenants_never_share_entries(cached_stack: ThreadedStack) -> None:
