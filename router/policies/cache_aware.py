@@ -230,7 +230,8 @@ class CacheAware(BasePolicy):
             self._line.count(group, worker.id)
             if len(request.prompt) <= request.head_chars:  # a start: the other replicas count it too
                 start = (group.hex(), worker.id)
-        await self._placements.record(placement, start)
+        if placement is not None or start is not None:  # a later turn where it was: nothing to tell
+            await self._placements.record(placement, start)
         # optimistic: the worker will hold the prompt once it has prefilled it
         self._index.insert(worker.id, keys)
         return Selection(worker, reason=reason, scores=scores)
