@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import redis.asyncio as redis
@@ -15,20 +16,32 @@ from router.placement import MemoryPlacementStore, PlacementStore
 from tests.redis_support import connect_or_skip
 
 
+@asynccontextmanager
+async def _own_pool() -> AsyncIterator[tuple[redis.Redis, str]]:
+    """A real Redis and a pool name of its own; the pool's placements and starts go after."""
+    client = await connect_or_skip()
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    try:
+        yield client, name
+    finally:
+        keys = [k async for k in client.scan_iter(f"switchyard:placement:{{{name}}}:*")]
+        await client.delete(*keys, f"switchyard:line:{{{name}}}")
+        await client.aclose()
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[tuple[redis.Redis, str]]:
+    async with _own_pool() as own:
+        yield own
+
+
 @pytest.fixture(params=["memory", "redis"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[PlacementStore]:
     if request.param == "memory":
         yield MemoryPlacementStore(max_entries=3)
         return
-    client = await connect_or_skip()
-    pool = f"test-{uuid.uuid4().hex[:8]}"
-    try:
-        yield RedisPlacementStore(client, pool, ttl_s=60)
-    finally:
-        keys = [k async for k in client.scan_iter(f"switchyard:placement:{{{pool}}}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+    async with _own_pool() as (client, name):
+        yield RedisPlacementStore(client, name, ttl_s=60)
 
 
 async def test_a_placement_is_read_back_and_replaced(store: PlacementStore) -> None:
@@ -69,46 +82,36 @@ async def test_an_unreachable_redis_is_unknown_not_an_error() -> None:
     await client.aclose()
 
 
-async def test_replicas_see_each_others_starts_not_their_own() -> None:
-    client = await connect_or_skip()
-    pool = f"test-{uuid.uuid4().hex[:8]}"
-    try:
-        a, b = RedisPlacementStore(client, pool), RedisPlacementStore(client, pool)
-        assert await a.starts_elsewhere() == [] and await b.starts_elsewhere() == []
-        await a.record(("conv", "http://10.0.0.1:30000"), ("0a0b", "pool/1"))  # one pipeline
-        assert await b.get("conv") == "http://10.0.0.1:30000"
-        await b.publish_start("0c0d", "pool/2")
-        await a.publish_start("0e0f", "pool/3")
-        assert await b.starts_elsewhere() == [("0a0b", "pool/1"), ("0e0f", "pool/3")]
-        assert await b.starts_elsewhere() == [], "each start once"
-        assert await a.starts_elsewhere() == [("0c0d", "pool/2")]
-        late = RedisPlacementStore(client, pool)  # started mid-traffic: the recent starts first
-        assert await late.starts_elsewhere() == [("0a0b", "pool/1"), ("0c0d", "pool/2"), ("0e0f", "pool/3")]
-    finally:
-        await client.delete(f"switchyard:line:{{{pool}}}")
-        await client.aclose()
+async def test_replicas_see_each_others_starts_not_their_own(pool: tuple[redis.Redis, str]) -> None:
+    client, name = pool
+    a, b = RedisPlacementStore(client, name), RedisPlacementStore(client, name)
+    assert await a.starts_elsewhere() == [] and await b.starts_elsewhere() == []
+    await a.record(("conv", "http://10.0.0.1:30000"), ("0a0b", "pool/1"))  # one pipeline
+    assert await b.get("conv") == "http://10.0.0.1:30000"
+    await b.publish_start("0c0d", "pool/2")
+    await a.publish_start("0e0f", "pool/3")
+    assert await b.starts_elsewhere() == [("0a0b", "pool/1"), ("0e0f", "pool/3")]
+    assert await b.starts_elsewhere() == [], "each start once"
+    assert await a.starts_elsewhere() == [("0c0d", "pool/2")]
+    late = RedisPlacementStore(client, name)  # started mid-traffic: the recent starts first
+    assert await late.starts_elsewhere() == [("0a0b", "pool/1"), ("0c0d", "pool/2"), ("0e0f", "pool/3")]
 
 
-async def test_concurrent_catch_ups_return_each_start_once() -> None:
+async def test_concurrent_catch_ups_return_each_start_once(pool: tuple[redis.Redis, str]) -> None:
     # a replica places many new conversations at once: each asks for the others' starts before
     # it picks, and each start must be counted once on its line, or the replicas' lines drift
-    client = await connect_or_skip()
-    pool = f"test-{uuid.uuid4().hex[:8]}"
-    try:
-        a, b = RedisPlacementStore(client, pool), RedisPlacementStore(client, pool)
-        for i in range(5):
-            await b.publish_start(f"{i:04x}", "pool/1")
-        first = await asyncio.gather(*(a.starts_elsewhere() for _ in range(4)))  # joining
-        assert sorted(s for got in first for s in got) == [(f"{i:04x}", "pool/1") for i in range(5)]
-        for i in range(5, 8):
-            await b.publish_start(f"{i:04x}", "pool/2")
-        later = await asyncio.gather(*(a.starts_elsewhere() for _ in range(6)))
-        assert sorted(s for got in later for s in got) == [(f"{i:04x}", "pool/2") for i in range(5, 8)]
-        await b.publish_start("0100", "pool/3")
-        assert await a.starts_elsewhere() == [("0100", "pool/3")]
-    finally:
-        await client.delete(f"switchyard:line:{{{pool}}}")
-        await client.aclose()
+    client, name = pool
+    a, b = RedisPlacementStore(client, name), RedisPlacementStore(client, name)
+    for i in range(5):
+        await b.publish_start(f"{i:04x}", "pool/1")
+    first = await asyncio.gather(*(a.starts_elsewhere() for _ in range(4)))  # joining
+    assert sorted(s for got in first for s in got) == [(f"{i:04x}", "pool/1") for i in range(5)]
+    for i in range(5, 8):
+        await b.publish_start(f"{i:04x}", "pool/2")
+    later = await asyncio.gather(*(a.starts_elsewhere() for _ in range(6)))
+    assert sorted(s for got in later for s in got) == [(f"{i:04x}", "pool/2") for i in range(5, 8)]
+    await b.publish_start("0100", "pool/3")
+    assert await a.starts_elsewhere() == [("0100", "pool/3")]
 
 
 async def test_the_memory_starts_log_stays_bounded_and_views_read_what_others_published() -> None:
