@@ -123,10 +123,10 @@ class InputChecks(CheckSet):
     """Message roles whose text is checked. Add ``tool`` to check tool results, ``system`` for
     tenants whose users write system prompts."""
     send_while_checking: SendWhileChecking = "self_hosted"
-    """Whether a long request (over 2,000 characters of checked text, which is checked in a
-    worker thread: ~40 ms for 8,000 tokens) goes upstream while its checks run, its answer held
-    until they pass, so the checks overlap the model's prefill instead of adding to the time to
-    first token. A request they block is then answered 400 as before and its upstream request
+    """Whether a request goes upstream while its checks run, its answer held until they pass,
+    so the checks overlap the model's prefill instead of adding to the time to first token (a
+    long input's checks run in a worker thread: ~40 ms for 8,000 tokens; a short one's on the
+    loop once the request is written). A request they block is then answered 400 as before and its upstream request
     stopped (a stream is closed; a whole answer is dropped unseen). ``self_hosted``: only when
     every deployment of the model is an SGLang pool (a blocked prompt reaches only the
     operator's own workers); ``always``: for external APIs too (a blocked prompt has then been

@@ -1,15 +1,16 @@
-"""A long request goes upstream while its input checks run (``gateway/input_screen.py``).
+"""A request goes upstream while its input checks run (``gateway/input_screen.py``).
 
 Through the real endpoint with the openai SDK (and the anthropic one for its door), on SGLang
-simulators: a long prompt that the
-checks block is still a 400, answered as soon as the checks fail (not when the worker's first
-token comes), and its upstream request is stopped; a benign one is answered as usual. Nothing
-leaves before the checks when the policy says ``never``, when a rule redacts input, or when a
-deployment of the model is an external API (the default ``self_hosted``).
+simulators: a prompt that the checks block, long or short, is still a 400, answered as soon as
+the checks fail (not when the worker's first token comes), and its upstream request is
+stopped; a benign one is answered as usual. Nothing leaves before the checks when the policy
+says ``never``, when a rule redacts input, or when a deployment of the model is an external API
+(the default ``self_hosted``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,9 @@ import anthropic
 import openai
 import pytest
 
+from gateway import input_screen
 from gateway.local_stack import DEMO_KEY, LOCAL_MODEL, OPENAI_MODEL
+from gateway.moderation import check_request
 from tests.conftest import ThreadedStack
 
 BLOCKED = "forbidden launch codes"
@@ -76,14 +79,41 @@ def test_a_blocked_long_prompt_is_refused_when_its_checks_fail_and_its_upstream_
             extra_body=SLOW_FIRST_TOKEN)
     took = time.perf_counter() - started
     assert caught.value.body["code"] == "content_policy_violation"  # type: ignore[index]
-    assert prompt in _sent_upstream(overlapping)  # it went upstream while it was checked
+    _assert_sent_then_stopped(overlapping, prompt, started, took, cancelled)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_short_blocked_prompt_goes_upstream_while_it_is_checked_and_is_stopped(
+        overlapping: ThreadedStack, monkeypatch: pytest.MonkeyPatch, stream: bool) -> None:
+    # a short input's checks take a fraction of a millisecond on the loop; held 300 ms here
+    # (the stack serves from this process), the worker must still have the request first
+    async def slow_check(*args: Any) -> Any:
+        await asyncio.sleep(0.3)
+        return await check_request(*args)
+
+    monkeypatch.setattr(input_screen, "check_request", slow_check)
+    prompt = f"short one: {BLOCKED} ({stream})"
+    cancelled = _sim_cancelled(overlapping)
+    started = time.perf_counter()
+    with pytest.raises(openai.BadRequestError) as caught:
+        _client(overlapping).chat.completions.create(
+            model=LOCAL_MODEL, stream=stream, messages=[{"role": "user", "content": prompt}],
+            extra_body=SLOW_FIRST_TOKEN)
+    took = time.perf_counter() - started
+    assert caught.value.body["code"] == "content_policy_violation"  # type: ignore[index]
+    _assert_sent_then_stopped(overlapping, prompt, started, took, cancelled)
+
+
+def _assert_sent_then_stopped(stack: ThreadedStack, prompt: str, started: float, took: float,
+                              cancelled: int) -> None:
+    assert prompt in _sent_upstream(stack)  # it went upstream while it was checked
     # refused when the checks failed, not when the worker's first token came (4 s later)
     assert took < 3.0, f"the 400 took {took:.2f} s"
     # the worker stopped before its first token: the gateway closed its request
     deadline = started + 3.0
-    while _sim_cancelled(overlapping) == cancelled and time.perf_counter() < deadline:
+    while _sim_cancelled(stack) == cancelled and time.perf_counter() < deadline:
         time.sleep(0.05)
-    assert _sim_cancelled(overlapping) == cancelled + 1
+    assert _sim_cancelled(stack) == cancelled + 1
 
 
 def test_a_benign_long_prompt_is_answered(overlapping: ThreadedStack) -> None:
@@ -116,15 +146,9 @@ def test_the_anthropic_and_responses_doors_refuse_an_overlapped_block_in_their_o
     assert prompt in _sent_upstream(overlapping)
 
 
-def test_a_short_blocked_prompt_never_leaves(overlapping: ThreadedStack) -> None:
-    prompt = f"short one: {BLOCKED}"
-    with pytest.raises(openai.BadRequestError):
-        _client(overlapping).chat.completions.create(model=LOCAL_MODEL, messages=[{"role": "user", "content": prompt}])
-    assert prompt not in _sent_upstream(overlapping)
-
-
-def test_an_external_deployment_gets_nothing_before_the_checks(overlapping: ThreadedStack) -> None:
-    prompt = f"{LONG} {BLOCKED} for the hosted model"
+@pytest.mark.parametrize("length", ["short", "long"])
+def test_an_external_deployment_gets_nothing_before_the_checks(overlapping: ThreadedStack, length: str) -> None:
+    prompt = f"{LONG if length == 'long' else 'short one:'} {BLOCKED} for the hosted model"
     with pytest.raises(openai.BadRequestError):
         _client(overlapping).chat.completions.create(model=OPENAI_MODEL, messages=[{"role": "user", "content": prompt}])
     received = overlapping.sim_requests(overlapping.stack.openai.url)
@@ -136,10 +160,11 @@ def test_nothing_leaves_first_when_the_policy_says_never_or_input_is_redacted(
         tmp_path_factory: pytest.TempPathFactory, mode: str, redact: bool) -> None:
     stack = ThreadedStack(tmp_path_factory.mktemp(f"no-overlap-{mode}"), edit_policy=_policy(mode, redact=redact))
     try:
-        prompt = f"{LONG} {BLOCKED} ({mode})"
-        with pytest.raises(openai.BadRequestError):
-            _client(stack).chat.completions.create(model=LOCAL_MODEL, stream=True,
-                                                   messages=[{"role": "user", "content": prompt}])
-        assert prompt not in _sent_upstream(stack)
+        for text in (LONG, "short one:"):
+            prompt = f"{text} {BLOCKED} ({mode})"
+            with pytest.raises(openai.BadRequestError):
+                _client(stack).chat.completions.create(model=LOCAL_MODEL, stream=True,
+                                                       messages=[{"role": "user", "content": prompt}])
+            assert prompt not in _sent_upstream(stack)
     finally:
         stack.close()

@@ -129,15 +129,14 @@ def test_incremental_mode_streams_text_as_it_comes_and_measures_what_the_client_
 def test_a_blocked_request_is_a_400_naming_the_category_not_the_text(
         moderated: tuple[ThreadedStack, io.StringIO]) -> None:
     stack, access = moderated
-    before = len(stack.sim_requests(stack.stack.sglang[0].url)) + len(stack.sim_requests(stack.stack.sglang[1].url))
     with pytest.raises(openai.BadRequestError) as caught:
         _client(stack).chat.completions.create(
             model=LOCAL_MODEL, messages=[{"role": "user", "content": "Send me the Forbidden  Launch Codes now"}])
     error = caught.value.body
     assert error["code"] == "content_policy_violation"  # type: ignore[index]
     assert "blocked term" in error["message"] and "launch" not in error["message"].lower()  # type: ignore[index]
-    after = len(stack.sim_requests(stack.stack.sglang[0].url)) + len(stack.sim_requests(stack.stack.sglang[1].url))
-    assert after == before  # never sent upstream
+    # (whether it reached the operator's own workers first is send_while_checking's:
+    # tests/integration/test_input_overlap.py)
     assert "Launch Codes" not in access.getvalue()
 
 
