@@ -41,6 +41,7 @@ from bench.overhead.runner import (
     LONG_STREAM_8K,
     PREFILL_CHAT_8K,
     PREFILL_PROMPT_8K,
+    R25,
     R50_STREAM200,
     R200,
     R200_STREAM,
@@ -62,6 +63,8 @@ SECTIONS = ("gateway", "policies", "long", "prefill", "floor", "server", "profil
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 """Where the production-on-Redis cells keep limits and budgets (a database of its own)."""
 LOAD_ORDER = (C32, C32_STREAM, R200, R200_STREAM)
+POLICY_ORDER = (R25,)
+"""Section ``policies`` also: a request's added latency when requests are far apart."""
 LONG_ORDER = (R50_STREAM200, *LONG_PROMPTS, LONG_STREAM_8K)
 """Section ``long``: per-chunk streaming cost and cost against prompt length, bare and production."""
 PREFILL_ORDER = (PREFILL_PROMPT_8K, PREFILL_CHAT_8K)
@@ -85,6 +88,7 @@ def plan(sections: set[str], targets: set[str]) -> list[tuple[str, Load]]:
         # issue 17: the production policy beside the bare one, on the same floor, same run
         prod = ("gateway", "gateway_prod", "gateway_prod_redis")
         wanted |= {(t, load.name) for t in ("direct", *prod) for load in LOAD_ORDER}
+        wanted |= {(t, load.name) for t in ("direct", "gateway", "gateway_prod") for load in POLICY_ORDER}
         wanted |= {("floor_aiohttp", "c32"), ("floor_aiohttp", "r200")} & {(t, l) for t in targets for l in ("c32", "r200")}
     if "long" in sections:
         wanted |= {(t, load.name) for t in ("direct", "gateway", "gateway_prod") for load in LONG_ORDER}
@@ -96,7 +100,7 @@ def plan(sections: set[str], targets: set[str]) -> list[tuple[str, Load]]:
         wanted |= {("direct", "r200")}
     order = ["direct", "gateway", "gateway_prod", "gateway_prod_redis", "gateway_granian",
              *(f"floor_{c}" for c in CLIENTS)]
-    return [(t, load) for load in (*LOAD_ORDER, *LONG_ORDER, *PREFILL_ORDER) for t in order
+    return [(t, load) for load in (*LOAD_ORDER, *POLICY_ORDER, *LONG_ORDER, *PREFILL_ORDER) for t in order
             if (t, load.name) in wanted]
 
 

@@ -27,8 +27,10 @@ LABELS = {
 }
 
 
-LATENCY_ROWS = (("r200", "latency_ms"), ("r200_stream", "ttft_ms"), ("r200_stream", "latency_ms"))
-"""(load, measure) pairs compared with going direct: latency, and streaming TTFT and last byte."""
+LATENCY_ROWS = (("r200", "latency_ms"), ("r200_stream", "ttft_ms"), ("r200_stream", "latency_ms"),
+                ("r25", "latency_ms"))
+"""(load, measure) pairs compared with going direct: latency, and streaming TTFT and last byte;
+latency again with requests far apart (25 req/s)."""
 
 
 def _median(values: Iterable[float | None]) -> float | None:
@@ -172,11 +174,12 @@ def _throughput_table(summary: dict[str, Any]) -> str:
 
 def _latency_table(summary: dict[str, Any]) -> str:
     cells = summary["cells"]
-    rows = [("| at 200 req/s (open loop) | target | direct p50 | p50 | added p50 | direct p99 | p99 "
+    rows = [("| open loop (200 req/s unless named) | target | direct p50 | p50 | added p50 | direct p99 | p99 "
              "| added p99 | CPU-s / 1k req | taken by others, core 0 / 1 |"),
             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     names = {"r200.latency_ms": "non-streaming, latency (ms)", "r200_stream.ttft_ms": "streaming, TTFT (ms)",
-             "r200_stream.latency_ms": "streaming, last byte (ms)"}
+             "r200_stream.latency_ms": "streaming, last byte (ms)",
+             "r25.latency_ms": "non-streaming at 25 req/s, latency (ms)"}
     for load, kind in LATENCY_ROWS:
         pair = cells.get(load, {})
         for target, (what, server, client) in LABELS.items():

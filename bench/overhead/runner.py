@@ -44,6 +44,9 @@ C32 = Load("c32", concurrency=32)
 C32_STREAM = Load("c32_stream", concurrency=32, stream=True)
 R200 = Load("r200", rate=200)
 R200_STREAM = Load("r200_stream", rate=200, stream=True)
+R25 = Load("r25", rate=25)
+"""Requests far apart (section ``policies``): what one request pays when nothing else is in
+flight and the process's caches have gone cold between requests, as at an idle hour."""
 R50_STREAM200 = Load("r50_stream200", rate=50, stream=True, max_tokens=200)
 """Issue 17's streaming cell: 50 streams/s of 200 tokens (CPU per relayed chunk)."""
 LONG_PROMPTS = tuple(Load(f"r20_prompt{n // 1000}k", rate=20, prompt_tokens=n) for n in (1_000, 8_000, 30_000))
