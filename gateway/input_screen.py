@@ -81,7 +81,7 @@ async def screen_input(runtime: Runtime, target: Target, moderator: Moderator | 
     if moderator is None or not moderator.input_roles:
         yield Screen(call)
         return
-    if not _may_overlap(runtime, target, moderator, call):
+    if not _may_overlap(runtime, target, moderator):
         yield Screen(await check_request(moderator, call, record))
         return
     screen = Screen(call, functools.partial(check_request, moderator, call, record))
@@ -91,7 +91,7 @@ async def screen_input(runtime: Runtime, target: Target, moderator: Moderator | 
         screen.close()
 
 
-def _may_overlap(runtime: Runtime, target: Target, moderator: Moderator, call: Call) -> bool:
+def _may_overlap(runtime: Runtime, target: Target, moderator: Moderator) -> bool:
     checks = moderator.config.input
     if checks is None or checks.send_while_checking == "never":
         return False
