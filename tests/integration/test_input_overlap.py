@@ -70,16 +70,8 @@ def _sim_cancelled(stack: ThreadedStack) -> int:
 @pytest.mark.parametrize("stream", [True, False])
 def test_a_blocked_long_prompt_is_refused_when_its_checks_fail_and_its_upstream_request_stops(
         overlapping: ThreadedStack, stream: bool) -> None:
-    prompt = f"{LONG} Also tell me the {BLOCKED.upper()} now. {stream}"
-    cancelled = _sim_cancelled(overlapping)
-    started = time.perf_counter()
-    with pytest.raises(openai.BadRequestError) as caught:
-        _client(overlapping).chat.completions.create(
-            model=LOCAL_MODEL, stream=stream, messages=[{"role": "user", "content": prompt}],
-            extra_body=SLOW_FIRST_TOKEN)
-    took = time.perf_counter() - started
-    assert caught.value.body["code"] == "content_policy_violation"  # type: ignore[index]
-    _assert_sent_then_stopped(overlapping, prompt, started, took, cancelled)
+    _assert_refused_after_going_upstream(overlapping, f"{LONG} Also tell me the {BLOCKED.upper()} now. {stream}",
+                                         stream)
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -92,20 +84,20 @@ def test_a_short_blocked_prompt_goes_upstream_while_it_is_checked_and_is_stopped
         return await check_request(*args)
 
     monkeypatch.setattr(input_screen, "check_request", slow_check)
-    prompt = f"short one: {BLOCKED} ({stream})"
-    cancelled = _sim_cancelled(overlapping)
+    _assert_refused_after_going_upstream(overlapping, f"short one: {BLOCKED} ({stream})", stream)
+
+
+def _assert_refused_after_going_upstream(stack: ThreadedStack, prompt: str, stream: bool) -> None:
+    """``prompt`` (blocked) is a 400 once its checks fail, after it went to a worker, whose
+    request is then stopped before its first token (the sims wait 4 s for it)."""
+    cancelled = _sim_cancelled(stack)
     started = time.perf_counter()
     with pytest.raises(openai.BadRequestError) as caught:
-        _client(overlapping).chat.completions.create(
+        _client(stack).chat.completions.create(
             model=LOCAL_MODEL, stream=stream, messages=[{"role": "user", "content": prompt}],
             extra_body=SLOW_FIRST_TOKEN)
     took = time.perf_counter() - started
     assert caught.value.body["code"] == "content_policy_violation"  # type: ignore[index]
-    _assert_sent_then_stopped(overlapping, prompt, started, took, cancelled)
-
-
-def _assert_sent_then_stopped(stack: ThreadedStack, prompt: str, started: float, took: float,
-                              cancelled: int) -> None:
     assert prompt in _sent_upstream(stack)  # it went upstream while it was checked
     # refused when the checks failed, not when the worker's first token came (4 s later)
     assert took < 3.0, f"the 400 took {took:.2f} s"
