@@ -84,6 +84,11 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # warnings about unused initialisers are noise here
+    # onnxruntime's CPU arena keeps what a run allocated for the session's lifetime, sized for
+    # its largest batch so far; a classifier's runs are tiny and allocate little, so the
+    # arena only held ~2 MiB of a serving process (docs/performance.md#memory) without
+    # making runs faster
+    options.enable_cpu_mem_arena = False
     return options
 
 

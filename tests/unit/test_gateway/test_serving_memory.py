@@ -3,8 +3,8 @@
 The resident-set figures are measured in docs/performance.md (``python -m bench.overhead.memory``
 and the policies run); here the assertions are their causes: redis-py is not loaded by a
 gateway without Redis (~8 MiB), the tokenizer's Python rank table is released (~15 MiB),
-httpx's command-line client is not imported (~3 MiB) and the ONNX sessions do not keep their
-model files' bytes (~4 MiB).
+httpx's command-line client is not imported (~3 MiB), the ONNX sessions do not keep their
+model files' bytes (~4 MiB) nor an arena of what their runs allocated (~2 MiB).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def test_a_gateway_without_redis_never_imports_redis(tmp_path: Path) -> None:
     assert not {m for m in loaded if m.split(".")[0] in ("rich", "pygments")}, "httpx's CLI was imported"
 
 
-def test_the_model_sessions_do_not_keep_their_files_bytes() -> None:
+def test_the_model_sessions_keep_neither_their_files_bytes_nor_an_arena() -> None:
     from policies.moderation.classifier import ModerationClassifier
     from router.difficulty import DifficultyClassifier
 
@@ -67,6 +67,7 @@ def test_the_model_sessions_do_not_keep_their_files_bytes() -> None:
         session = classifier._session
         # onnxruntime keeps the bytes a session was made from (to rebuild it) for its lifetime
         assert getattr(session, "_model_bytes", None) is None
+        assert not session.get_session_options().enable_cpu_mem_arena
         assert session.get_inputs()  # and the session is usable
 
 
