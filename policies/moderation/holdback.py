@@ -75,6 +75,8 @@ _WORD_START = re.compile(r"(?<!\w)\w")
 _SPACE = re.compile(r"\s+")
 
 _NUMBER_TYPES: frozenset[PiiType] = frozenset({"phone", "credit_card", "us_ssn"})
+_SECRET_LEADS = frozenset(p[:n] for p in SECRET_PREFIXES for n in range(1, len(p) + 1))
+"""Every beginning of a known key shape (a word that may still grow into one)."""
 
 
 class HoldBack:
@@ -139,7 +141,9 @@ class HoldBack:
             return run_start
         token = end - _run_length(_TOKEN_BACK, back)
         word = text[end - _run_length(_WORD_BACK, back):]
-        if word and any(word.startswith(p) or p.startswith(word) for p in SECRET_PREFIXES):
+        # a word that is a key shape's beginning, or begins with one (one C call and one set
+        # lookup: the loop over the prefixes was ~5 % of an incremental stream's CPU)
+        if word and (word in _SECRET_LEADS or word.startswith(SECRET_PREFIXES)):
             return min(token, end - len(word))
         return token if end - token > TOKEN_LEAD else end
 
