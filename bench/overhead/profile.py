@@ -1,8 +1,10 @@
 """Sample the running gateway with py-spy under load and rank where its CPU goes.
 
-py-spy reads the process from outside (``--pid``, ``--nonblocking``), so the gateway runs
-exactly as in the timed cells; it is pinned to the client core so its own work does not
-land on the gateway's. Samples are aggregated per function (``--function``); "self" is the
+py-spy reads the process from outside (``--pid``), pausing it for each sample: without the
+pause (``--nonblocking``) it read stacks half-way through a change and credited frames to
+callers they never had (``VerdictMemo.put`` above the classifier), which skewed the shares.
+The pauses slow the profiled cell a little, so its throughput is not one of the timed cells';
+py-spy is pinned to the client core so its own work does not land on the gateway's. Samples are aggregated per function (``--function``); "self" is the
 innermost Python frame, "total" any frame of the stack.
 """
 
@@ -119,7 +121,7 @@ def profile_gateway(target: Target, load: Load, sim: Service, duration: float, o
     """
     raw = out.with_name(out.name + ".tmp")
     argv = [bin_path("py-spy"), "record", "--pid", str(target.ready().pid), "--rate", "250",
-            "--format", "raw", "--function", "--full-filenames", "--nonblocking", "--duration", str(int(duration)),
+            "--format", "raw", "--function", "--full-filenames", "--duration", str(int(duration)),
             "-o", str(raw)]
     recorder = subprocess.Popen(pinned(CLIENT_CORE, argv), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
