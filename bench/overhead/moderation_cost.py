@@ -2,9 +2,9 @@
 
 Run: ``python -m bench.overhead.moderation_cost``. The policy's default input and output checks
 with the shipped classifier, on the benchmark's short message and on long prompts
-(``loadgen.long_text``), and an incremental output stream of the simulator's 200-word answers
-(``backends.sim.textgen``), one word a chunk; CPU time (``time.process_time``), best of 5
-repetitions.
+(``loadgen.long_text``); CPU time (``time.process_time``), best of 5 repetitions. The last row
+is an incremental output stream's CPU per relayed chunk, as ``bench.moderation.cost`` measures
+it (a benign answer in ~4-character chunks, moderated minus pass-through).
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from backends.sim.textgen import generate_words
+from bench.moderation.cost import measure
 from bench.overhead.loadgen import long_text
 from policies.moderation.classifier import ModerationClassifier
 from policies.moderation.config import InputChecks, ModerationConfig, OutputChecks
 from policies.moderation.engine import Moderator
 
 SHORT = "Say hello to the benchmark in a few words."
-STREAM_WORDS = 200
-STREAMS = 20
+STREAM_TOKENS = 200
+STREAMS = 50
 
 
 def best_cpu_ms(func: Callable[[], object], calls: int) -> float:
@@ -55,20 +55,11 @@ def main() -> None:
     cost = best_cpu_ms(lambda: remembering.check_text(text[:-1] + text[-1], "input"), 2000)
     rows.append(f"| check_text (input), the same 8,000-token text again, a new string (remembered) "
                 f"| {cost * 1000:.1f} µs |")
-    answers = [generate_words(seed, f"prompt {seed}", STREAM_WORDS) for seed in range(STREAMS)]
-    cost = best_cpu_ms(lambda: _stream_all(moderator, answers), 1)
-    rows.append(f"| output stream (incremental), per relayed chunk ({STREAMS} answers of {STREAM_WORDS} words) "
-                f"| {cost * 1000 / (STREAMS * STREAM_WORDS):.1f} µs |")
+    stream = measure(classifier, tokens=STREAM_TOKENS, streams=STREAMS, core=None)
+    per_chunk = stream["cpu_ms_per_1k_tokens"] * STREAM_TOKENS / stream["chunks"]  # µs: see measure
+    rows.append(f"| output stream (incremental), per relayed chunk ({STREAM_TOKENS}-token answer, "
+                f"{stream['chunks']} chunks) | {per_chunk:.1f} µs |")
     print("\n".join(rows))
-
-
-def _stream_all(moderator: Moderator, answers: list[list[str]]) -> None:
-    for words in answers:
-        stream = moderator.stream()
-        assert stream is not None
-        for word in words:
-            stream.feed(word)
-        stream.finish()
 
 
 if __name__ == "__main__":
