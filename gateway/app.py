@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from opentelemetry import trace
 
 from gateway.admin import admin_usage, get_policy, put_policy
+from gateway.after_send import after_send
 from gateway.canary_admin import CANARY_ADMIN_HANDLERS
 from gateway.completions import chat_completions, text_completions
 from gateway.console import CONSOLE_HANDLERS
@@ -113,6 +114,7 @@ def create_app(settings: Settings, telemetry: Telemetry | None = None) -> Litest
                         admin_metrics, admin_usage, get_policy, put_policy, *CANARY_ADMIN_HANDLERS,
                         *MESSAGES_HANDLERS, *RESPONSES_HANDLERS, *CONSOLE_HANDLERS],
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[after_send],
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="Switchyard", version="0.1.0"),

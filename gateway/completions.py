@@ -28,6 +28,7 @@ from backends import open_wire
 from backends.errors import InvalidRequestError
 from backends.types import Usage
 from gateway.accounting import TRIMMED_HEADER, Ticket
+from gateway.after_send import run_after_send
 from gateway.doors import OPENAI_CHAT, OPENAI_TEXT, Door
 from gateway.errors import DOOR_STATE, REQUEST_ID_STATE
 from gateway.exchange import Exchange
@@ -162,7 +163,7 @@ async def _screened(request: Request[Any, Any, Any], door: Door[Req, Resp, Chunk
                       else check_answer(moderator, generated, record))
         await guard_answer(moderator, borderline, record)
         moderator = None
-    return _whole(exchange, door, record, target, ticket, choice, call, answer, moderator, cached, headers)
+    return _whole(request, exchange, door, record, target, ticket, choice, call, answer, moderator, cached, headers)
 
 
 async def _stream(exchange: Exchange[Req, Resp, Chunk], door: Door[Req, Resp, Chunk], runtime: Runtime,
@@ -200,8 +201,8 @@ async def _stream(exchange: Exchange[Req, Resp, Chunk], door: Door[Req, Resp, Ch
     return stream_response(encoded(chunks, door.stream(call), lease, on_done), lease, headers)
 
 
-def _whole(exchange: Exchange[Req, Resp, Chunk], door: Door[Req, Resp, Chunk], record: RequestRecord,
-           target: Target, ticket: Ticket[Any], choice: Choice, call: Req, answer: Resp,
+def _whole(request: Request[Any, Any, Any], exchange: Exchange[Req, Resp, Chunk], door: Door[Req, Resp, Chunk],
+           record: RequestRecord, target: Target, ticket: Ticket[Any], choice: Choice, call: Req, answer: Resp,
            moderator: Moderator | None, cached: CacheLookup, headers: dict[str, str]) -> Response[Any]:
     text = door.operation.text(answer)
     charge = ticket.settle(answer.usage if isinstance(answer.usage, Usage) else None, text)
@@ -210,13 +211,17 @@ def _whole(exchange: Exchange[Req, Resp, Chunk], door: Door[Req, Resp, Chunk], r
                              completion_tokens=charge.output_tokens, total_tokens=charge.total_tokens)
     if exchange.hides_cached_tokens(choice) and isinstance(answer.usage, Usage):
         answer.usage = without_cached_tokens(answer.usage)
-    choice.deployment.selector.on_outcome(choice.worker.id, exchange.routing, text)
+
+    def bookkeeping() -> None:  # nothing the client receives: once the answer is out
+        choice.deployment.selector.on_outcome(choice.worker.id, exchange.routing, text)
+        record.finish()
+
+    run_after_send(request, bookkeeping)
     if door.operation.generates:
         _generated(answer, moderator, record)
     answer.model = target.model
     if record.capture:
         record.completion = text
-    record.finish()
     return json_response(door.answer(answer, call), headers,
                          BackgroundTask(cached.put, answer) if cached.key else None)
 

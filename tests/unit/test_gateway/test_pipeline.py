@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 import yaml
+from litestar.exceptions import LitestarException
 from litestar.testing import AsyncTestClient
 
 from backends.errors import UpstreamUnavailableError
@@ -190,3 +191,62 @@ async def test_errors_leave_in_the_door_s_shape_and_refund(tmp_path: Path, backe
         assert len(response.headers["x-request-id"]) == 32
         accounting = gateway.runtime.accounting
         assert not accounting._live  # the reservation was refunded, nothing left in flight
+
+
+def _chat_scope(body: bytes) -> tuple[dict[str, Any], Any]:
+    """An ASGI HTTP scope posting ``body`` to the chat door, and its ``receive``."""
+    scope: dict[str, Any] = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "query_string": b"", "root_path": "",
+        "headers": [(b"authorization", AUTH["authorization"].encode()), (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 5000), "server": ("testserver", 80), "state": {}}
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    return scope, receive
+
+
+_CHAT = msgspec.json.encode({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5})
+
+
+async def test_a_json_answer_is_sent_before_its_record_is_written(tmp_path: Path,
+                                                                 backends: list[InMemoryBackend]) -> None:
+    """The access line (the record's end) and the selector's bookkeeping wait for the body."""
+    log = tmp_path / "access.jsonl"
+    app = create_app(Settings(policy_path=_policy(tmp_path / "policy.yaml"), access_log=str(log), policy_poll_s=0))
+    async with AsyncTestClient(app) as client:
+        await _started(client, backends)
+        scope, receive = _chat_scope(_CHAT)
+        lines_when_sent: list[int] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                lines_when_sent.append(len(log.read_text().splitlines()) if log.exists() else 0)
+
+        await app(scope, receive, send)  # type: ignore[arg-type]
+        assert lines_when_sent == [0]  # nothing written while the answer went out
+        (line,) = [msgspec.json.decode(x) for x in log.read_text().splitlines()]
+        assert line["status"] == 200 and line["worker"] == "pool/1"
+
+
+async def test_a_record_is_finished_when_sending_its_answer_fails(tmp_path: Path,
+                                                                  backends: list[InMemoryBackend]) -> None:
+    log = tmp_path / "access.jsonl"
+    app = create_app(Settings(policy_path=_policy(tmp_path / "policy.yaml"), access_log=str(log), policy_poll_s=0))
+    async with AsyncTestClient(app) as client:
+        gateway = await _started(client, backends)
+        scope, receive = _chat_scope(_CHAT)
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                raise ConnectionResetError("the client went away")
+
+        with pytest.raises(LitestarException, match="after response started"):  # Litestar's wrapping
+            await app(scope, receive, send)  # type: ignore[arg-type]
+        (line,) = [msgspec.json.decode(x) for x in log.read_text().splitlines()]
+        assert line["status"] == 200
+        assert gateway.telemetry.metrics.in_flight._value.get() == 0  # the record left the gauge
+        assert [(r.model, r.output_tokens) for r in await _charged(gateway)] == [("m", 3)]
