@@ -34,12 +34,13 @@ class Caller:
     """The tenant's and the key's rate limits, where set; built once with the key ring."""
     budget_scopes: tuple[BudgetScope, ...] = ()
     """The tenant's and the key's budgets, where set."""
+    scope_ids: tuple[str, str] = field(init=False)
+    """(tenant scope, key scope): one naming for rate limits, budgets and usage reports
+    (names escaped, so ``:`` in a name cannot make two scopes one). Escaped once here: every
+    request reads it."""
 
-    @property
-    def scope_ids(self) -> tuple[str, str]:
-        """(tenant scope, key scope): one naming for rate limits, budgets and usage reports
-        (names escaped, so ``:`` in a name cannot make two scopes one)."""
-        return tenant_scope(self.tenant), key_scope(self.tenant, self.key_name)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scope_ids", (tenant_scope(self.tenant), key_scope(self.tenant, self.key_name)))
 
     def may_use(self, model: str) -> bool:
         return "*" in self.models or model in self.models

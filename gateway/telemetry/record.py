@@ -15,6 +15,7 @@ usage, the ``gen_ai.response.*`` attributes and, with content capture on, the me
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -77,6 +78,7 @@ def status_of(error: BaseException) -> tuple[int, str]:
     return 500, "internal_error"
 
 
+@functools.lru_cache(maxsize=1024)  # a worker's address is parsed once, not per request
 def _server(address: str) -> tuple[str, int]:
     parts = urlsplit(address)
     return parts.hostname or address, parts.port or (443 if parts.scheme == "https" else 80)
