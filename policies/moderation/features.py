@@ -83,20 +83,9 @@ def _unmask_word(m: re.Match[str]) -> str:
     return word if word.isdigit() else word.translate(_LOOKALIKE)
 
 
-def _char_keys(text: str, family: np.uint64) -> npt.NDArray[np.uint64]:
-    """One key per character ``_CHAR_N``-gram of `` text `` (padded, so word edges count)."""
-    cps = np.frombuffer(f" {text} ".encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    n = cps.size - _CHAR_N + 1
-    if n <= 0:
-        return np.zeros(0, dtype=np.uint64)
-    keys = cps[:n].copy()
-    for i in range(1, _CHAR_N):
-        keys = keys * _P + cps[i:i + n]  # wraps mod 2**64, as intended
-    return keys ^ family
-
-
-def _char_keys_many(texts: Sequence[str], family: np.uint64) -> list[npt.NDArray[np.uint64]]:
-    """``[_char_keys(t, family) for t in texts]`` from one rolling pass over all of them.
+def _char_keys_many(texts: Sequence[str], families: Sequence[np.uint64]) -> list[npt.NDArray[np.uint64]]:
+    """Per text, one key per character ``_CHAR_N``-gram of `` text `` (padded, so word edges
+    count), xor its family; from one rolling pass over all the texts.
 
     The padded texts are laid end to end; the n-grams that straddle two texts are computed
     and dropped, so each text keeps exactly its own keys.
@@ -108,13 +97,13 @@ def _char_keys_many(texts: Sequence[str], family: np.uint64) -> list[npt.NDArray
         return [np.zeros(0, dtype=np.uint64) for _ in texts]
     keys = cps[:n].copy()
     for i in range(1, _CHAR_N):
-        keys = keys * _P + cps[i:i + n]  # wraps mod 2**64, as intended
-    keys ^= family
+        keys *= _P  # wraps mod 2**64, as intended
+        keys += cps[i:i + n]
     out: list[npt.NDArray[np.uint64]] = []
     start = 0
-    for text in padded:
+    for text, family in zip(padded, families, strict=True):
         grams = len(text) - _CHAR_N + 1  # len counts code points, as utf-32 does
-        out.append(keys[start:start + grams] if grams > 0 else np.zeros(0, dtype=np.uint64))
+        out.append(keys[start:start + grams] ^ family if grams > 0 else np.zeros(0, dtype=np.uint64))
         start += len(text)
     return out
 
@@ -132,8 +121,9 @@ class FeatureExtractor(EncodingExtractor):
         lower = text.lower()
         ids = self._encoding.encode_to_numpy(lower, disallowed_special=()).astype(np.uint64)
         plain = unmask(text)
-        families = (token_ngram_keys(ids), _char_keys(plain, _CHAR_FAMILY),
-                    _char_keys(plain.replace(" ", ""), _SQUEEZED_FAMILY))
+        # both character families from one rolling pass (a second pass was ~10 numpy calls)
+        chars, squeezed = _char_keys_many((plain, plain.replace(" ", "")), (_CHAR_FAMILY, _SQUEEZED_FAMILY))
+        families = (token_ngram_keys(ids), chars, squeezed)
         n_tok = ids.size
         sizes = (n_tok, families[0].size - n_tok, families[1].size, families[2].size)
         keys = np.concatenate(families)
@@ -160,8 +150,9 @@ class FeatureExtractor(EncodingExtractor):
         cut = [t[:MAX_CHARS] for t in texts]
         lowers = [t.lower() for t in cut]
         plains = [unmask(t) for t in cut]
-        chars = _char_keys_many(plains, _CHAR_FAMILY)
-        squeezed = _char_keys_many([p.replace(" ", "") for p in plains], _SQUEEZED_FAMILY)
+        both = _char_keys_many([*plains, *(p.replace(" ", "") for p in plains)],
+                               [_CHAR_FAMILY] * len(plains) + [_SQUEEZED_FAMILY] * len(plains))
+        chars, squeezed = both[:len(plains)], both[len(plains):]
         parts: list[npt.NDArray[np.uint64]] = []
         layouts: list[tuple[int, int, int, int]] = []
         for lower, char_keys, squeezed_keys in zip(lowers, chars, squeezed, strict=True):

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.moderation.features import FeatureExtractor, _ascii_case_counts, _case_counts
+from policies.moderation.features import FeatureExtractor, _ascii_case_counts, _case_counts, _char_keys_many
 from router.sparse_linear import mix
 
 
@@ -51,3 +51,26 @@ def test_extract_many_gives_each_text_its_own_vector(texts: list[str]) -> None:
     for one, batched in zip((_EXTRACTOR.extract(t) for t in texts), _EXTRACTOR.extract_many(texts), strict=True):
         assert one.indices.tobytes() == batched.indices.tobytes()
         assert one.values.tobytes() == batched.values.tobytes()
+
+
+def _reference_char_keys(text: str, family: int) -> list[int]:
+    """The spec's character 4-gram keys, written out with Python integers: the code points of
+    `` text `` mixed with the FNV prime, one key per 4-gram, xor the family."""
+    cps = [ord(c) for c in f" {text} "]
+    keys = []
+    for i in range(len(cps) - 3):
+        key = cps[i]
+        for c in cps[i + 1:i + 4]:
+            key = (key * 0x100000001B3 + c) % 2**64
+        keys.append(key ^ family)
+    return keys
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.text(alphabet=string.printable + "éİßΣ€ﬁ😀$@", max_size=120), max_size=6))
+def test_char_keys_are_the_spec_s_rolling_grams(texts: list[str]) -> None:
+    """One rolling pass over several texts (both families of one text, or a batch's) gives each
+    text exactly the keys the spec defines for it alone."""
+    families = [1 << 62 if i % 2 else 1 << 63 for i in range(len(texts))]
+    got = _char_keys_many(texts, [np.uint64(f) for f in families])
+    assert [g.tolist() for g in got] == [_reference_char_keys(t, f) for t, f in zip(texts, families, strict=True)]
