@@ -2,8 +2,8 @@
 
 A JSON answer's bookkeeping (its telemetry record's metrics, spans and access line; the
 selector's note of what the worker now caches) changes nothing the client receives, yet done
-before the response it was on every request's path: ~0.15-0.2 ms of a production request, and
-at 200 req/s its p99 was 0.4 ms higher (docs/performance.md). A handler hands such work to
+before the response it was on every request's path: tens to ~150 us of a production request
+(docs/performance.md; most visible when requests are far apart). A handler hands such work to
 ``run_after_send``; the ``after_send`` middleware runs it once the app has returned, which is
 after the body was written, or when writing it failed, so it is never skipped.
 """
@@ -36,7 +36,7 @@ def after_send(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send)
         finally:
-            for work in scope["state"].pop(_STATE, ()) if "state" in scope else ():
+            for work in scope.get("state", {}).pop(_STATE, ()):
                 try:
                     work()
                 except Exception:  # the answer is out: a bookkeeping fault must not become a 500

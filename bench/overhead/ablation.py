@@ -123,11 +123,16 @@ def main(argv: list[str] | None = None) -> int:
         row = summary[name]
         lines.append(f"| {name} | {row['rps']:,.0f} | {row['cpu_us']:,.0f} | "
                      f"{'' if name == 'production' else f'{saved:,.0f}'} |")
+    report(lines, args, started, summary=summary, cells=cells)
+    return 0
+
+
+def report(lines: list[str], args: argparse.Namespace, started: str, **data: object) -> None:
+    """Print the table ``lines`` and write ``args.results``: when it ran, how, and ``data``."""
     print("\n".join(lines))
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps({"started": started, "args": {k: str(v) for k, v in vars(args).items()},
-                                        "summary": summary, "cells": cells}, indent=2) + "\n", encoding="utf-8")
-    return 0
+                                        **data}, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

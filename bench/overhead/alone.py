@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import statistics
@@ -27,7 +26,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from bench.overhead.ablation import VARIANTS, policy
+from bench.overhead.ablation import VARIANTS, policy, report
 from bench.overhead.loadgen import has_content, long_text, request_body
 from bench.overhead.procs import CLIENT_CORE
 from bench.overhead.stack import API_KEY, SIM_MODEL, start_gateway, start_sim
@@ -109,13 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         pairs = [(t, d) for t, d in zip(times[name], direct, strict=True) if t is not None and d is not None]
         added = statistics.median(t - d for t, d in pairs)
+        without_text = times[name].count(None)
         summary[name] = {"ttft_p50_ms": statistics.median(t for t, _ in pairs), "added_p50_ms": added,
-                         "without_text": times[name].count(None)}
-        lines.append(f"| {name} | {summary[name]['ttft_p50_ms']:.2f} | {added:.2f} | {times[name].count(None)} |")
-    print("\n".join(lines))
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps({"started": started, "args": {k: str(v) for k, v in vars(args).items()},
-                                        "summary": summary, "times_ms": times}, indent=2) + "\n", encoding="utf-8")
+                         "without_text": without_text}
+        lines.append(f"| {name} | {summary[name]['ttft_p50_ms']:.2f} | {added:.2f} | {without_text} |")
+    report(lines, args, started, summary=summary, times_ms=times)
     return 0
 
 
