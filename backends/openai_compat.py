@@ -14,6 +14,7 @@ from backends import open_wire
 from backends.errors import SwitchyardError, UpstreamError
 from backends.http import (
     Timeouts,
+    end_stream,
     iter_chunks,
     read_body,
     read_error_body,
@@ -174,6 +175,7 @@ class OpenAICompatBackend:
                 response = await self._post(path, body, trace_headers)
         except Exception as exc:
             raise transport_error(exc, self.name) from exc
+        complete = False
         try:
             if response.status >= 400:
                 raw = await read_error_body(response, self._timeouts)
@@ -182,18 +184,19 @@ class OpenAICompatBackend:
             async for chunk in iter_chunks(response, self._timeouts, self.name):
                 for event in sse.feed(chunk):
                     if event.data == "[DONE]":
+                        complete = True
                         return
                     yield self._decode_event(cls, event.data)
             for event in sse.close():
                 if event.data != "[DONE]":
                     yield self._decode_event(cls, event.data)
+            complete = True
         except SwitchyardError:
             raise
         except Exception as exc:
             raise transport_error(exc, self.name) from exc
         finally:
-            # close, not release: a half-read stream must end upstream work at once
-            response.close()
+            end_stream(response, complete=complete)
 
     async def _post(self, path: str, body: bytes,
                     trace_headers: dict[str, str] | None) -> aiohttp.ClientResponse:
