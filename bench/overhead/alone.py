@@ -37,15 +37,20 @@ DIRECT = "direct"
 
 async def _ttft_ms(session: aiohttp.ClientSession, url: str, body: bytes, key: str) -> float | None:
     """Milliseconds from sending ``body`` to the first event with content; None when the stream
-    had none (output moderation ended the simulator's word salad with ``content_filter``)."""
+    had none (output moderation ended the simulator's word salad with ``content_filter``).
+
+    The stream is read to its end, as a chat client reads it: a client that hangs up after
+    the first token makes the gateway close its upstream connection mid-stream (as it must),
+    so every next request through it would pay a new one."""
     started = time.perf_counter()
+    first: float | None = None
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
     async with session.post(url + "/v1/chat/completions", data=body, headers=headers) as response:
         response.raise_for_status()
         async for line in response.content:
-            if has_content(line):
-                return (time.perf_counter() - started) * 1000
-    return None
+            if first is None and has_content(line):
+                first = (time.perf_counter() - started) * 1000
+    return first
 
 
 async def _rounds(targets: dict[str, tuple[str, str, str]], rounds: int, prompt_tokens: int,
