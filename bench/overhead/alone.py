@@ -5,8 +5,9 @@ there includes waiting behind the other requests' checks; here nothing else is i
 simulator with SGLang's latency model (prefill, decode steps) on the client core, one gateway
 on its own core serving every variant of ``bench.overhead.ablation`` (the production policy,
 each feature off, the bare policy). Each round sends one streamed request straight to the
-simulator and one through each variant, in a shuffled order, 50 ms apart, each with a prompt of
-``--prompt-tokens`` tokens no other request shares. Per variant: the median over rounds of its
+simulator, one through the featureless aiohttp proxy of ``bench.overhead.floor`` (relaying the
+stream as it arrives, on the gateway's core) and one through each variant, in a shuffled
+order, 50 ms apart, each with a prompt of ``--prompt-tokens`` tokens no other request shares. Per variant: the median over rounds of its
 time to first token minus that of the direct request of the same round (a stream that
 ended without text, output moderation blocking the simulator's word salad, is left out).
 """
@@ -29,10 +30,11 @@ import yaml
 from bench.overhead.ablation import VARIANTS, policy, report
 from bench.overhead.loadgen import has_content, long_text, request_body
 from bench.overhead.procs import CLIENT_CORE
-from bench.overhead.stack import API_KEY, SIM_MODEL, start_gateway, start_sim
+from bench.overhead.stack import API_KEY, SIM_MODEL, start_floor, start_gateway, start_sim
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "overhead-alone.json"
 DIRECT = "direct"
+FLOOR = "featureless proxy (aiohttp)"
 
 
 async def _ttft_ms(session: aiohttp.ClientSession, url: str, body: bytes, key: str) -> float | None:
@@ -96,11 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         path = work / "policy-alone.yaml"
         path.write_text(yaml.safe_dump(policy(sim.url), sort_keys=False), encoding="utf-8")
         gateway = start_gateway(work, path)
+        floor = start_floor(work, "aiohttp", sim.url)
         try:
-            targets = {DIRECT: (sim.url, SIM_MODEL, API_KEY)}
+            targets = {DIRECT: (sim.url, SIM_MODEL, API_KEY), FLOOR: (floor.url, SIM_MODEL, API_KEY)}
             targets |= {name: (gateway.url, *VARIANTS[name]) for name in names}
             times = asyncio.run(_rounds(targets, args.rounds, args.prompt_tokens, args.seed))
         finally:
+            floor.stop()
             gateway.stop()
             sim.stop()
     direct = times[DIRECT]
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
               "direct request's of the same round)."), "",
              "| target | TTFT p50 ms | added p50 ms | streams without text |", "|---|--:|--:|--:|",
              f"| direct to the simulator | {summary[DIRECT]['ttft_p50_ms']:.2f} | | {direct.count(None)} |"]
-    for name in names:
+    for name in (FLOOR, *names):
         pairs = [(t, d) for t, d in zip(times[name], direct, strict=True) if t is not None and d is not None]
         added = statistics.median(t - d for t, d in pairs)
         without_text = times[name].count(None)

@@ -2,7 +2,10 @@
 
 No auth, no parsing, no routing: read the body, POST it upstream, return the upstream's bytes.
 What one of these manages on one core is the most a gateway built on that client can hope
-for, so the gateway's own cost is its distance from the aiohttp floor.
+for, so the gateway's own cost is its distance from the aiohttp floor. With the aiohttp
+client, a body asking for a stream (``"stream": true``, found as bytes) gets the upstream's
+bytes relayed as they arrive, so a streamed request's time to first token has a floor too
+(``bench.overhead.alone``).
 
 Run one: ``python -m bench.overhead.floor --client aiohttp --upstream http://127.0.0.1:30000``.
 """
@@ -10,6 +13,7 @@ Run one: ``python -m bench.overhead.floor --client aiohttp --upstream http://127
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,11 +22,13 @@ import aiohttp
 import httpx
 import uvicorn
 from litestar import Litestar, Request, Response, get, post
+from litestar.response import Stream
 
 Forward = Callable[[bytes], Awaitable[tuple[int, bytes]]]
 CLIENTS = ("httpx", "httpx_aiohttp", "aiohttp")
 _CONNECTIONS = 100  # the same pool size for every client, so only the client differs
 _HEADERS = {"content-type": "application/json"}
+_STREAMED = re.compile(rb'"stream"\s*:\s*true')
 
 
 def _aiohttp_session() -> aiohttp.ClientSession:
@@ -57,17 +63,24 @@ async def open_forwarder(client: str, url: str) -> AsyncIterator[Forward]:
 
 def create_floor_app(client: str, upstream: str) -> Litestar:
     """The proxy app: ``POST /v1/chat/completions`` forwarded as is, plus ``GET /health``."""
+    url = upstream.rstrip("/") + "/v1/chat/completions"
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with open_forwarder(client, upstream.rstrip("/") + "/v1/chat/completions") as forward:
+        async with open_forwarder(client, url) as forward, _aiohttp_session() as streams:
             app.state.forward = forward
+            app.state.streams = streams if client == "aiohttp" else None
             yield
 
     @post("/v1/chat/completions", status_code=200)
     async def proxy(request: Request[Any, Any, Any]) -> Response[bytes]:
+        body = await request.body()
+        streams: aiohttp.ClientSession | None = request.app.state.streams
+        if streams is not None and _STREAMED.search(body):
+            return await _relay(streams, url, body)
         forward: Forward = request.app.state.forward
-        status, body = await forward(await request.body())
-        return Response(body, status_code=status, media_type="application/json")
+        status, answer = await forward(body)
+        return Response(answer, status_code=status, media_type="application/json")
 
     @get("/health")
     async def health() -> dict[str, str]:
@@ -75,6 +88,20 @@ def create_floor_app(client: str, upstream: str) -> Litestar:
 
     return Litestar(route_handlers=[proxy, health], lifespan=[lifespan], logging_config=None,
                     openapi_config=None)
+
+
+async def _relay(session: aiohttp.ClientSession, url: str, body: bytes) -> Response[bytes]:
+    """The upstream's streamed body, each piece passed on as it arrives."""
+    response = await session.post(url, data=body, headers=_HEADERS)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        async with response:
+            async for piece in response.content.iter_any():
+                yield piece
+
+    stream = Stream(pieces(), status_code=response.status,
+                    media_type=response.headers.get("content-type", "text/event-stream"))
+    return stream  # type: ignore[return-value]  # a Response whose body is an iterator
 
 
 def main() -> None:
