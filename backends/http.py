@@ -24,6 +24,7 @@ from backends.errors import (
     UpstreamTooLargeError,
     UpstreamUnavailableError,
 )
+from backends.read_clock import ReadClock
 
 _MIB = 1024 * 1024
 ERROR_BODY_BYTES = 64 * 1024
@@ -150,27 +151,31 @@ async def iter_chunks(
     inflate_cap = timeouts.max_decompressed_bytes if is_compressed(response) else 0
     limit, received = timeouts.first_byte, 0
     reader = response.content
-    while True:
-        left = ends - loop.time()
-        if left <= 0:  # checked before reading: data that is always ready never waits on a timer
-            raise _stream_too_long(target, timeouts)
-        try:
-            async with asyncio.timeout(min(limit, left)):
-                chunk = await reader.readany()
-        except TimeoutError as exc:
-            if left < limit:
-                raise _stream_too_long(target, timeouts) from exc
-            raise UpstreamTimeoutError(f"{target} sent nothing for {limit:g}s") from exc
-        except aiohttp.ClientError as exc:
-            raise transport_error(exc, target) from exc
-        if not chunk:
-            return
-        if inflate_cap:
-            received += len(chunk)
-            if received > inflate_cap:
-                raise _inflated_too_far(target, inflate_cap)
-        limit = timeouts.idle
-        yield chunk
+    clock = ReadClock(loop)  # one timer for the stream, not a timeout block per read
+    try:
+        while True:
+            now = loop.time()
+            left = ends - now
+            if left <= 0:  # checked before reading: data that is always ready never waits on a timer
+                raise _stream_too_long(target, timeouts)
+            try:
+                chunk = await clock.read(reader, now + min(limit, left))
+            except TimeoutError as exc:
+                if left < limit:
+                    raise _stream_too_long(target, timeouts) from exc
+                raise UpstreamTimeoutError(f"{target} sent nothing for {limit:g}s") from exc
+            except aiohttp.ClientError as exc:
+                raise transport_error(exc, target) from exc
+            if not chunk:
+                return
+            if inflate_cap:
+                received += len(chunk)
+                if received > inflate_cap:
+                    raise _inflated_too_far(target, inflate_cap)
+            limit = timeouts.idle
+            yield chunk
+    finally:
+        clock.stop()
 
 
 STREAM_TAIL_S = 1.0

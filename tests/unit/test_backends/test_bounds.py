@@ -25,6 +25,7 @@ from backends.http import (
     read_body,
     read_error_body,
 )
+from backends.read_clock import ReadClock
 from backends.sse import SSEDecoder
 from policies.bounds_config import BoundsConfig
 from policies.document import Policy
@@ -214,6 +215,104 @@ async def test_a_stream_that_never_ends_ends_at_its_duration() -> None:
         await _drain(endless, Timeouts(idle=5.0, stream_total=1.0))
     assert caught.value.bound == "stream_duration_s"
     assert time.monotonic() - started < 4.0
+
+
+async def _first_then(request: web.Request, pause_s: float) -> web.StreamResponse:
+    """One event at once, then silence for ``pause_s`` or until the client goes, then the end."""
+    response = web.StreamResponse()
+    await response.prepare(request)
+    await response.write(b'data: {"x": 1}\n\n')
+    ends = time.monotonic() + pause_s
+    while time.monotonic() < ends and request.transport is not None and not request.transport.is_closing():
+        await asyncio.sleep(0.02)
+    return response
+
+
+async def test_the_idle_bound_after_a_longer_first_byte_bound_fires_at_its_own_time() -> None:
+    # the stream's one timer was armed for the first byte (20 s); the idle read must pull it in
+    async def one_then_silent(request: web.Request) -> web.StreamResponse:
+        return await _first_then(request, 30)
+
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeoutError, match="sent nothing for 0.3s"):
+        await _drain(one_then_silent, Timeouts(first_byte=20.0, idle=0.3))
+    assert time.monotonic() - started < 10.0
+
+
+async def test_a_trickle_longer_than_the_idle_bound_in_all_is_never_idle() -> None:
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(30):
+            await response.write(b'data: {"x": 1}\n\n')
+            await asyncio.sleep(0.03)  # 0.9 s in all; no gap near the 0.5 s bound
+        return response
+
+    assert await _drain(trickle, Timeouts(first_byte=0.5, idle=0.5)) == 30 * 16
+
+
+async def test_a_slow_reader_is_not_an_idle_upstream() -> None:
+    # only waiting for the upstream counts: time the consumer spends between reads does not
+    async def quick(request: web.Request) -> web.StreamResponse:
+        return await _drip(request, b'data: {"x": 1}\n\n', 0.01)
+
+    received = 0
+    async for response in _get(quick):
+        chunks = iter_chunks(response, Timeouts(first_byte=0.3, idle=0.3), "pool/0")
+        async for chunk in chunks:
+            received += len(chunk)
+            if received >= 3 * 16:
+                break
+            await asyncio.sleep(0.8)
+        await chunks.aclose()  # type: ignore[attr-defined]
+    assert received >= 3 * 16
+
+
+async def test_a_cancelled_read_is_a_cancellation_not_a_timeout() -> None:
+    async def one_then_silent(request: web.Request) -> web.StreamResponse:
+        return await _first_then(request, 30)
+
+    async for response in _get(one_then_silent):
+        reading = asyncio.ensure_future(_chunks_of(response, Timeouts(idle=0.5)))
+        await asyncio.sleep(0.1)  # the first event read, the second awaited
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        await asyncio.sleep(0.6)  # past the idle bound: the stopped timer cancels nothing
+
+
+async def _chunks_of(response: aiohttp.ClientResponse, timeouts: Timeouts) -> int:
+    return len([chunk async for chunk in iter_chunks(response, timeouts, "pool/0")])
+
+
+async def _read_past(deadline_s: float, *, cancel: bool) -> None:
+    """A read of a silent stream whose deadline has passed, cancelled from outside too or not."""
+    async def one_then_silent(request: web.Request) -> web.StreamResponse:
+        return await _first_then(request, 30)
+
+    async for response in _get(one_then_silent):
+        await response.content.readany()  # the first event: what follows is silence
+        loop = asyncio.get_running_loop()
+        clock = ReadClock(loop)
+        deadline = loop.time() + deadline_s
+        reading = asyncio.ensure_future(clock.read(response.content, deadline))
+        await asyncio.sleep(0)  # the read waits, its timer armed
+        if cancel:  # in the same turn of the loop as the deadline, before the read resumes
+            loop.call_at(deadline, reading.cancel)
+        try:
+            await reading
+        finally:
+            clock.stop()
+
+
+async def test_a_read_past_its_deadline_is_a_timeout() -> None:
+    with pytest.raises(TimeoutError):
+        await _read_past(0.0, cancel=False)
+
+
+async def test_an_outside_cancel_at_the_deadline_stays_a_cancellation() -> None:
+    with pytest.raises(asyncio.CancelledError):
+        await _read_past(0.0, cancel=True)
 
 
 async def test_a_compressed_stream_inflates_only_so_far() -> None:
