@@ -39,7 +39,7 @@ class ReadClock:
     async def read(self, reader: aiohttp.StreamReader, deadline: float) -> bytes:
         """``reader.readany()``, raising ``TimeoutError`` if nothing came by ``deadline`` (the
         event loop's time). A cancellation from anywhere else passes through unchanged."""
-        task = self._task = asyncio.current_task()
+        task = self._task = asyncio.current_task(self._loop)  # with the loop: no running-loop lookup
         assert task is not None, "a read runs in a task"
         self._deadline = deadline
         if self._timer is None or deadline < self._armed_for:
