@@ -41,6 +41,7 @@ from bench.overhead.runner import (
     LONG_STREAM_8K,
     PREFILL_CHAT_8K,
     PREFILL_PROMPT_8K,
+    PREFILL_STREAM200,
     R25,
     R50_STREAM200,
     R200,
@@ -67,7 +68,7 @@ POLICY_ORDER = (R25,)
 """Section ``policies`` also: a request's added latency when requests are far apart."""
 LONG_ORDER = (R50_STREAM200, *LONG_PROMPTS, LONG_STREAM_8K)
 """Section ``long``: per-chunk streaming cost and cost against prompt length, bare and production."""
-PREFILL_ORDER = (PREFILL_PROMPT_8K, PREFILL_CHAT_8K)
+PREFILL_ORDER = (PREFILL_PROMPT_8K, PREFILL_CHAT_8K, PREFILL_STREAM200)
 """Section ``prefill``: long prompts against a simulator that spends SGLang's time on them
 (its own ``direct``, ``gateway`` and ``gateway_prod`` targets, on a second simulator)."""
 PACKAGES = ("litestar", "uvicorn", "uvloop", "httptools", "granian", "aiohttp", "httpx",

@@ -58,6 +58,11 @@ LONG_STREAM_8K = Load("r20_stream_prompt8k", rate=20, stream=True, prompt_tokens
 PREFILL_PROMPT_8K = Load("r10_stream_prompt8k_prefill", rate=10, stream=True, prompt_tokens=8_000, prefill=True)
 """The same first token against a worker that spends SGLang's time on the prompt (~400 ms to
 prefill 8k uncached tokens at the simulator's 50 µs a token)."""
+PREFILL_STREAM200 = Load("r8_stream200_prefill", rate=8, stream=True, max_tokens=200, prefill=True)
+"""Streams paced as a worker paces them: 200 tokens, one decode step (5 ms) apart, so each
+chunk arrives on its own and costs its own read, wake-up and write (the zero-latency
+``r50_stream200`` sends them as fast as sockets take them, and a read carries many). 8
+streams a second is what the client core, which also runs the simulator, keeps up with."""
 PREFILL_CHAT_8K = Load("r10_stream_chat8k_prefill", rate=10, stream=True, prompt_tokens=8_000, turns=8,
                        prefill=True)
 """Issue 17's point 4: multi-turn chats of 1k to 8k tokens (8 turns of ~1k-token messages),
