@@ -98,8 +98,14 @@ async def _words(backend: OpenAICompatBackend) -> str:
     return "".join([chunk.choices[0].delta.content or "" async for chunk in backend.stream(_chat())])
 
 
+async def _end_at_once(response: web.StreamResponse) -> None:
+    return None
+
+
+@pytest.mark.parametrize("ending", [Upstream._end_later, _end_at_once], ids=["end-later", "end-at-once"])
 async def test_streams_that_end_with_done_share_one_connection(
-        upstream: Upstream, backend: OpenAICompatBackend) -> None:
+        upstream: Upstream, backend: OpenAICompatBackend, ending: Ending) -> None:
+    upstream.ending = ending
     for _ in range(3):
         assert await _words(backend) == "w0 w1 "
         await asyncio.sleep(0.05)  # the body's end has arrived and handed the connection back
