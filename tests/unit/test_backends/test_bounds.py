@@ -243,12 +243,12 @@ async def test_a_trickle_longer_than_the_idle_bound_in_all_is_never_idle() -> No
     async def trickle(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
         await response.prepare(request)
-        for _ in range(30):
+        for _ in range(25):
             await response.write(b'data: {"x": 1}\n\n')
-            await asyncio.sleep(0.03)  # 0.9 s in all; no gap near the 0.5 s bound
+            await asyncio.sleep(0.06)  # 1.5 s in all; no gap near the 1 s bound
         return response
 
-    assert await _drain(trickle, Timeouts(first_byte=0.5, idle=0.5)) == 30 * 16
+    assert await _drain(trickle, Timeouts(first_byte=1.0, idle=1.0)) == 25 * 16
 
 
 async def test_a_slow_reader_is_not_an_idle_upstream() -> None:

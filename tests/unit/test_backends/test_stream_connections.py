@@ -108,7 +108,7 @@ async def test_streams_that_end_with_done_share_one_connection(
     upstream.ending = ending
     for _ in range(3):
         assert await _words(backend) == "w0 w1 "
-        await asyncio.sleep(0.05)  # the body's end has arrived and handed the connection back
+        await asyncio.sleep(0.3)  # the body's end (20 ms later) has arrived and handed the connection back
     assert len(upstream.ports) == 3 and len(set(upstream.ports)) == 1
 
 
