@@ -16,19 +16,30 @@ Failures (refused connection, timeout, a non-2xx answer, a body that is not the 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
 
-from backends.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from backends.errors import (
+    UpstreamDeadlineError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamTooLargeError,
+    UpstreamUnavailableError,
+)
+from backends.http import Timeouts, read_body
 
 __all__ = ["GuardAnswer", "ask_guard", "parse_llama_guard"]
 
 _CODES = re.compile(r"S\d{1,2}")
 ANSWER_PLACEHOLDER = "(the user's request)"
 """The user turn before an answer judged alone (Llama Guard reads a conversation)."""
+GUARD_BODY_BYTES = 256 * 1024
+"""A guard's answer is a few hundred bytes (a moderations result with its scores, a few KB);
+no more than this is read, so a broken or hostile guard cannot fill the gateway's memory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,16 +83,24 @@ async def ask_guard(kind: Literal["llama_guard", "openai_moderation"], url: str,
                                               "max_tokens": 16, "stream": False}
     else:
         path, body = "/v1/moderations", {"model": model, "input": text}
+    bounds = Timeouts(first_byte=timeout_s, idle=timeout_s, total=timeout_s, max_body_bytes=GUARD_BODY_BYTES)
+    started = asyncio.get_running_loop().time()
     try:
         async with asyncio.timeout(timeout_s), aiohttp.ClientSession() as session, \
                 session.post(url.rstrip("/") + path, json=body, headers=headers) as response:
             if response.status >= 400:
                 raise UpstreamError(f"the guard answered HTTP {response.status}")
-            data = await response.json(content_type=None)
-    except TimeoutError:
+            raw = await read_body(response, bounds, "the guard", started)
+    except (TimeoutError, UpstreamDeadlineError):
         raise UpstreamTimeoutError(f"the guard did not answer within {timeout_s} s") from None
+    except UpstreamTooLargeError:
+        raise UpstreamError(f"the guard's answer is over {GUARD_BODY_BYTES} bytes") from None
     except aiohttp.ClientError as exc:
         raise UpstreamUnavailableError(f"the guard could not be reached: {type(exc).__name__}") from None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise UpstreamError("the guard's answer is not JSON") from None
     return _read(kind, data)
 
 

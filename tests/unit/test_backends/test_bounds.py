@@ -15,9 +15,11 @@ from pydantic import ValidationError
 
 from backends.errors import (
     UpstreamDeadlineError,
+    UpstreamError,
     UpstreamTimeoutError,
     UpstreamTooLargeError,
 )
+from backends.guard import GUARD_BODY_BYTES, GuardAnswer, ask_guard
 from backends.http import (
     Timeouts,
     iter_chunks,
@@ -356,3 +358,35 @@ def test_bounds_are_a_strict_policy_section_with_defaults() -> None:
         Policy.model_validate({**document, "bounds": {"upstream_body_byte": 1}})
     with pytest.raises(ValidationError):
         Policy.model_validate({**document, "bounds": {"stream_duration_s": 0}})
+
+
+# --- a guard model's answer -------------------------------------------------------------------
+
+
+async def _ask(handler: Handler) -> GuardAnswer:
+    runner, url = await _serve(handler)
+    try:
+        return await ask_guard("llama_guard", url, "llama-guard-3-1b", "some text", "assistant", timeout_s=5.0)
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_guard_answer_over_its_bound_is_a_guard_error_not_a_read_of_it_all() -> None:
+    async def endless(request: web.Request) -> web.StreamResponse:  # chunked: no length announced
+        return await _drip(request, b"s" * 64 * KIB, 0.001, headers={"content-type": "application/json"})
+
+    async def announced(request: web.Request) -> web.Response:
+        return web.Response(body=b" " * (GUARD_BODY_BYTES + 1), content_type="application/json")
+
+    for handler in (endless, announced):
+        started = time.monotonic()
+        with pytest.raises(UpstreamError, match="over 262144 bytes"):
+            await _ask(handler)
+        assert time.monotonic() - started < 4.0
+
+
+async def test_a_guard_answer_under_its_bound_is_read() -> None:
+    async def safe(request: web.Request) -> web.Response:
+        return web.json_response({"choices": [{"message": {"role": "assistant", "content": "unsafe\nS10"}}]})
+
+    assert await _ask(safe) == GuardAnswer(True, ("S10",))
