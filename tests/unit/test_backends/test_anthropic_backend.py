@@ -26,6 +26,7 @@ from backends.errors import (
 )
 from backends.http import Timeouts, open_session
 from backends.types import ChatParams, ChatRequest, TextParams, TextRequest, Usage
+from tests.aiohttp_app import start_app
 
 API_KEY = "sk-ant-api03-SECRETSECRETSECRET"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -55,12 +56,7 @@ async def upstream() -> AsyncIterator[Upstream]:
     server = Upstream()
     app = web.Application()
     app.router.add_post("/v1/messages", server.dispatch)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    server.url = f"http://127.0.0.1:{port}"
+    runner, server.url = await start_app(app)
     yield server
     server.release.set()
     await runner.cleanup()

@@ -31,6 +31,7 @@ from backends.read_clock import ReadClock
 from backends.sse import SSEDecoder
 from policies.bounds_config import BoundsConfig
 from policies.document import Policy
+from tests.aiohttp_app import start_app
 
 KIB, MIB = 1024, 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -39,12 +40,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def _serve(handler: Handler) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}/"
+    runner, url = await start_app(app)
+    return runner, url + "/"
 
 
 async def _drip(request: web.Request, piece: bytes, every_s: float, *,

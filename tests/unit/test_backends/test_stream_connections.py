@@ -21,6 +21,7 @@ from backends import http
 from backends.http import Timeouts, open_session
 from backends.openai_compat import OpenAICompatBackend
 from backends.types import ChatParams, ChatRequest
+from tests.aiohttp_app import start_app
 
 Ending = Callable[[web.StreamResponse], Awaitable[None]]
 
@@ -70,11 +71,7 @@ async def upstream() -> AsyncIterator[Upstream]:
     server = Upstream()
     app = web.Application()
     app.router.add_post("/v1/chat/completions", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, server.url = await start_app(app)
     yield server
     server.release.set()
     await runner.cleanup()
