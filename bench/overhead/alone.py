@@ -7,9 +7,10 @@ on its own core serving every variant of ``bench.overhead.ablation`` (the produc
 each feature off, the bare policy). Each round sends one streamed request straight to the
 simulator, one through the featureless aiohttp proxy of ``bench.overhead.floor`` (relaying the
 stream as it arrives, on the gateway's core) and one through each variant, in a shuffled
-order, 50 ms apart, each with a prompt of ``--prompt-tokens`` tokens no other request shares. Per variant: the median over rounds of its
-time to first token minus that of the direct request of the same round (a stream that
-ended without text, output moderation blocking the simulator's word salad, is left out).
+order, 50 ms apart, each with a prompt of ``--prompt-tokens`` tokens no other request
+shares. Per target: the median over rounds of its time to first token minus that of the
+direct request of the same round (a stream that ended without text, output moderation
+blocking the simulator's word salad, is left out).
 """
 
 from __future__ import annotations

@@ -37,14 +37,15 @@ def _aiohttp_session() -> aiohttp.ClientSession:
 
 
 @asynccontextmanager
-async def open_forwarder(client: str, url: str) -> AsyncIterator[Forward]:
-    """A function posting a body to ``url`` with ``client``; the client lives as long as the block."""
+async def open_forwarder(client: str, url: str) -> AsyncIterator[tuple[Forward, aiohttp.ClientSession | None]]:
+    """A function posting a body to ``url`` with ``client``, and the aiohttp session that relays
+    streams (``None`` for the httpx clients); both live as long as the block."""
     if client == "aiohttp":
         async with _aiohttp_session() as session:
             async def via_aiohttp(body: bytes) -> tuple[int, bytes]:
                 async with session.post(url, data=body, headers=_HEADERS) as response:
                     return response.status, await response.read()
-            yield via_aiohttp
+            yield via_aiohttp, session
         return
     limits = httpx.Limits(max_connections=_CONNECTIONS, max_keepalive_connections=_CONNECTIONS)
     transport: httpx.AsyncBaseTransport
@@ -58,7 +59,7 @@ async def open_forwarder(client: str, url: str) -> AsyncIterator[Forward]:
         async def via_httpx(body: bytes) -> tuple[int, bytes]:
             response = await http.post(url, content=body, headers=_HEADERS)
             return response.status_code, response.content
-        yield via_httpx
+        yield via_httpx, None
 
 
 def create_floor_app(client: str, upstream: str) -> Litestar:
@@ -67,9 +68,8 @@ def create_floor_app(client: str, upstream: str) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with open_forwarder(client, url) as forward, _aiohttp_session() as streams:
-            app.state.forward = forward
-            app.state.streams = streams if client == "aiohttp" else None
+        async with open_forwarder(client, url) as (forward, streams):
+            app.state.forward, app.state.streams = forward, streams
             yield
 
     @post("/v1/chat/completions", status_code=200)
