@@ -96,6 +96,7 @@ def plan(sections: set[str], targets: set[str]) -> list[tuple[str, Load]]:
         wanted |= {(t, "r200_stream") for t in ("direct", "gateway", "gateway_prod")}  # 8-chunk reference
     if "prefill" in sections:
         wanted |= {(t, load.name) for t in ("direct", "gateway", "gateway_prod") for load in PREFILL_ORDER}
+        wanted |= {("floor_aiohttp", PREFILL_STREAM200.name)}
     if "server" in sections:
         wanted |= {(t, load) for t in ("gateway", "gateway_granian") for load in ("c32", "c32_stream", "r200")}
         wanted |= {("direct", "r200")}
@@ -163,6 +164,10 @@ def _start_prefill_targets(stack: contextlib.ExitStack, workdir: Path) -> tuple[
         policy = write_policy(workdir, sim.url, production=production, suffix="-prefill")
         targets[name] = Target(name, PUBLIC_MODEL, functools.partial(start_gateway, workdir, policy), fresh=True)
         stack.callback(targets[name].stop)
+    # the paced stream's floor: what relaying a paced chunk costs a proxy that does nothing with it
+    targets["floor_aiohttp"] = Target("floor_aiohttp", SIM_MODEL,
+                                      functools.partial(start_floor, workdir, "aiohttp", sim.url))
+    stack.callback(targets["floor_aiohttp"].stop)
     return sim, targets
 
 

@@ -218,7 +218,7 @@ def _long_table(summary: dict[str, Any]) -> str:
         pair = cells.get(load, {})
         if load == "r200_stream" and "r50_stream200" not in cells:
             continue
-        for target in ("gateway", "gateway_prod"):
+        for target in ("floor_aiohttp", "gateway", "gateway_prod"):  # the floor only where it ran
             cell, direct = pair.get(target), pair.get("direct")
             if not cell or not direct:
                 continue
