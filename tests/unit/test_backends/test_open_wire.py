@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import msgspec
@@ -104,3 +105,68 @@ def test_a_tool_without_its_definition_is_refused(tools: list[dict[str, Any]]) -
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": tools}
     with pytest.raises(InvalidRequestError, match=r"tools\[0\]"):
         parse_chat(json.dumps(body).encode())
+
+
+_maybe_unknown = st.one_of(st.just({}), _unknown_keys)
+_text = st.one_of(st.none(), st.text(max_size=8))
+_usage = st.fixed_dictionaries(
+    {"prompt_tokens": st.integers(0, 99), "completion_tokens": st.integers(0, 99), "total_tokens": st.integers(0, 99)},
+    optional={"prompt_tokens_details": st.one_of(st.none(), st.fixed_dictionaries(
+        {"cached_tokens": st.one_of(st.none(), st.integers(0, 9))}))})
+_odd = st.one_of(st.just("not a number"), st.just([1]), st.none(), st.integers())
+
+
+def _with(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: v for k, v in extra.items() if k not in base}, **base}
+
+
+@st.composite
+def _chunk_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    """Stream chunks as upstreams send them: declared keys, sometimes undeclared ones at any
+    depth, sometimes a declared key with a value of the wrong type."""
+    delta = _with({"content": draw(_text), "role": draw(_text)}, draw(_maybe_unknown))
+    if draw(st.booleans()):
+        delta["tool_calls"] = [_with({"index": 0, "function": {"arguments": "{"}}, draw(_maybe_unknown))]
+    choice = _with({"index": 0, "delta": delta, "finish_reason": draw(_text),
+                    "logprobs": None, "matched_stop": draw(st.one_of(st.none(), st.integers(0, 9)))},
+                   draw(_maybe_unknown))
+    body = _with({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                  "choices": draw(st.lists(st.just(choice), max_size=2))}, draw(_maybe_unknown))
+    usage = draw(st.one_of(st.none(), _usage))
+    if usage is not None or draw(st.booleans()):
+        body["usage"] = _with(usage, draw(_maybe_unknown)) if usage is not None else None
+    if draw(st.integers(0, 5)) == 0:  # a declared key the struct cannot take
+        body[draw(st.sampled_from(["created", "choices", "usage", "id"]))] = draw(_odd)
+    return body
+
+
+@given(body=_chunk_bodies())
+def test_decoding_straight_into_the_struct_gives_what_the_walk_gives(body: dict[str, Any]) -> None:
+    text = json.dumps(body)
+    try:
+        walked = open_wire.convert(json.loads(text), ChatChunk)
+    except msgspec.ValidationError as exc:
+        with pytest.raises(msgspec.ValidationError, match=re.escape(str(exc))):
+            open_wire.decode(text, ChatChunk)
+        return
+    decoded = open_wire.decode(text, ChatChunk)
+    assert decoded == walked
+    assert open_wire.encode(decoded) == open_wire.encode(walked)
+    assert json.loads(open_wire.encode(decoded)) == body
+
+
+def test_a_chunk_of_declared_keys_is_not_walked_and_one_with_more_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    walked: list[type[Any]] = []
+    adopt = open_wire.adopt
+
+    def noting(obj: Any, raw: dict[str, Any]) -> bool:
+        walked.append(type(obj))
+        return adopt(obj, raw)
+
+    monkeypatch.setattr(open_wire, "adopt", noting)
+    declared = json.dumps(SGLANG_TOOL_DELTA)
+    assert json.loads(open_wire.encode(open_wire.decode(declared, ChatChunk))) == SGLANG_TOOL_DELTA
+    assert walked == []
+    vendor = {**SGLANG_TOOL_DELTA, "choices": [{**SGLANG_TOOL_DELTA["choices"][0], "vendor_score": 0.5}]}  # type: ignore[index]
+    assert json.loads(open_wire.encode(open_wire.decode(json.dumps(vendor), ChatChunk))) == vendor
+    assert walked[0] is ChatChunk  # the walk, from the top
