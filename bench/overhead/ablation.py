@@ -3,7 +3,8 @@
 One ``switchyard serve`` on the gateway's core serves the production policy
 (``stack.production_policy``) and variants of it that each turn one feature off (input
 moderation, output moderation, both, the context budget, limits and budgets, cache-aware
-selection, prices), and the bare policy, side by side in one policy: a model per variant (its
+selection, prices; the context budget with limits and budgets, the features that count a prompt
+before it goes), and the bare policy, side by side in one policy: a model per variant (its
 own moderation section, context and prices; cache-aware or round-robin backends on the same
 simulated worker) and a tenant key with or without limits and budgets. The load generator, on
 the other core, sends small non-streamed requests at concurrency 32 to one variant at a time in
@@ -44,6 +45,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "- limits and budgets": ("prod", NO_LIMITS_KEY),
     "- cache-aware (round robin)": ("prod-round-robin", API_KEY),
     "- prices": ("prod-no-prices", API_KEY),
+    "- counting (context budget; limits and budgets)": ("prod-no-context", NO_LIMITS_KEY),
     "bare": ("bare", NO_LIMITS_KEY),
 }
 """Variant -> (model, key) in ``policy``."""
