@@ -47,20 +47,27 @@ class SSEDecoder:
                 chunk, self._held_cr = chunk[:-1], True
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._buffer
-        scan = max(0, len(buffer) - 1)  # an event end may straddle the old and the new bytes
-        buffer += chunk
+        if buffer:
+            scan = len(buffer) - 1  # an event end may straddle the old and the new bytes
+            buffer += chunk
+            data: bytes | bytearray = buffer
+        else:  # nothing carried over (most reads): find the events where the bytes are
+            scan, data = 0, chunk
         events: list[SSEEvent] = []
         start = 0
         while True:
-            end = buffer.find(b"\n\n", scan)
+            end = data.find(b"\n\n", scan)
             if end < 0:
                 break
             self._check(end - start)
-            event = _parse_block(bytes(buffer[start:end]))
+            event = _parse_block(data[start:end])
             if event is not None:
                 events.append(event)
             start = scan = end + 2
-        del buffer[:start]
+        if data is buffer:
+            del buffer[:start]
+        else:
+            buffer += data[start:]
         self._check(len(buffer))
         return events
 
@@ -78,7 +85,9 @@ class SSEDecoder:
                 "(bounds.upstream_event_bytes)", bound="upstream_event_bytes")
 
 
-def _parse_block(block: bytes) -> SSEEvent | None:
+def _parse_block(block: bytes | bytearray) -> SSEEvent | None:
+    if block.startswith(b"data: ") and b"\n" not in block:  # one data line: most events
+        return SSEEvent("message", block[6:].decode("utf-8", errors="replace"))
     name = "message"
     data: list[str] = []
     for raw in block.split(b"\n"):
