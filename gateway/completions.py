@@ -194,9 +194,10 @@ async def _stream(exchange: Exchange[Req, Resp, Chunk], door: Door[Req, Resp, Ch
                         keep_chunks_bytes=cached.max_entry_bytes if cached.key else 0)
     lease = StreamLease(worker, upstream, tally, on_end)
     include_usage = call.include_usage
-    guard = StreamGuard(moderator, record) if moderator is not None and moderator.checks_output else None
-    chunks = published(moderated(metered(first, upstream, tally, record), guard), target.model, include_usage,
-                       exchange.hides_cached_tokens(choice))
+    chunks = metered(first, upstream, tally, record)
+    if moderator is not None and moderator.checks_output:
+        chunks = moderated(chunks, StreamGuard(moderator, record))
+    chunks = published(chunks, target.model, include_usage, exchange.hides_cached_tokens(choice))
     ticket.hand_off()  # the lease settles it when the stream ends
     return stream_response(encoded(chunks, door.stream(call), lease, on_done), lease, headers)
 

@@ -4,6 +4,9 @@ A stream passes through one stage per concern, each an async generator doing one
 
     encoded(published(moderated(metered(upstream, tally), guard), model, ...), encoder, ...)
 
+(``moderated`` only when output moderation is on: a stage that passes every chunk through
+would still cost a generator hop per chunk.)
+
 ``metered`` records every upstream chunk in the lease's ``StreamTally`` (what is charged,
 before moderation changes anything); ``moderated`` lets the output guard release, hold or
 block text; ``published`` puts the public model name on and drops (or coarsens) usage the
@@ -89,12 +92,8 @@ async def metered(first: Any, upstream: AsyncIterator[Any], tally: StreamTally,
         record.chunk()
 
 
-async def moderated(chunks: AsyncIterator[Any], guard: StreamGuard | None) -> AsyncIterator[Any]:
+async def moderated(chunks: AsyncIterator[Any], guard: StreamGuard) -> AsyncIterator[Any]:
     """What output moderation releases; a block ends the stream after its final chunk."""
-    if guard is None:
-        async for chunk in chunks:
-            yield chunk
-        return
     try:
         async for chunk in chunks:
             # the cascade's encoder costs ms a window: off the loop, one chunk at a time, in order
