@@ -15,6 +15,8 @@ into its struct, after a check of its keys alone (``_Direct``); anything else ta
 
 from __future__ import annotations
 
+import functools
+import operator
 import types
 import typing
 from typing import Any, TypeVar
@@ -96,11 +98,9 @@ def convert(raw: dict[str, Any], cls: type[T]) -> T:
 def decode(data: bytes | str, cls: type[T]) -> T:
     """Decode JSON into ``cls`` keeping undeclared fields; raises ``msgspec.DecodeError``
     (``ValidationError`` is one) when the declared part does not fit."""
-    direct = _DIRECT[cls] if cls in _DIRECT else _direct(cls)
-    if direct is not None:
-        decoded: T | None = direct.decode(data)
-        if decoded is not None:
-            return decoded
+    decoded = decode_declared(data, cls)
+    if decoded is not None:
+        return decoded
     raw = _GENERIC.decode(data)
     if not isinstance(raw, dict):
         raise msgspec.ValidationError(f"Expected `object`, got `{type(raw).__name__}`")
@@ -150,6 +150,15 @@ def replace(obj: T, **changes: Any) -> T:
     return new
 
 
+def decode_declared(data: bytes | str, cls: type[T]) -> T | None:
+    """``data`` as ``cls`` when every key in it is declared (nothing for ``adopt`` to keep)
+    and the declared part fits, decoded in C; None otherwise: decode it the other way, which
+    keeps what is undeclared and raises what does not fit."""
+    direct = _DIRECT[cls] if cls in _DIRECT else _direct(cls)
+    decoded: T | None = direct.decode(data) if direct is not None else None
+    return decoded
+
+
 class _Direct:
     """Decodes a text with no undeclared key straight into its struct: both steps in C.
 
@@ -169,7 +178,7 @@ class _Direct:
         try:
             self._keys.decode(data)
             return self._typed.decode(data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, ValueError, RecursionError):  # bad UTF-8 is a ValueError
             return None
 
 
@@ -181,8 +190,8 @@ def _direct(cls: type[Any]) -> _Direct | None:
 
 def _keys_twin(cls: type[Any], made: dict[type[Any], type[Any] | None]) -> type[Any] | None:
     """A struct type with ``cls``'s field names, every other key forbidden, nested structs
-    twinned the same way and every other value left unparsed (``msgspec.Raw``); None when the
-    tree holds what ``adopt`` reads differently (tagged unions, renamed fields, mixed unions)."""
+    twinned the same way and every other value left unparsed (``msgspec.Raw``); None when
+    ``cls`` is read differently by ``adopt`` (a tagged struct, renamed fields)."""
     if cls in made:
         return made[cls]
     made[cls] = None  # a recursive tree is not twinned
@@ -202,20 +211,29 @@ def _keys_twin(cls: type[Any], made: dict[type[Any], type[Any] | None]) -> type[
 
 
 def _keys_type(kind: Any, made: dict[type[Any], type[Any] | None]) -> Any:
-    """The twin of a field type that can hold structs: a struct, a list of them, or a union of
-    one of those with None or UNSET; None for anything else."""
+    """The twin of a field type that can hold structs, None when nothing of it can be twinned.
+
+    A struct's twin, a list of them; in a union each struct-holding member's twin, the other
+    members as they are, and a member with no twin (a list of tagged content parts) left
+    out, so a value of that kind fails the twin and takes the walk. Constraints
+    (``Annotated``) are the typed decoder's to check.
+    """
+    if typing.get_origin(kind) is typing.Annotated:
+        kind = typing.get_args(kind)[0]
     if isinstance(kind, type) and issubclass(kind, Wire):
         return _keys_twin(kind, made)
     origin = typing.get_origin(kind)
     if origin is list:
         (item,) = typing.get_args(kind)
-        twin = _keys_type(item, made) if isinstance(item, type) and issubclass(item, Wire) else None
+        twin = _keys_type(item, made)
         return list[twin] if twin is not None else None  # type: ignore[valid-type]
     if origin is typing.Union or origin is types.UnionType:
-        members = [m for m in typing.get_args(kind) if m is not UnsetType]
-        held = [m for m in members if m is not type(None)]
-        if len(held) != 1:
-            return None
-        twin = _keys_type(held[0], made)
-        return twin | None if twin is not None and len(members) > 1 else twin
+        members = []
+        for member in typing.get_args(kind):
+            if member is UnsetType:
+                continue
+            twin = _keys_type(member, made) if _holds_struct(msgspec.inspect.type_info(member)) else member
+            if twin is not None:
+                members.append(twin)
+        return functools.reduce(operator.or_, members) if members else None
     return None

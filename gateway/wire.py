@@ -63,6 +63,16 @@ def _convert(data: dict[str, Any], cls: type[P]) -> tuple[P, dict[str, Any]]:
     return params, extra
 
 
+def _parse(body: bytes, cls: type[P]) -> tuple[P, dict[str, Any]]:
+    """``body`` as ``cls`` and its unknown top-level fields: in C when every key in it is
+    declared (most requests; ``open_wire.decode_declared``), else decoded, validated and walked
+    by ``_convert``, which also says what is wrong with a body that does not fit."""
+    params = open_wire.decode_declared(body, cls)
+    if params is not None:
+        return params, {}
+    return _convert(decode_object(body), cls)
+
+
 def _check_tools(params: ChatParams) -> None:
     for index, tool in enumerate(params.tools or ()):
         if tool.type == "function" and tool.function is msgspec.UNSET:
@@ -88,8 +98,7 @@ def _check_messages(params: ChatParams) -> None:
 
 def parse_chat(body: bytes) -> ChatRequest:
     """Validate a ``/v1/chat/completions`` body; unknown top-level fields are kept as extras."""
-    data = decode_object(body)
-    params, extra = _convert(data, ChatParams)
+    params, extra = _parse(body, ChatParams)
     _check_messages(params)
     _check_tools(params)
     return ChatRequest(params=params, extra=extra)
@@ -115,8 +124,7 @@ def _is_prompt_list(prompt: list[Any]) -> bool:
 
 def parse_text(body: bytes) -> TextRequest:
     """Validate a ``/v1/completions`` body; unknown top-level fields are kept as extras."""
-    data = decode_object(body)
-    params, extra = _convert(data, TextParams)
+    params, extra = _parse(body, TextParams)
     if isinstance(params.prompt, list) and not _is_prompt_list(params.prompt):
         raise InvalidRequestError(
             "prompt: must be a string, or a list of strings, of token ids (0 to 2**31-1) or of token-id lists",
@@ -150,8 +158,7 @@ def _embedding_input_problem(value: str | list[Any]) -> str | None:
 
 def parse_embeddings(body: bytes) -> EmbeddingRequest:
     """Validate a ``/v1/embeddings`` body; unknown top-level fields are kept as extras."""
-    data = decode_object(body)
-    params, extra = _convert(data, EmbeddingParams)
+    params, extra = _parse(body, EmbeddingParams)
     problem = _embedding_input_problem(params.input)
     if problem is not None:
         raise InvalidRequestError(f"input: {problem}", param="input")

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from backends.errors import InvalidJSONError, InvalidRequestError
+from backends import open_wire
+from backends.errors import InvalidJSONError, InvalidRequestError, SwitchyardError
 from backends.openai_compat import encode_body
+from backends.types import ChatParams
+from gateway import wire
 from gateway.wire import parse_chat, parse_text
 
 
@@ -77,3 +85,61 @@ def test_text_completion_prompt_shapes() -> None:
     with pytest.raises(InvalidRequestError) as info:
         parse_text(msgspec.json.encode({"model": "m", "prompt": {"a": 1}}))
     assert info.value.param == "prompt"
+
+
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.text(max_size=4))
+_undeclared = st.dictionaries(st.sampled_from(["vendor", "cache_hint", "x_trace"]), _leaf, max_size=2)
+_content = st.one_of(st.text(max_size=6), st.text(max_size=6), st.text(max_size=6), st.none(),
+                     st.just([{"type": "text", "text": "hi"}]), st.integers())
+
+
+@st.composite
+def _chat_bodies(draw: st.DrawFn) -> bytes:
+    """Chat requests as clients send them: declared fields, sometimes undeclared ones (top level,
+    in a message, in a tool), content parts, and values the schema refuses."""
+    messages = [{"role": draw(st.sampled_from(["user", "user", "assistant", "system", "robot"])),
+                 "content": draw(_content), **draw(st.one_of(st.just({}), _undeclared))}
+                for _ in range(draw(st.sampled_from([1, 1, 2, 0])))]
+    body: dict[str, Any] = {"model": draw(st.sampled_from(["m", "m", 7])), "messages": messages,
+                            **draw(st.one_of(st.just({}), _undeclared))}
+    optional = {"temperature": st.sampled_from([0.5, 1, 1.5, 5, "hot"]), "max_tokens": st.sampled_from([16, 0, None]),
+                "stream": st.booleans(), "seed": st.sampled_from([1, 2**70]),
+                "tools": st.just([{"type": "function", "function": {"name": "f", "parameters": {}}}])}
+    for name, values in optional.items():
+        if draw(st.booleans()):
+            body[name] = draw(values)
+    if "tools" in body and draw(st.booleans()):
+        body["tools"][0]["function"]["vendor"] = 1
+    text = json.dumps(body)
+    return (text + draw(st.sampled_from(["", "", "", " ", "}"]))).encode()
+
+
+def _walked(body: bytes) -> tuple[Any, ...]:
+    try:
+        params, extra = wire._convert(wire.decode_object(body), ChatParams)
+    except SwitchyardError as exc:
+        return type(exc), str(exc)
+    return open_wire.encode(params), extra, params
+
+
+@settings(max_examples=300)
+@given(body=_chat_bodies())
+def test_a_request_decoded_straight_into_its_struct_is_what_the_walk_makes(body: bytes) -> None:
+    expected = _walked(body)
+    try:
+        params, extra = wire._parse(body, ChatParams)
+    except SwitchyardError as exc:
+        assert (type(exc), str(exc)) == expected
+        return
+    assert (open_wire.encode(params), extra, params) == expected
+
+
+def test_a_request_of_declared_keys_is_not_walked(monkeypatch: pytest.MonkeyPatch) -> None:
+    def walk(*_: Any) -> Any:
+        raise AssertionError("walked")
+
+    monkeypatch.setattr(open_wire, "adopt", walk)
+    call = parse_chat(b'{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5}')
+    assert (call.params.max_tokens, call.extra) == (5, {})
+    with pytest.raises(AssertionError, match="walked"):
+        parse_chat(b'{"model":"m","messages":[{"role":"user","content":"hi"}],"vendor":1}')
