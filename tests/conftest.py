@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Coroutine, Generator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,6 +70,15 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object
 def spec_checks() -> SpecLedger:
     """The session's spec ledger: ``check()`` it, then read ``checks`` (this test's only)."""
     return SPEC_LEDGER
+
+
+def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """``predicate()`` once it is truthy, or its last value after ``timeout`` seconds: for what
+    the gateway does after a response is sent (its access line, a charge)."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return value
 
 
 def _without_breakers(edit: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None]:

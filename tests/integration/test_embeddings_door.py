@@ -36,7 +36,7 @@ from gateway.local_stack import (
 from gateway.telemetry import AccessLog, Telemetry
 from policies.document import Policy, reference_problems
 from policies.keys import hash_key
-from tests.conftest import ThreadedStack
+from tests.conftest import ThreadedStack, eventually
 
 BUDGET_KEY = "sy-embed-budget-key"
 BUDGET_TOKENS = 40
@@ -288,7 +288,12 @@ def test_canary_versions_fallback_and_the_access_line(embedded: tuple[ThreadedSt
     assert failover.headers["x-switchyard-worker"] == "openai"
     assert len(failover.parse().data) == 1
 
-    lines = [json.loads(line) for line in access.getvalue().splitlines() if line.startswith("{")]
-    embedded_lines = [line for line in lines if line.get("door") == "embeddings"]
-    assert embedded_lines and all(line["operation"] == "embeddings" for line in embedded_lines)
-    assert any(line["model"] == FAILOVER_MODEL and line["status"] == 200 for line in embedded_lines)
+    def embedded_lines() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in access.getvalue().splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("door") == "embeddings"]
+
+    # an access line is written once its response has gone out: wait for the failover's
+    request_id = failover.headers["x-request-id"]
+    (line,) = eventually(lambda: [x for x in embedded_lines() if x["request_id"] == request_id])
+    assert (line["model"], line["status"]) == (FAILOVER_MODEL, 200)
+    assert all(line["operation"] == "embeddings" for line in embedded_lines())

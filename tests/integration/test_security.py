@@ -39,7 +39,7 @@ from gateway.local_stack import (
 )
 from gateway.telemetry import AccessLog, Telemetry
 from policies.keys import hash_key
-from tests.conftest import ThreadedStack
+from tests.conftest import ThreadedStack, eventually
 
 ECHO_MODEL = "echo-model"
 ECHO_KEY_ENV = "SWITCHYARD_TEST_ECHO_UPSTREAM_KEY"
@@ -191,13 +191,6 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
 
 def chat(model: str = LOCAL_MODEL, content: str = "hi", **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 4, **extra}
-
-
-def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return value
 
 
 # --- tenants ------------------------------------------------------------------------------
