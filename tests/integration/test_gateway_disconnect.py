@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from gateway.local_stack import DEMO_KEY, LOCAL_MODEL
-from tests.conftest import ThreadedStack
+from tests.conftest import ThreadedStack, eventually
 
 
 def in_flight(stack: ThreadedStack) -> int:
@@ -31,15 +31,6 @@ def first_chunk_then_leave(stack: ThreadedStack, body: dict[str, Any]) -> Iterat
         yield
 
 
-def wait_for(predicate, timeout: float = 3.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_disconnect_mid_stream_cancels_upstream(stack: ThreadedStack) -> None:
     sims = stack.stack.sglang
     before = sum(stack.sim_stats(s.url)["cancelled"] for s in sims)
@@ -49,9 +40,9 @@ def test_disconnect_mid_stream_cancels_upstream(stack: ThreadedStack) -> None:
         assert in_flight(stack) == 1
         started = time.monotonic()
     # leaving the block closes the connection; the simulator must see its request cancelled
-    assert wait_for(lambda: sum(stack.sim_stats(s.url)["cancelled"] for s in sims) == before + 1)
+    assert eventually(lambda: sum(stack.sim_stats(s.url)["cancelled"] for s in sims) == before + 1)
     assert time.monotonic() - started < 2.0, "5000 tokens at 2 ms each would take 10 s"
-    assert wait_for(lambda: in_flight(stack) == 0), "the worker's in-flight slot was released"
+    assert eventually(lambda: in_flight(stack) == 0), "the worker's in-flight slot was released"
     running = sum(stack.sim_stats(s.url)["running"] for s in sims)
     assert running == 0
 
@@ -68,5 +59,5 @@ def test_disconnect_before_the_body_is_read_releases_everything(stack: ThreadedS
                      b"authorization: Bearer " + DEMO_KEY.encode() + b"\r\ncontent-length: "
                      + str(len(payload)).encode() + b"\r\n\r\n" + payload)
         assert sock.recv(1024).startswith(b"HTTP/1.1 200")
-    assert wait_for(lambda: sum(stack.sim_stats(s.url)["cancelled"] for s in sims) == before + 1)
-    assert wait_for(lambda: in_flight(stack) == 0)
+    assert eventually(lambda: sum(stack.sim_stats(s.url)["cancelled"] for s in sims) == before + 1)
+    assert eventually(lambda: in_flight(stack) == 0)

@@ -6,7 +6,6 @@ import io
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.local_stack import ADMIN_KEY, AUTO_ROUTE, DEMO_KEY, LOCAL_MODEL
 from gateway.telemetry import AccessLog, Telemetry
-from tests.conftest import ThreadedStack
+from tests.conftest import ThreadedStack, eventually
 
 SECRET_PROMPT = "the-launch-code-is-zebra-4417"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -62,16 +61,6 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
     stack.close()
 
 
-def _wait_for(predicate: Any, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    return predicate()
-
-
 def test_a_streamed_request_is_one_trace_continuing_the_clients(observed: Observed) -> None:
     trace_id = os.urandom(16).hex()
     stream = observed.client.chat.completions.create(
@@ -80,7 +69,7 @@ def test_a_streamed_request_is_one_trace_continuing_the_clients(observed: Observ
         extra_headers={"traceparent": f"00-{trace_id}-{CLIENT_PARENT}-01"})
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text
-    spans = _wait_for(lambda: [s for s in observed.spans_of(trace_id) if s.kind == SpanKind.SERVER])
+    spans = eventually(lambda: [s for s in observed.spans_of(trace_id) if s.kind == SpanKind.SERVER])
     (root,) = spans
     assert root.parent is not None and format(root.parent.span_id, "016x") == CLIENT_PARENT
     assert root.name == f"chat {LOCAL_MODEL}"
@@ -130,7 +119,7 @@ def test_traceparent_reaches_the_worker_under_the_backend_call_span(observed: Ob
     sim = observed.stack.stack.sglang[int(worker.split("/")[1])]
     sent = observed.stack.sim_requests(sim.url)[-1]["headers"]["traceparent"]
     _, sent_trace, sent_parent, _ = sent.split("-")
-    call = _wait_for(lambda: [s for s in observed.spans_of(trace_id) if s.kind == SpanKind.CLIENT])
+    call = eventually(lambda: [s for s in observed.spans_of(trace_id) if s.kind == SpanKind.CLIENT])
     assert sent_trace == trace_id
     assert sent_parent == format(call[0].context.span_id, "016x")
 
@@ -139,7 +128,7 @@ def test_a_difficulty_route_records_its_classification(observed: Observed) -> No
     raw = observed.client.chat.completions.with_raw_response.create(
         model=AUTO_ROUTE, max_tokens=4, messages=[{"role": "user", "content": "hi there"}])
     tier = raw.headers["x-switchyard-tier"]
-    line = _wait_for(lambda: [x for x in observed.access_lines() if x["request_id"] == raw.headers["x-request-id"]])
+    line = eventually(lambda: [x for x in observed.access_lines() if x["request_id"] == raw.headers["x-request-id"]])
     spans = observed.spans_of(line[0]["trace_id"])
     root = next(s for s in spans if s.kind == SpanKind.SERVER)
     attributes = dict(root.attributes or {})
@@ -154,7 +143,7 @@ def test_every_request_writes_one_access_line_without_text(observed: Observed) -
     raw = observed.client.chat.completions.with_raw_response.create(
         model=LOCAL_MODEL, max_tokens=5, messages=[{"role": "user", "content": SECRET_PROMPT}])
     request_id = raw.headers["x-request-id"]
-    (line,) = _wait_for(lambda: [x for x in observed.access_lines() if x["request_id"] == request_id])
+    (line,) = eventually(lambda: [x for x in observed.access_lines() if x["request_id"] == request_id])
     assert line["status"] == 200 and line["tenant"] == "demo" and line["model"] == LOCAL_MODEL
     assert line["worker"] == raw.headers["x-switchyard-worker"]
     usage = raw.parse().usage
@@ -183,7 +172,7 @@ def test_metrics_cover_latency_tokens_cost_routing_and_workers(observed: Observe
         model=LOCAL_MODEL, stream=True, max_tokens=8, messages=[{"role": "user", "content": "count"}])
     for _ in stream:
         pass
-    metrics = _wait_for(lambda: (m := observed.metrics()) and any(
+    metrics = eventually(lambda: (m := observed.metrics()) and any(
         s.value > 0 for s in m["switchyard_time_to_first_token_seconds"] if s.name.endswith("_count")) and m)
 
     def total(name: str, suffix: str = "", **labels: str) -> float:
@@ -244,7 +233,7 @@ def test_metrics_count_the_event_loops_asyncio_tasks(observed: Observed) -> None
         for _ in observed.client.chat.completions.create(
                 model=LOCAL_MODEL, stream=True, max_tokens=4, messages=[{"role": "user", "content": "hi"}]):
             pass
-    settled = _wait_for(lambda: observed.metrics()["switchyard_asyncio_tasks"][0].value <= idle.value + 2)
+    settled = eventually(lambda: observed.metrics()["switchyard_asyncio_tasks"][0].value <= idle.value + 2)
     assert settled, "tasks of finished requests are still counted"
 
 
@@ -256,7 +245,7 @@ def test_a_client_gone_mid_stream_is_logged_as_499(observed: Observed) -> None:
         request_id = response.headers["x-request-id"]
         for _ in response.iter_lines():
             break
-    (line,) = _wait_for(lambda: [x for x in observed.access_lines() if x["request_id"] == request_id])
+    (line,) = eventually(lambda: [x for x in observed.access_lines() if x["request_id"] == request_id])
     assert line["status"] == 499 and line["code"] == "client_disconnected"
     assert line["completion_tokens"] < 400
 
