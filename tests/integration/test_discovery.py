@@ -51,10 +51,19 @@ def _shared_port() -> int:
     raise RuntimeError("no port free on every worker address")
 
 
-def _udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _dns_port() -> int:
+    """A port free on 127.0.0.1 for UDP and for TCP: dnsmasq listens on both, and exits (status
+    2) when either is taken."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free for both UDP and TCP")
 
 
 class Dnsmasq:
@@ -64,27 +73,33 @@ class Dnsmasq:
         binary = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if Path("/usr/sbin/dnsmasq").exists() else None)
         if binary is None:
             pytest.skip("dnsmasq is not installed (.ci/run installs it)")
-        self.name, self.port = name, _udp_port()
+        self.name = name
         self._hosts = workdir / "hosts"
         self._hosts.write_text("".join(f"{address} {name}\n" for address in addresses))
         self._hosts.chmod(0o644)
-        self.process = subprocess.Popen(
-            [binary, "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", f"--addn-hosts={self._hosts}",
-             f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces", "--cache-size=0",
-             "--local-ttl=0", "--user=root", "--pid-file="],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait_until_answering(addresses)
+        for _ in range(3):  # the port can still be taken between the check and dnsmasq's bind
+            self.port = _dns_port()
+            self.process = subprocess.Popen(
+                [binary, "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                 f"--addn-hosts={self._hosts}", f"--port={self.port}", "--listen-address=127.0.0.1",
+                 "--bind-interfaces", "--cache-size=0", "--local-ttl=0", "--user=root", "--pid-file="],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if self._answering(addresses):
+                return
+        raise AssertionError(f"dnsmasq did not start (status {self.process.returncode})")
 
-    def _wait_until_answering(self, addresses: list[str]) -> None:
-        # a SIGHUP before dnsmasq installs its handler would kill it: wait for its first answer
+    def _answering(self, addresses: list[str]) -> bool:
+        """Wait for its first answer (a SIGHUP before dnsmasq installs its handler would kill it);
+        False if it exited first."""
         deadline = time.monotonic() + 10
-        while True:
+        while self.process.poll() is None:
             try:
                 if asyncio.run(resolve(self.name, ("127.0.0.1", self.port), A, timeout_s=0.2)) == addresses:
-                    return
+                    return True
             except DnsError:
                 pass
-            assert self.process.poll() is None and time.monotonic() < deadline, "dnsmasq did not start"
+            assert time.monotonic() < deadline, "dnsmasq started but did not answer"
+        return False
 
     def set(self, addresses: list[str]) -> None:
         self._hosts.write_text("".join(f"{address} {self.name}\n" for address in addresses))

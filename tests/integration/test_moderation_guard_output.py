@@ -148,7 +148,8 @@ def test_a_late_guard_releases_or_ends_a_waiting_stream_as_the_policy_says(
 
 def test_a_client_that_leaves_while_its_stream_waits_for_the_guard_releases_everything(
         guarded: tuple[ThreadedStack, GuardSim]) -> None:
-    from tests.integration.test_gateway_disconnect import first_chunk_then_leave, in_flight, wait_for
+    from tests.conftest import eventually
+    from tests.integration.test_gateway_disconnect import first_chunk_then_leave, in_flight
 
     stack, sim = guarded
     runtime = stack.stack.app.state.gateway.runtime
@@ -158,7 +159,7 @@ def test_a_client_that_leaves_while_its_stream_waits_for_the_guard_releases_ever
     try:
         with first_chunk_then_leave(stack, body):
             pass  # the role chunk has come: the text waits for the guard
-        wait_for(lambda: not runtime.accounting._live and in_flight(stack) == 0)
+        eventually(lambda: not runtime.accounting._live and in_flight(stack) == 0)
     finally:
         sim.delay_s = 0.0
     assert not runtime.accounting._live, "the stream's ticket was settled"
