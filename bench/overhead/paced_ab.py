@@ -20,17 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.overhead.procs import CLIENT_CORE, GATEWAY_CORE, Service, free_port, pinned, start
-from bench.overhead.stack import API_KEY, PUBLIC_MODEL, gateway_argv, start_sim, write_policy
+from bench.overhead.procs import CLIENT_CORE, Service, pinned
+from bench.overhead.stack import API_KEY, PUBLIC_MODEL, start_gateway, start_sim, write_policy
 
 TOKENS = 200
 """Chunks a stream carries (``--max-tokens``)."""
-
-
-def _start(tree: Path, policy: Path, logs: Path, name: str) -> Service:
-    port = free_port()
-    return start(name, pinned(GATEWAY_CORE, gateway_argv("uvicorn", policy, port)), f"http://127.0.0.1:{port}",
-                 logs, ready_path="/readyz", env={"PYTHONPATH": str(tree), "REDIS_URL": ""}, timeout=60.0)
 
 
 def _load(gateway: Service, rate: float, duration: float, warmup: float) -> subprocess.Popen[str]:
@@ -67,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             policy = write_policy(work, sim.url, production=args.production)
             for round_ in range(args.rounds):
                 order = trees if round_ % 2 == 0 else trees[::-1]
-                gateways = {tree: _start(tree, policy, work / "logs", f"gateway-{i}") for i, tree in enumerate(order)}
+                gateways = {tree: start_gateway(work, policy, tree=tree, label=f"-{i}") for i, tree in enumerate(order)}
                 try:
                     loads = {tree: _load(g, args.rate, args.duration, args.warmup) for tree, g in gateways.items()}
                     for tree, load in loads.items():

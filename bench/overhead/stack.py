@@ -97,18 +97,22 @@ def gateway_argv(server: Server, policy: Path, port: int) -> list[str]:
             "--port", str(port), "--workers", "1", "--log-level", "warning"]
 
 
-def start_gateway(workdir: Path, policy: Path, server: Server = "uvicorn", *, redis_url: str = "") -> Service:
+def start_gateway(workdir: Path, policy: Path, server: Server = "uvicorn", *, redis_url: str = "",
+                  tree: Path | None = None, label: str = "") -> Service:
     """The gateway alone on its core, ready once ``/readyz`` answers 200.
 
     ``redis_url`` puts limits, budgets and the ledger on Redis (``REDIS_URL``); empty keeps
     them in process. The environment is set either way, so an operator's ``REDIS_URL`` does
-    not leak into a cell meant to be in process.
+    not leak into a cell meant to be in process. ``tree`` serves another source tree's code
+    (``PYTHONPATH``, which imports before the installed package); ``label`` tells apart the
+    logs of gateways started on the same policy.
     """
     port = free_port()
-    return start(f"gateway-{server}-{policy.stem}{'-redis' if redis_url else ''}",
+    env = {"REDIS_URL": redis_url, **({"PYTHONPATH": str(tree)} if tree is not None else {})}
+    return start(f"gateway-{server}-{policy.stem}{'-redis' if redis_url else ''}{label}",
                  pinned(GATEWAY_CORE, gateway_argv(server, policy, port)),
                  f"http://127.0.0.1:{port}", workdir / "logs", ready_path="/readyz",
-                 env={"REDIS_URL": redis_url}, timeout=60.0)
+                 env=env, timeout=60.0)
 
 
 def start_floor(workdir: Path, client: str, upstream: str) -> Service:
