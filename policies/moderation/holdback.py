@@ -18,7 +18,8 @@ held, computed from the checks a policy turns on:
   - secrets: a word that is, or begins, a known key shape (``sk-``, ``AKIA``, ``ghp_``, ...:
     ``pii.SECRET_PREFIXES``); any run within 48 characters of a key word (``token``,
     ``password``, ``Bearer``, ...: a keyed value may follow); a run of token characters
-    longer than ``TOKEN_LEAD`` (8);
+    longer than ``TOKEN_LEAD`` (8), unless it is a plain word (``Improving``, ``Non-binary``:
+    lower-case letters after at most one capital, hyphens between);
   - IBANs: a word that has its two country letters and a digit (``"DE8"``).
 
   So ``"Sure"`` or ``"The"`` alone holds nothing unless e-mail addresses are redacted;
@@ -28,7 +29,11 @@ held, computed from the checks a policy turns on:
 
 What may reach the client of a value found later, by design, is a lead that does not give it
 away: up to ``TOKEN_LEAD`` characters of a random token (32 or more characters, so 24 or more
-are redacted), an IBAN's two country letters. Types a policy only flags hold nothing: their
+are redacted), or its leading plain word (a word is no secret; the detector redacts only tokens
+less than half made of words, and a random base62 token opens with nine lower-case letters
+once in ~2,500), an IBAN's two country letters. A word of more than ``TOKEN_LEAD`` letters
+is not held for the token it could begin: one of XSTest's answers in thirty opens with one
+(``Improving``, ``Terminating``), which would otherwise show one token late. Types a policy only flags hold nothing: their
 values are found when complete, with the released context (``OVERLAP_CHARS``) around them.
 
 A text that ends with a space or a punctuation mark after a word (``"Sure! "``) holds nothing
@@ -67,6 +72,7 @@ _DIGIT = re.compile(r"\d")
 _WORD_BACK = re.compile(r"[\w-]*")  # a known key shape starts where such a run does
 _TOKEN_BACK = re.compile(r"[A-Za-z0-9_+/=-]*")
 _ALNUM_BACK = re.compile(r"[A-Za-z0-9]*")
+_PLAIN_WORD = re.compile(r"[A-Z]?[a-z]+(?:-[a-z]+)*")
 _NUMBER_LEAD = re.compile(r"[\d+(]")
 _IP_LEAD = re.compile(r"[\d:]")
 _HEX_WORD = re.compile(r"[0-9A-Fa-f]{1,4}")
@@ -145,7 +151,7 @@ class HoldBack:
         # lookup: the loop over the prefixes was ~5 % of an incremental stream's CPU)
         if word and (word in _SECRET_LEADS or word.startswith(SECRET_PREFIXES)):
             return min(token, end - len(word))
-        return token if end - token > TOKEN_LEAD else end
+        return token if end - token > TOKEN_LEAD and _PLAIN_WORD.fullmatch(text, token) is None else end
 
     def term_start(self, text: str) -> int:
         """Where the beginning of a blocked term ends ``text`` (``len(text)``: none does)."""

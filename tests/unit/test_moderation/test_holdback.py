@@ -28,7 +28,8 @@ def _secret_start(text: str, floor: int, run_start: int) -> int:
     assert token is not None and word is not None
     if word.group() and any(word.group().startswith(p) or p.startswith(word.group()) for p in SECRET_PREFIXES):
         return min(token.start(), word.start())
-    return token.start() if len(token.group()) > TOKEN_LEAD else end
+    plain_word = re.fullmatch(r"[A-Z]?[a-z]+(-[a-z]+)*", token.group()) is not None
+    return token.start() if len(token.group()) > TOKEN_LEAD and not plain_word else end
 
 
 def defined_start(text: str, limit: int, types: set[str]) -> int:

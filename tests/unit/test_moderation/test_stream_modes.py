@@ -277,6 +277,9 @@ def test_hold_back(text: str, held: str) -> None:
     ("Authorization: Bearer abc", "abc"),  # a keyed value may follow a key word
     ("x = AbQcdEfW", ""),  # eight characters of token characters: a lead at most
     ("x = AbQcdEfWz", "AbQcdEfWz"),  # nine: could be a random token
+    ("Improving", ""),  # a plain word is no secret, however long
+    ("Non-binary", ""),
+    ("Improvingx7", "Improvingx7"),  # no longer a plain word (the word itself has gone out)
     ("pay to DE", ""),  # country letters alone give nothing away
     ("pay to DE8", "DE8"),
     ("call +1", "+1"),
