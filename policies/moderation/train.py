@@ -58,7 +58,8 @@ its size: Davidson's 16k tweets would otherwise drown OpenAI's 1k labelled LLM-s
 WINDOWED = (*D.BENIGN_SETS, "mod_xstest_completions")
 """Benign sets whose texts are also trained on cut into stream windows (every third text), as
 the gateway scores them: a window of a benign text is benign, and without them a fragment of
-an exam question or a how-to answer could hit a weight learnt from whole toxic texts."""
+an exam question or a how-to answer could hit a weight learnt from whole toxic texts. Every
+text of these sets is also trained on cut into prefixes (``PREFIX_WORDS``)."""
 PREFIX_WORDS = (1, 2, 3, 4, 6, 8, 12)
 PREFIX_CHARS = (12, 24)
 """Where the benign prefix rows end: after so many words, and at so many characters (mid-word,
@@ -66,6 +67,12 @@ as a token can end). The running score of ``mode: incremental`` reads an answer'
 trained only on whole texts and windows, a one-word bag put all its weight on one n-gram
 (``The`` scored harassment 1.0, ``It is`` hate 1.0) and half of XSTest's benign answers had
 their first word held."""
+LABELLED_PREFIX_WORDS = (1, 2, 3, 4)
+"""Where the prefix rows of the hate sets' benign texts end (``I live with two Muslims``: a
+text of ``data.LABELLED`` with every known target 0). A group's name alone is most often
+the start of a text about it; learnt only from whole texts, ``Muslims`` or ``Black`` alone
+scored hate 1.0 and an answer that opens with one was held for up to 18 words. Short only:
+longer prefixes of these texts read like the hateful ones."""
 MAX_BENIGN_FPR = 0.002
 """Most benign routing prompts (dev) one category may flag at its tuned threshold: 0.2 %."""
 C_DEFAULT = 32.0
@@ -126,14 +133,21 @@ def benign_windows(rows: Sequence[D.Example], window_chars: int) -> list[D.Examp
 
 
 def benign_prefixes(rows: Sequence[D.Example]) -> list[D.Example]:
-    """The first words of every third text of the ``WINDOWED`` sets, as extra benign rows:
-    the beginning of a benign text is benign, and the running score reads exactly that."""
+    """The first words of every text of the ``WINDOWED`` sets, and of the hate sets' benign
+    texts (``LABELLED_PREFIX_WORDS``), as extra benign rows: the beginning of a benign text is
+    benign, and the running score reads exactly that."""
     out = []
-    for i, e in enumerate(rows):
-        if e.dataset not in WINDOWED or i % 3 != 1:
+    words: tuple[int, ...]
+    chars: tuple[int, ...]
+    for e in rows:
+        if e.dataset in WINDOWED:
+            words, chars = PREFIX_WORDS, PREFIX_CHARS
+        elif e.dataset in D.LABELLED and all(t == 0 for t in e.targets if not np.isnan(t)):
+            words, chars = LABELLED_PREFIX_WORDS, ()
+        else:
             continue
         ends = [m.end() for m in re.finditer(r"\s*\S+", e.text)]
-        cuts = {ends[k - 1] for k in PREFIX_WORDS if k < len(ends)} | {c for c in PREFIX_CHARS if c < len(e.text)}
+        cuts = {ends[k - 1] for k in words if k < len(ends)} | {c for c in chars if c < len(e.text)}
         out += [D.Example(e.text[:cut], e.dataset, e.targets, e.group, e.key) for cut in sorted(cuts)]
     return out
 
@@ -217,8 +231,9 @@ def summary(train_rows: Sequence[D.Example], metrics: dict[str, Any], thresholds
         "dev_split": f"{D.DEV_SHARE:.0%} of each set by SHA-256 of the normalised text; XSTest completions 50% "
                      "by prompt; XSTest prompts whole",
         "window_rows": "stream windows of every third text of " + ", ".join(WINDOWED),
-        "prefix_rows": f"prefixes of {PREFIX_WORDS} words and {PREFIX_CHARS} characters of every third text "
-                       "of the same sets",
+        "prefix_rows": f"prefixes of {PREFIX_WORDS} words and {PREFIX_CHARS} characters of every text "
+                       f"of the same sets; of {LABELLED_PREFIX_WORDS} words of the benign texts of "
+                       + ", ".join(D.LABELLED),
         "thresholds": {c: round(t, 4) for c, t in thresholds.items()},
         "dev_metrics": metrics,
         "versions": {"scikit-learn": sklearn.__version__, "numpy": np.__version__},

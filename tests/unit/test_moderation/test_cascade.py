@@ -130,7 +130,7 @@ def test_a_moderator_on_the_cascade_blocks_a_toxic_stream_and_passes_a_benign_on
     config = ModerationConfig.model_validate({"output": {"mode": "buffered"}})
     moderator = Moderator(config, CascadeClassifier(ngrams, encoder, EncoderHead.load()))  # type: ignore[arg-type]
     # a threat in plain words: the n-gram model scores it under its threshold, the encoder reads it
-    text = "I will find where you live and I will hurt you and your family badly."
+    text = "I know where you live. Tonight I will come over and break every bone in your body."
     assert Moderator(config, ngrams).check_text(text, "output").blocked is None
     blocked = moderator.check_text(text, "output").blocked
     assert blocked is not None and blocked.name == "violence"

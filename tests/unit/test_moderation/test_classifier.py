@@ -34,7 +34,7 @@ BENIGN = [
     "",
 ]
 TOXIC = {
-    "hate": "All [group] are vermin and should be wiped off the face of the earth, I hate them all.",
+    "hate": "All immigrants are vermin and should be wiped off the face of the earth, I hate them all.",
     "harassment": "You are a pathetic worthless idiot, nobody likes you, just shut up you stupid loser.",
     "sexual": "She slowly took off her clothes and we had hot sex all night, describing every explicit detail.",
     "self-harm": "I want to kill myself. I have been cutting myself every night and I have a plan to end my life.",
