@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -33,7 +34,7 @@ from gateway.doors import OPENAI_CHAT, OPENAI_TEXT, Door
 from gateway.errors import DOOR_STATE, REQUEST_ID_STATE
 from gateway.exchange import Exchange
 from gateway.input_screen import Screen, screen_input
-from gateway.moderation import StreamGuard, check_answer, guard_answer, off_loop
+from gateway.moderation import StreamGuard, answered_text, check_answer, guard_answer, off_loop
 from gateway.operations import Chunk, Req, Resp, request_attributes
 from gateway.relay import (
     StreamLease,
@@ -52,7 +53,7 @@ from gateway.stream_tally import StreamTally
 from gateway.target import SESSION_HEADER, Target, resolve_target
 from gateway.telemetry import RequestRecord, finish_reasons
 from policies.keys import Caller
-from policies.moderation import Moderator
+from policies.moderation import Echo, Moderator
 from router.base import Selection
 from router.decide import Choice
 from router.isolation import without_cached_tokens
@@ -196,7 +197,7 @@ async def _stream(exchange: Exchange[Req, Resp, Chunk], door: Door[Req, Resp, Ch
     include_usage = call.include_usage
     chunks = metered(first, upstream, tally, record)
     if moderator is not None and moderator.checks_output:
-        chunks = moderated(chunks, StreamGuard(moderator, record))
+        chunks = moderated(chunks, StreamGuard(moderator, record, Echo(partial(answered_text, call))))
     chunks = published(chunks, target.model, include_usage, exchange.hides_cached_tokens(choice))
     ticket.hand_off()  # the lease settles it when the stream ends
     return stream_response(encoded(chunks, door.stream(call), lease, on_done), lease, headers)

@@ -32,7 +32,7 @@ from backends.types import (
 )
 from gateway.guard_check import consult_guard
 from gateway.telemetry import RequestRecord
-from policies.moderation import ModerationConfig, Moderator, StreamModerator
+from policies.moderation import Echo, ModerationConfig, Moderator, StreamModerator
 from policies.moderation.config import StreamMode
 from policies.moderation.rules import Scorer
 from policies.moderation.scorers import ModerationModels
@@ -130,6 +130,19 @@ async def check_request(moderator: Moderator, call: Call, record: RequestRecord)
         raise ContentPolicyViolation.of(outcome.blocked, param=outcome.param)
     result: Call = outcome.call
     return result
+
+
+def answered_text(call: object) -> str:
+    """The text an answer replies to: a chat's last user message, or a completion's prompt
+    (what ``Echo`` reads the client's own words from)."""
+    if isinstance(call, TextRequest):
+        prompt = call.params.prompt
+        return prompt if isinstance(prompt, str) else ""
+    if isinstance(call, ChatRequest):
+        for message in reversed(call.params.messages):
+            if message.role == "user":
+                return _text_of(message.content)
+    return ""
 
 
 def input_chars(call: ChatRequest | TextRequest | EmbeddingRequest, roles: tuple[str, ...]) -> int:
@@ -308,9 +321,10 @@ class StreamGuard:
     in ``async`` mode the text is out already and the answer can only end the stream.
     """
 
-    def __init__(self, moderator: Moderator, record: RequestRecord) -> None:
+    def __init__(self, moderator: Moderator, record: RequestRecord, echo: Echo | None = None) -> None:
         self._moderator = moderator
         self._record = record
+        self._echo = echo  # the request's words, released past a borderline running score
         self._streams: dict[int, StreamModerator] = {}
         self._tool_chunks: dict[int, list[Any]] = {}
         self.blocked: Finding | None = None
@@ -333,7 +347,7 @@ class StreamGuard:
             # native thinking block is re-emitted with its signature, which the door can keep
             # only if the block's text comes out in the pieces it tracks
             mode: StreamMode | None = "buffered" if index < 0 and self._mode == "incremental" else None
-            created = self._moderator.stream(mode)
+            created = self._moderator.stream(mode, self._echo)
             assert created is not None
             created.collect_borderline = self._guarded
             stream = self._streams[index] = created

@@ -9,7 +9,8 @@ moderation off so only the output side differs. A stream starts every ``1 / rate
 models in turn, so all share one run and one machine state. Each stream is ``--tokens`` tokens:
 with ``--text answers`` (the default) the first words of one of XSTest's safe model answers
 from the classifier's dev split (``safe_answers``), each word with its leading space a token;
-with ``--text sim`` the simulator's own benign words.
+the request carries the question that answer replies to (XSTest's prompt), as a real
+client's would; with ``--text sim`` the simulator's own benign words.
 
 Per mode: time to first *visible* token (the first SSE chunk whose delta carries text, as a
 client shows it) and inter-token latency (gaps between chunks with text), p50 and p99, and the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import json
 import random
@@ -88,11 +90,12 @@ def _start(workdir: Path, ttft_ms: float, itl_ms: float, classifier: str = "ngra
 
 
 async def _stream(session: aiohttp.ClientSession, url: str, model: str, tokens: int,
-                  reply: list[str] | None = None) -> dict[str, Any]:
+                  reply: tuple[str, list[str]] | None = None) -> dict[str, Any]:
+    question = f"say something {random.random()}" if reply is None else reply[0]
     body: dict[str, Any] = {"model": model, "stream": True, "max_tokens": tokens,
-                            "messages": [{"role": "user", "content": f"say something {random.random()}"}]}
+                            "messages": [{"role": "user", "content": question}]}
     if reply is not None:
-        body["sim_reply"] = reply  # the simulator streams one piece per token, at its ITL
+        body["sim_reply"] = reply[1]  # the simulator streams one piece per token, at its ITL
     finish = None
     started = time.perf_counter()
     stamps: list[float] = []
@@ -112,7 +115,7 @@ async def _stream(session: aiohttp.ClientSession, url: str, model: str, tokens: 
 
 
 async def _load(url: str, seconds: float, rate: float, tokens: int,
-                replies: list[list[str]] | None) -> dict[str, list[dict[str, Any]]]:
+                replies: list[tuple[str, list[str]]] | None) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         for mode in MODES:  # warm-up: one stream each
@@ -193,11 +196,11 @@ def leak(texts: int = 300, seed: int = 7) -> dict[str, dict[str, float]]:
     return out
 
 
-def safe_answers(data: Path) -> list[str]:
-    """XSTest's model answers labelled safe, from its dev split only (by prompt, as the
-    classifier's training splits it): the classifier never trained on them, whole or cut.
-    Shuffled with a fixed seed: the file is grouped by model, so the first 120 were all GPT-4's
-    and a short run measured one model's way of opening an answer."""
+def safe_answers(data: Path) -> list[tuple[str, str]]:
+    """XSTest's model answers labelled safe, with the prompt each answers, from its dev split
+    only (by prompt, as the classifier's training splits it): the classifier never trained on
+    them, whole or cut. Shuffled with a fixed seed: the file is grouped by model, so the first
+    120 were all GPT-4's and a short run measured one model's way of opening an answer."""
     import gzip
     import random
 
@@ -206,27 +209,29 @@ def safe_answers(data: Path) -> list[str]:
     share = D.SETS["mod_xstest_completions"].dev_share
     with gzip.open(D.set_path(data, "mod_xstest_completions"), "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
-    texts = [r["text"] for r in rows if r.get("label") == 0 and D.is_dev(str(r["xstest_prompt_id"]), share)]
-    random.Random(0).shuffle(texts)
-    return texts
+    pairs = [(str(r["prompt"]), str(r["text"])) for r in rows
+             if r.get("label") == 0 and D.is_dev(str(r["xstest_prompt_id"]), share)]
+    random.Random(0).shuffle(pairs)
+    return pairs
 
 
-def answers(data: Path, count: int, tokens: int) -> list[list[str]]:
-    """Benign model answers (``safe_answers``), each cut into ``tokens`` words with their
-    leading space: what a real model streams, not the simulator's word salad."""
+def answers(data: Path, count: int, tokens: int) -> list[tuple[str, list[str]]]:
+    """Benign model answers (``safe_answers``) with their prompts, each answer cut into
+    ``tokens`` words with their leading space: what a real model streams, not the simulator's
+    word salad."""
     import re
 
-    out = [re.findall(r"\s*\S+", t)[:tokens] for t in safe_answers(data)]
-    return [pieces for pieces in out if len(pieces) == tokens][:count]
+    out = [(prompt, re.findall(r"\s*\S+", text)[:tokens]) for prompt, text in safe_answers(data)]
+    return [(prompt, pieces) for prompt, pieces in out if len(pieces) == tokens][:count]
 
 
 def holdback(data: Path, texts: int = 300) -> dict[str, dict[str, float]]:
     """``incremental`` on real model answers (``safe_answers``), split into words with their
-    leading space as tokens: characters held after each token, per ``release_below``, and with
-    e-mail addresses redacted."""
+    leading space as tokens, each stream given its prompt's words as the gateway gives them:
+    characters held after each token, per ``release_below``, and with e-mail addresses redacted."""
     import re
 
-    from policies.moderation import ModerationClassifier, ModerationConfig, Moderator
+    from policies.moderation import Echo, ModerationClassifier, ModerationConfig, Moderator
 
     classifier = ModerationClassifier.load()
     answers = safe_answers(data)[:texts]
@@ -236,8 +241,8 @@ def holdback(data: Path, texts: int = 300) -> dict[str, dict[str, float]]:
         moderator = Moderator(ModerationConfig.model_validate({"input": None, "output": output}), classifier)
         held: list[float] = []
         firsts: list[float] = []
-        for answer in answers:
-            stream = moderator.stream()
+        for prompt, answer in answers:
+            stream = moderator.stream(echo=Echo(functools.partial(str, prompt)))
             assert stream is not None
             first = None
             for k, token in enumerate(re.findall(r"\s*\S+", answer)[:200]):

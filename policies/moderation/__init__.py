@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from policies.moderation.categories import CATEGORIES, PII_TYPES, Category, ClassifierKind, Direction, PiiType
     from policies.moderation.classifier import ModerationClassifier, ModerationModelError, default_model_path
     from policies.moderation.config import CategoryRule, CheckSet, InputChecks, ModerationConfig, OutputChecks, PiiRule
+    from policies.moderation.echo import Echo
     from policies.moderation.engine import Moderator
     from policies.moderation.pii import PiiSpan, find_pii
     from policies.moderation.scorers import ModerationModels
@@ -36,6 +37,7 @@ __all__ = [
     "ClassifierKind",
     "ContentPolicyViolation",
     "Direction",
+    "Echo",
     "Finding",
     "InputChecks",
     "ModerationClassifier",
@@ -62,6 +64,7 @@ _HOME = {
     "ClassifierKind": "categories",
     "ContentPolicyViolation": "verdict",
     "Direction": "categories",
+    "Echo": "echo",
     "Finding": "verdict",
     "InputChecks": "config",
     "ModerationClassifier": "classifier",

@@ -174,6 +174,11 @@ class OutputChecks(CheckSet):
     this fraction of its threshold; at or above it the text is borderline and held until its
     window is scored whole. 0 holds like ``buffered`` for the classifier; 1 releases whenever
     the running score is under the threshold itself."""
+    release_echo: bool = True
+    """``incremental``: a borderline running score does not hold words the request itself
+    contains (of three letters or more), so an answer that repeats its question's sensitive
+    subject (``Child abuse refers to``) shows it at once. Terms and PII are held as always and
+    the window is still scored whole; off, those words wait for the score like any other."""
 
 
 class ModerationConfig(StrictModel):

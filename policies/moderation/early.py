@@ -18,10 +18,15 @@ score, computed at most once per feed. A score with less margin covers only what
 a borderline one is recomputed once a word (a whitespace, or 16 characters) has arrived. A
 complete window's score counts as the running score of what it read.
 
+A borderline score does not hold a run of words the request itself contains (``Echo``: an
+answer that repeats its question's sensitive subject shows it at once), when the stream was
+given the request's words.
+
 What this guarantees: a blocked term, or a PII value of the types checked, never reaches the
 client, however the stream is chunked (up to the hold bound, ``window_chars - 1``); text a
 category blocks may have been released up to its window's start plus the part running scores
-passed, plus at most ``release_ahead`` characters no score had read yet. ``AsyncStreamModerator``
+passed, plus at most ``release_ahead`` characters no score had read yet, plus words of the
+request. ``AsyncStreamModerator``
 releases every delta as it comes and runs ``buffered`` checks beside it: a block ends the
 stream, after the text before it went out unredacted.
 """
@@ -31,6 +36,7 @@ from __future__ import annotations
 import re
 
 from policies.moderation.config import OVERLAP_CHARS
+from policies.moderation.echo import Echo
 from policies.moderation.pii import PiiSpan
 from policies.moderation.rules import Rules, Window
 from policies.moderation.stream import StreamModerator, next_cut
@@ -47,8 +53,9 @@ have arrived since: a few more letters of the same word barely move it."""
 class IncrementalStreamModerator(StreamModerator):
     """Release as soon as nothing can still block it (``mode: incremental``)."""
 
-    def __init__(self, rules: Rules, window_chars: int) -> None:
+    def __init__(self, rules: Rules, window_chars: int, echo: Echo | None = None) -> None:
         super().__init__(rules, window_chars)
+        self._echo = echo  # the request's words, which a borderline score does not hold
         self._open = ""  # the classifier's open window (part may already be released)
         self._open_context = ""  # the OVERLAP_CHARS before it
         self._uncut = 0  # length of _open known to complete no window (next_cut: None)
@@ -123,7 +130,11 @@ class IncrementalStreamModerator(StreamModerator):
         hold = len(text) if final else max(base, self._rules.hold.start(text))
         limit = self._offset + hold - base
         if not final and limit > self._cleared and self._open and self._rules.classifies:
-            limit = max(self._cleared, min(limit, self._scored_limit(text, base, limit)))
+            scored = self._scored_limit(text, base, limit)
+            if scored < limit and self._echo is not None:  # the client's own words go out anyway
+                start = base + max(scored, self._offset) - self._offset
+                scored = max(scored, self._offset - base + self._echo.extent(text, start, base + limit - self._offset))
+            limit = max(self._cleared, min(limit, scored))
         end = base + limit - self._offset
         if end <= base:
             return "", ()

@@ -21,6 +21,7 @@ from typing import Any
 from policies.moderation.categories import Category, Direction
 from policies.moderation.config import ModerationConfig, StreamMode
 from policies.moderation.early import AsyncStreamModerator, IncrementalStreamModerator
+from policies.moderation.echo import Echo
 from policies.moderation.memo import VerdictMemo
 from policies.moderation.rules import Rules, Scorer, Window
 from policies.moderation.stream import StreamModerator, next_cut
@@ -88,12 +89,16 @@ class Moderator:
             memo.put(text, verdict)
         return verdict
 
-    def stream(self, mode: StreamMode | None = None) -> StreamModerator | None:
+    def stream(self, mode: StreamMode | None = None, echo: Echo | None = None) -> StreamModerator | None:
         """A new moderator for one streamed answer, in ``mode`` (default: the policy's), or None
-        when the policy does not check output."""
+        when the policy does not check output. ``echo``: the words of the request it answers,
+        which an ``incremental`` stream releases past a borderline running score (unless the
+        policy's ``release_echo`` is off)."""
         if self._output is None or self.config.output is None:
             return None
         kind = _MODES[mode or self.config.output.mode]
+        if kind is IncrementalStreamModerator and echo is not None and self.config.output.release_echo:
+            return IncrementalStreamModerator(self._output, self._window, echo)
         return kind(self._output, self._window)
 
     def check_tool_arguments(self, arguments: str, direction: Direction = "output") -> Verdict:

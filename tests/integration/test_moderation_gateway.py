@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.local_stack import DEMO_KEY, LOCAL_MODEL, TEAM_B_KEY
+from gateway.local_stack import ANTHROPIC_MODEL, DEMO_KEY, LOCAL_MODEL, TEAM_B_KEY
 from gateway.telemetry import AccessLog, Telemetry
 from tests.conftest import ThreadedStack
 
@@ -254,5 +254,37 @@ def test_an_email_in_the_output_is_flagged_not_redacted_by_default_and_costs_no_
         metrics = httpx.get(stack.url + "/metrics").text
         assert ('switchyard_moderation_verdicts_total{action="flag",category="email",direction="output",'
                 f'model="{LOCAL_MODEL}"') in metrics
+    finally:
+        stack.close()
+
+
+def test_an_answer_repeating_its_question_shows_its_subject_at_once(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The shipped model scores `` Child abuse`` over its sexual threshold by itself, so the
+    running score holds those words until the sentence says what they are; the client asked
+    about them, so they go out at once (``output.release_echo``, on by default), through the
+    OpenAI and the Anthropic door alike. A tenant with it off waits, as before."""
+    import anthropic
+
+    def defaults(document: dict[str, Any]) -> None:
+        document["moderation"] = {"default": {"input": None},
+                                  "tenants": {"team-b": {"input": None, "output": {"release_echo": False}}}}
+
+    question = [{"role": "user", "content": "What is child abuse?"}]
+    pieces = [" Child", " abuse", " refers", " to", " any", " act", " that", " harms", " a", " child."]
+    stack = ThreadedStack(tmp_path_factory.mktemp("echo"), edit_policy=defaults)
+    try:
+        firsts = {}
+        for key in (DEMO_KEY, TEAM_B_KEY):
+            chunks = list(_client(stack, key).chat.completions.create(
+                model=LOCAL_MODEL, stream=True, messages=question, extra_body={"sim_reply": pieces}))
+            contents = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+            assert "".join(contents) == "".join(pieces)
+            firsts[key] = contents[0]
+        assert firsts == {DEMO_KEY: " Child", TEAM_B_KEY: " Child abuse refers"}
+        client = anthropic.Anthropic(base_url=stack.url, api_key=DEMO_KEY, max_retries=0, timeout=20)
+        events = list(client.messages.create(model=ANTHROPIC_MODEL, max_tokens=64, stream=True, messages=question,
+                                             extra_body={"sim_reply": pieces}))
+        texts = [e.delta.text for e in events if e.type == "content_block_delta" and e.delta.type == "text_delta"]
+        assert texts[0] == " Child" and "".join(texts) == "".join(pieces)
     finally:
         stack.close()
