@@ -18,7 +18,7 @@ import yaml
 from gateway.local_stack import ADMIN_KEY, DEMO_KEY, LOCAL_MODEL
 from gateway.telemetry import AccessLog, Telemetry
 from policies.keys import hash_key
-from tests.conftest import ThreadedStack
+from tests.conftest import ThreadedStack, eventually
 
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 NEW_KEY = "sy-reload-key"
@@ -170,7 +170,10 @@ def test_content_capture_records_what_replay_needs(live: tuple[ThreadedStack, io
     answer = client.chat.completions.create(
         model=LOCAL_MODEL, max_tokens=4, messages=[{"role": "user", "content": "capture this"}],
         extra_headers={"x-switchyard-session": "s-42"})
-    line = json.loads(access.getvalue().splitlines()[-1])
+    # the access line is written just after the response has gone out
+    line = eventually(lambda: next((x for x in map(json.loads, access.getvalue().splitlines())
+                                    if x.get("session") == "s-42"), None))
+    assert line is not None, "no access line for the captured request"
     assert line["request"]["messages"] == [{"role": "user", "content": "capture this"}]
     assert line["request"]["max_tokens"] == 4 and line["session"] == "s-42"
     assert line["completion"] == answer.choices[0].message.content
