@@ -144,9 +144,8 @@ def _check_whole(rules: Rules, text: str, window: int) -> Verdict:
         outcome = rules.check([Window(text, 0, len(text), 0, tuple(rules.pii(text)))])[0]
         return Verdict("" if outcome.blocked is not None else outcome.text, outcome.findings, outcome.borderline)
     stream = StreamModerator(rules, window)
-    first = stream.feed(text)
-    rest = stream.finish()
-    return Verdict(first.text + rest.text, first.findings + rest.findings, stream.borderline)
+    checked = stream.whole(text)
+    return Verdict(checked.text, checked.findings, stream.borderline)
 
 
 def _strings(value: Any) -> list[str]:

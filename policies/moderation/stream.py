@@ -125,9 +125,26 @@ class StreamModerator:
             return Release(blocked=self._blocked)
         return self._release(final=True)
 
+    def whole(self, text: str) -> Release:
+        """``feed(text)`` then ``finish()`` on a new ``buffered`` stream (what a whole text is
+        checked as: ``Moderator.check_text``), with one classifier run for all
+        their windows instead of two: the cuts do not depend on the checks' outcomes (a window
+        consumes its text unredacted), so both calls' windows are known before either is checked."""
+        self._pending += text
+        first, context, pending, offset = self._windows(self._context, self._pending, self._offset, final=False)
+        rest, _, _, _ = self._windows(context, pending, offset, final=True)
+        windows = first + rest
+        return self._apply(windows) if windows else Release()
+
     def _release(self, *, final: bool) -> Release:
+        windows, _, _, _ = self._windows(self._context, self._pending, self._offset, final=final)
+        return self._apply(windows) if windows else Release()
+
+    def _windows(self, context: str, pending: str, offset: int, *,
+                 final: bool) -> tuple[list[Window], str, str, int]:
+        """The windows ``pending`` releases now (all of it when ``final``), and the context,
+        pending text and offset once they are consumed."""
         windows: list[Window] = []
-        context, pending, offset = self._context, self._pending, self._offset
         while pending:
             cut_at = next_cut(pending, self._window)
             if cut_at is None:
@@ -141,9 +158,7 @@ class StreamModerator:
             windows.append(window)
             context = (context + pending[:released])[-OVERLAP_CHARS:]
             pending, offset = pending[released:], offset + released
-        if not windows:
-            return Release()
-        return self._apply(windows)
+        return windows, context, pending, offset
 
     def _window_at(self, context: str, pending: str, offset: int, cut: int, look_end: int, *,
                    final: bool = False) -> Window:

@@ -330,3 +330,29 @@ def test_buffered_does_not_stall_on_a_term_beginning_that_did_not_continue() -> 
     assert stream.feed(head).text == head[:at]  # could be "acme\nsecret plan": held at the cut
     release = stream.feed("secrets are kept elsewhere. And more text to come here, and more. ")
     assert release.text.startswith(head[at:]) and release.blocked is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.randoms(use_true_random=False),
+       st.sampled_from(["acme secret plan", "jane.doe@example.com", "+1 (415) 555-0132", "i will hurt you badly", "ok"]))
+def test_a_whole_text_is_checked_as_feeding_it_then_finishing(rng: random.Random, value: str) -> None:
+    """``whole`` (one classifier run, what ``check_text`` uses) gives what ``feed`` then
+    ``finish`` give, whatever the text holds: terms, PII, a blocking category, nothing."""
+    text = around(value, rng).replace(". ", rng.choice([". ", ".\n", "! "]))
+
+    def fresh() -> tuple[StreamModerator, KeywordScorer]:
+        config = ModerationConfig.model_validate({"input": None, "output": {
+            "mode": "buffered", "blocked_terms": ["acme secret plan"], "pii": REDACT_EMAIL}})
+        scorer = KeywordScorer({"violence": ["hurt you"]})
+        stream = Moderator(config, scorer).stream()
+        assert stream is not None
+        return stream, scorer
+
+    stepwise, _ = fresh()
+    first, rest = stepwise.feed(text), stepwise.finish()
+    whole, scorer = fresh()
+    once = whole.whole(text)
+    assert len(scorer.calls) == 1  # every window in one classifier run
+    assert once.text == first.text + rest.text
+    assert once.findings == first.findings + rest.findings
+    assert once.blocked == (first.blocked or rest.blocked) and whole.borderline == stepwise.borderline
