@@ -11,6 +11,7 @@ import httpx
 import msgspec
 
 from backends import open_wire
+from backends.control_http import control_get
 from backends.errors import SwitchyardError, UpstreamError
 from backends.http import (
     Timeouts,
@@ -137,9 +138,8 @@ class OpenAICompatBackend:
     async def health(self) -> Health:
         """A provider API has no cheap health route: listing models proves reachability and key."""
         try:
-            response = await self._control.get(
-                self._api_url("/models"), headers=self._headers, timeout=self._timeouts.connect
-            )
+            response = await control_get(self._control, self._api_url("/models"), headers=self._headers,
+                                         deadline=self._timeouts.connect, max_bytes=self._timeouts.max_body_bytes)
         except httpx.HTTPError as exc:
             return Health(ok=False, detail=f"unreachable ({type(exc).__name__})")
         return Health(ok=response.status_code < 500, detail=f"HTTP {response.status_code}")

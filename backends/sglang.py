@@ -19,6 +19,7 @@ import httpx
 import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
+from backends.control_http import ControlResponse, control_get
 from backends.errors import UpstreamUnavailableError
 from backends.http import Timeouts
 from backends.openai_compat import OpenAICompatBackend
@@ -189,9 +190,8 @@ class SGLangBackend(OpenAICompatBackend):
 
     async def health(self) -> Health:
         try:
-            probe = await self._control.get(
-                self.base_url + self._health_path, timeout=self._timeouts.first_byte
-            )
+            probe = await control_get(self._control, self.base_url + self._health_path,
+                                      deadline=self._timeouts.first_byte, max_bytes=self._timeouts.max_body_bytes)
         except httpx.HTTPError as exc:
             self._forget()
             return Health(ok=False, detail=f"unreachable ({type(exc).__name__})")
@@ -223,11 +223,11 @@ class SGLangBackend(OpenAICompatBackend):
             for gap in gaps:
                 log.warning("SGLang worker %s (%s) reports %s", self.name, self.base_url, gap)
 
-    async def _get(self, path: str) -> httpx.Response:
-        return await self._control.get(self.base_url + path, headers=self._probe_headers,
-                                       timeout=self._timeouts.connect)
+    async def _get(self, path: str) -> ControlResponse:
+        return await control_get(self._control, self.base_url + path, headers=self._probe_headers,
+                                 deadline=self._timeouts.connect, max_bytes=self._timeouts.max_body_bytes)
 
-    async def _get_current(self, path: str, deprecated: str) -> httpx.Response:
+    async def _get_current(self, path: str, deprecated: str) -> ControlResponse:
         """``path``, or its deprecated alias on an older worker that answers 404."""
         response = await self._get(path)
         if response.status_code == 404:
