@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-__all__ = ["ControlBodyTooLarge", "ControlResponse", "control_get"]
+__all__ = ["ControlBodyTooLarge", "ControlResponse", "bounded_lines", "control_get"]
 
 
 class ControlBodyTooLarge(httpx.HTTPError):
@@ -46,7 +47,7 @@ class ControlResponse:
 
 
 async def control_get(client: httpx.AsyncClient, url: str, *, deadline: float, max_bytes: int,
-                      headers: dict[str, str] | None = None) -> ControlResponse:
+                      headers: dict[str, str] | None = None, params: dict[str, str] | None = None) -> ControlResponse:
     """``GET url``, its whole body within ``deadline`` seconds and ``max_bytes`` bytes.
 
     Raises:
@@ -58,7 +59,7 @@ async def control_get(client: httpx.AsyncClient, url: str, *, deadline: float, m
         async with asyncio.timeout(deadline):
             # identity: a compressed body would be inflated a read at a time before it is counted
             sent = {"accept-encoding": "identity", **(headers or {})}
-            async with client.stream("GET", url, headers=sent, timeout=deadline) as response:
+            async with client.stream("GET", url, headers=sent, params=params, timeout=deadline) as response:
                 announced = response.headers.get("content-length")
                 if announced is not None and announced.isdigit() and int(announced) > max_bytes:
                     raise ControlBodyTooLarge(f"{url}: {announced} bytes announced, over {max_bytes}")
@@ -72,3 +73,23 @@ async def control_get(client: httpx.AsyncClient, url: str, *, deadline: float, m
                 return ControlResponse(response.status_code, b"".join(chunks))
     except TimeoutError as exc:
         raise httpx.ReadTimeout(f"{url}: no whole answer within {deadline:g} s") from exc
+
+
+async def bounded_lines(chunks: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[bytes]:
+    """The newline-separated lines of a body (a watch's JSON events), each at most ``max_bytes``.
+
+    Raises:
+        ControlBodyTooLarge: a line grew past ``max_bytes`` before its newline came.
+    """
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if len(line) > max_bytes:
+                raise ControlBodyTooLarge(f"a line of {len(line)} bytes, over {max_bytes}")
+            yield line
+        if len(pending) > max_bytes:
+            raise ControlBodyTooLarge(f"a line over {max_bytes} bytes")
+    if pending:
+        yield pending

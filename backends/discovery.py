@@ -31,6 +31,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchyard.discovery")
 
+LIST_BYTES = 64 * 1024 * 1024
+"""Most bytes of one EndpointSlice list (a Service's slices: kilobytes, a huge one a few MB)."""
+EVENT_BYTES = 16 * 1024 * 1024
+"""Most bytes of one watch event (one EndpointSlice: at most 1,000 endpoints)."""
+LIST_DEADLINE_S = 30.0
+"""A list the API server has not answered whole in this time is retried (the watch itself has
+no read timeout: it is quiet until something changes)."""
+
 
 class Discovery(Protocol):
     """A source of a pool's workers."""
@@ -149,7 +157,10 @@ class KubernetesDiscovery:
             await asyncio.sleep(self._config.retry_s)
 
     async def _list(self, client: httpx.AsyncClient) -> str:
-        response = await client.get(self._path, params={"labelSelector": self._selector})
+        from backends.control_http import control_get
+
+        response = await control_get(client, self._path, params={"labelSelector": self._selector},
+                                     deadline=LIST_DEADLINE_S, max_bytes=LIST_BYTES)
         response.raise_for_status()
         body = response.json()
         self._slices = {item["metadata"]["name"]: self._ready(item) for item in body.get("items") or []}
@@ -157,11 +168,13 @@ class KubernetesDiscovery:
 
     async def _follow(self, client: httpx.AsyncClient, version: str) -> AsyncIterator[None]:
         """Apply watch events until the server ends the watch (then the caller lists again)."""
+        from backends.control_http import bounded_lines
+
         params = {"labelSelector": self._selector, "watch": "true", "resourceVersion": version,
                   "allowWatchBookmarks": "true"}
-        async with client.stream("GET", self._path, params=params) as response:
+        async with client.stream("GET", self._path, params=params, headers={"accept-encoding": "identity"}) as response:
             response.raise_for_status()
-            async for line in response.aiter_lines():
+            async for line in bounded_lines(response.aiter_bytes(), EVENT_BYTES):
                 if not line.strip():
                     continue
                 event = json.loads(line)

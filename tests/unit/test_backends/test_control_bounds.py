@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
 from aiohttp import web
 
-from backends.control_http import ControlBodyTooLarge, control_get
+from backends import discovery
+from backends.control_http import ControlBodyTooLarge, bounded_lines, control_get
+from backends.discovery_config import KubernetesDiscoveryConfig
 from backends.http import Timeouts, open_session
 from backends.sglang import SGLangBackend
 from tests.aiohttp_app import start_app
@@ -115,4 +118,54 @@ async def test_a_worker_dripping_its_info_and_metrics_is_still_probed_within_the
         assert health_.ok and health_.load_source == "loads" and (health_.running, health_.queued) == (2, 1)
     finally:
         await session.close()
+        await runner.cleanup()
+
+
+async def _chunks(*pieces: bytes) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+
+
+async def test_lines_are_split_across_reads_and_bounded_each() -> None:
+    lines = [line async for line in bounded_lines(_chunks(b'{"a"', b': 1}\n{"b": 2}\n\n{"c"', b": 3}"), 16)]
+    assert lines == [b'{"a": 1}', b'{"b": 2}', b"", b'{"c": 3}']
+    with pytest.raises(ControlBodyTooLarge):
+        [line async for line in bounded_lines(_chunks(b"x" * 10, b"x" * 10, b"\n"), 16)]  # no newline in time
+    with pytest.raises(ControlBodyTooLarge):
+        [line async for line in bounded_lines(_chunks(b"x" * 20 + b"\nok\n"), 16)]  # one read, one long line
+
+
+async def test_a_kubernetes_list_that_never_ends_fails_at_its_deadline_and_an_endless_event_at_its_bound(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = "/apis/discovery.k8s.io/v1/namespaces/llm/endpointslices"
+
+    async def api(request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch") != "true":
+            return await _drip(request)  # a list that never completes
+        response = web.StreamResponse()  # a watch event that never ends its line
+        await response.prepare(request)
+        try:
+            while True:
+                await response.write(b"x" * 64 * KIB)
+                await asyncio.sleep(0.01)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        return response
+
+    monkeypatch.setattr(discovery, "LIST_DEADLINE_S", 0.5)
+    monkeypatch.setattr(discovery, "EVENT_BYTES", MIB)
+    runner, url = await _serve({path: api})
+    config = KubernetesDiscoveryConfig(type="kubernetes", service="sglang-headless", namespace="llm", api_url=url,
+                                       token_path=str(tmp_path / "none"), ca_path=str(tmp_path / "none"))
+    source = discovery.KubernetesDiscovery(config)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(10.0, read=None)) as client:
+            started = time.monotonic()
+            with pytest.raises(httpx.ReadTimeout):
+                await source._list(client)
+            with pytest.raises(ControlBodyTooLarge):
+                async for _ in source._follow(client, "1"):
+                    pass
+            assert time.monotonic() - started < 5
+    finally:
         await runner.cleanup()
