@@ -31,7 +31,7 @@ from backends.read_clock import ReadClock
 from backends.sse import SSEDecoder
 from policies.bounds_config import BoundsConfig
 from policies.document import Policy
-from tests.aiohttp_app import start_app
+from tests.aiohttp_app import drip, huge_chunked, start_app
 
 KIB, MIB = 1024, 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -42,20 +42,6 @@ async def _serve(handler: Handler) -> tuple[web.AppRunner, str]:
     app.router.add_route("*", "/{tail:.*}", handler)
     runner, url = await start_app(app)
     return runner, url + "/"
-
-
-async def _drip(request: web.Request, piece: bytes, every_s: float, *,
-                headers: dict[str, str] | None = None) -> web.StreamResponse:
-    """Headers at once, then ``piece`` every ``every_s`` until the client goes away."""
-    response = web.StreamResponse(headers=headers)
-    await response.prepare(request)
-    try:
-        while True:
-            await response.write(piece)
-            await asyncio.sleep(every_s)
-    except (ConnectionError, asyncio.CancelledError):
-        pass
-    return response
 
 
 async def _get(handler: Handler) -> AsyncIterator[aiohttp.ClientResponse]:
@@ -112,21 +98,9 @@ async def _read(handler: Handler, timeouts: Timeouts) -> bytes:
 
 
 async def test_a_body_over_the_bound_stops_being_read_at_the_bound() -> None:
-    sent = []
-
-    async def huge(request: web.Request) -> web.StreamResponse:  # chunked: no length announced
-        response = web.StreamResponse()
-        await response.prepare(request)
-        try:
-            for _ in range(400):  # 25 MB
-                await response.write(b"x" * 64 * KIB)
-                sent.append(1)
-        except ConnectionError:
-            pass
-        return response
-
+    sent: list[int] = []
     with pytest.raises(UpstreamTooLargeError) as caught:
-        await _read(huge, Timeouts(max_body_bytes=1 * MIB))
+        await _read(huge_chunked(sent), Timeouts(max_body_bytes=1 * MIB))
     assert caught.value.bound == "upstream_body_bytes"
     await asyncio.sleep(0.2)
     assert len(sent) < 200  # the connection was closed: the upstream could not send it all
@@ -166,19 +140,19 @@ async def test_a_body_under_every_bound_is_read_whole() -> None:
 
 
 async def test_a_dripping_body_ends_at_the_deadline() -> None:
-    async def drip(request: web.Request) -> web.StreamResponse:
-        return await _drip(request, b" " * 10, 0.05)  # never silent for long: idle never fires
+    async def dripping(request: web.Request) -> web.StreamResponse:
+        return await drip(request, b" " * 10, 0.05)  # never silent for long: idle never fires
 
     started = time.monotonic()
     with pytest.raises(UpstreamDeadlineError) as caught:
-        await _read(drip, Timeouts(idle=5.0, total=1.0))
+        await _read(dripping, Timeouts(idle=5.0, total=1.0))
     assert caught.value.bound == "upstream_deadline_s" and caught.value.status_code == 504
     assert time.monotonic() - started < 4.0
 
 
 async def test_a_silent_body_is_still_an_idle_timeout() -> None:
     async def silent(request: web.Request) -> web.StreamResponse:
-        return await _drip(request, b"{", 30)
+        return await drip(request, b"{", 30)
 
     with pytest.raises(UpstreamTimeoutError) as caught:
         await _read(silent, Timeouts(first_byte=5.0, idle=0.3, total=10.0))
@@ -187,7 +161,7 @@ async def test_a_silent_body_is_still_an_idle_timeout() -> None:
 
 async def test_an_error_body_is_read_only_as_far_as_its_message() -> None:
     async def huge_error(request: web.Request) -> web.StreamResponse:
-        return await _drip(request, b"e" * 64 * KIB, 0.001, headers={"content-type": "text/plain"})
+        return await drip(request, b"e" * 64 * KIB, 0.001, headers={"content-type": "text/plain"})
 
     async for response in _get(huge_error):
         raw = await read_error_body(response, Timeouts(idle=2.0))
@@ -207,7 +181,7 @@ async def _drain(handler: Handler, timeouts: Timeouts) -> int:
 
 async def test_a_stream_that_never_ends_ends_at_its_duration() -> None:
     async def endless(request: web.Request) -> web.StreamResponse:
-        return await _drip(request, b'data: {"x": 1}\n\n', 0.01)
+        return await drip(request, b'data: {"x": 1}\n\n', 0.01)
 
     started = time.monotonic()
     with pytest.raises(UpstreamDeadlineError) as caught:
@@ -253,7 +227,7 @@ async def test_a_trickle_longer_than_the_idle_bound_in_all_is_never_idle() -> No
 async def test_a_slow_reader_is_not_an_idle_upstream() -> None:
     # only waiting for the upstream counts: time the consumer spends between reads does not
     async def quick(request: web.Request) -> web.StreamResponse:
-        return await _drip(request, b'data: {"x": 1}\n\n', 0.01)
+        return await drip(request, b'data: {"x": 1}\n\n', 0.01)
 
     received = 0
     async for response in _get(quick):
@@ -370,7 +344,7 @@ async def _ask(handler: Handler) -> GuardAnswer:
 
 async def test_a_guard_answer_over_its_bound_is_a_guard_error_not_a_read_of_it_all() -> None:
     async def endless(request: web.Request) -> web.StreamResponse:  # chunked: no length announced
-        return await _drip(request, b"s" * 64 * KIB, 0.001, headers={"content-type": "application/json"})
+        return await drip(request, b"s" * 64 * KIB, 0.001, headers={"content-type": "application/json"})
 
     async def announced(request: web.Request) -> web.Response:
         return web.Response(body=b" " * (GUARD_BODY_BYTES + 1), content_type="application/json")

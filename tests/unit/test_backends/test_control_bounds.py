@@ -18,23 +18,14 @@ from backends.control_http import ControlBodyTooLarge, bounded_lines, control_ge
 from backends.discovery_config import KubernetesDiscoveryConfig
 from backends.http import Timeouts, open_session
 from backends.sglang import SGLangBackend
-from tests.aiohttp_app import start_app
+from tests.aiohttp_app import drip, huge_chunked, start_app
 
 KIB, MIB = 1024, 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def _drip(request: web.Request) -> web.StreamResponse:
-    """Headers at once, then a byte every 50 ms until the client goes away."""
-    response = web.StreamResponse()
-    await response.prepare(request)
-    try:
-        while True:
-            await response.write(b" ")
-            await asyncio.sleep(0.05)
-    except (ConnectionError, asyncio.CancelledError):
-        pass
-    return response
+    return await drip(request, b" ", 0.05)  # a byte every 50 ms: httpx's read timeout never fires
 
 
 async def _serve(routes: dict[str, Handler]) -> tuple[web.AppRunner, str]:
@@ -59,21 +50,10 @@ async def test_a_body_that_never_ends_fails_at_the_deadline() -> None:
 async def test_a_body_over_the_bound_stops_being_read_at_the_bound() -> None:
     sent: list[int] = []
 
-    async def huge(request: web.Request) -> web.StreamResponse:  # chunked: no length announced
-        response = web.StreamResponse()
-        await response.prepare(request)
-        try:
-            for _ in range(400):  # 25 MB
-                await response.write(b"x" * 64 * KIB)
-                sent.append(1)
-        except ConnectionError:
-            pass
-        return response
-
     async def announced(request: web.Request) -> web.StreamResponse:
         return web.Response(body=b"{}" + b" " * (2 * MIB))
 
-    runner, url = await _serve({"/server_info": huge, "/model_info": announced})
+    runner, url = await _serve({"/server_info": huge_chunked(sent), "/model_info": announced})
     try:
         async with httpx.AsyncClient() as client:
             with pytest.raises(ControlBodyTooLarge):
@@ -142,15 +122,7 @@ async def test_a_kubernetes_list_that_never_ends_fails_at_its_deadline_and_an_en
     async def api(request: web.Request) -> web.StreamResponse:
         if request.query.get("watch") != "true":
             return await _drip(request)  # a list that never completes
-        response = web.StreamResponse()  # a watch event that never ends its line
-        await response.prepare(request)
-        try:
-            while True:
-                await response.write(b"x" * 64 * KIB)
-                await asyncio.sleep(0.01)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        return response
+        return await drip(request, b"x" * 64 * KIB, 0.01)  # a watch event that never ends its line
 
     monkeypatch.setattr(discovery, "LIST_DEADLINE_S", 0.5)
     monkeypatch.setattr(discovery, "EVENT_BYTES", MIB)
