@@ -19,7 +19,7 @@ import pytest
 
 from gateway.local_stack import ANTHROPIC_MODEL, DEMO_KEY, LOCAL_MODEL, TEAM_B_KEY
 from gateway.telemetry import AccessLog, Telemetry
-from tests.conftest import ThreadedStack
+from tests.conftest import ThreadedStack, eventually
 
 TERM = "project nightingale"
 
@@ -48,15 +48,15 @@ def moderated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Thread
 
 def _last_line(access: io.StringIO, response_id: str) -> dict[str, Any]:
     """The access line of a stream: written when the relay ends, just after [DONE] went out."""
-    import time
 
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+    def last() -> dict[str, Any] | None:
         lines = [json.loads(x) for x in access.getvalue().splitlines()]
-        if lines and lines[-1].get("moderation"):
-            return lines[-1]
-        time.sleep(0.02)
-    raise AssertionError(f"no access line for {response_id}")
+        return lines[-1] if lines and lines[-1].get("moderation") else None
+
+    line = eventually(last)
+    if line is None:
+        raise AssertionError(f"no access line for {response_id}")
+    return line
 
 
 def _client(stack: ThreadedStack, key: str = DEMO_KEY) -> openai.OpenAI:
